@@ -1,0 +1,123 @@
+"""Shared pieces of every exporter: the record an exporter returns, ONNX export with
+torch, reading an ONNX file's I/O signature, and the parity check.
+
+An exporter is a function ``export_<model>(out_dir: Path) -> ExportedModel`` that
+converts pretrained weights from an installed registry package into an ONNX file in
+``out_dir``, checks the ONNX output against the source framework on real inputs, and
+describes the model for the bundle manifest. The orchestrator (``export.bundle``) adds
+the sha256 of every file.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ModelError, missing_dependency
+
+__all__ = ["ExportedModel", "onnx_export", "onnx_io", "check_parity", "require_torch", "OPSET"]
+
+logger = logging.getLogger("ecmf_edge")
+
+# ONNX opset every exporter targets (DESIGN: opset >= 17).
+OPSET = 17
+
+
+@dataclass
+class ExportedModel:
+    """What one exporter produced, as it goes into ``manifest.json``."""
+
+    # Key of the model in the manifest ("face_detector", "face_encoder", ...).
+    key: str
+    # Main ONNX file name, relative to the bundle folder.
+    file: str
+    # Inputs as dicts: {"name", "shape" (ints or axis names), "dtype"}.
+    inputs: list[dict[str, Any]]
+    # Outputs, same form as inputs.
+    outputs: list[dict[str, Any]]
+    # How raw data becomes the input tensor (colour order, size, scaling, layout ...).
+    preprocessing: dict[str, Any]
+    # Where the weights came from: {"package", "version", "file", "licence", "architecture"}.
+    provenance: dict[str, Any]
+    # Result of the parity check: {"reference", "inputs", "max_abs_diff", "tolerance", ...}.
+    parity: dict[str, Any]
+    # Other files of this model in the bundle (tokenizer, extra graphs), relative names.
+    extra_files: list[str] = field(default_factory=list)
+    # Model-specific facts the runtime needs (class labels of a classifier, feature size ...).
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+def require_torch():
+    """Import torch for exporting, or fail with the extra that installs it."""
+    try:
+        import torch
+    except ImportError:
+        raise missing_dependency("torch", "export") from None
+    return torch
+
+
+def onnx_export(
+    module,
+    args: tuple,
+    path: Path,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+) -> Path:
+    """Export a torch module to ONNX (TorchScript exporter, opset :data:`OPSET`) and check the file."""
+    torch = require_torch()
+    import onnx
+
+    module.eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=dynamic_axes or {},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(path))
+    return path
+
+
+def onnx_io(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Inputs and outputs of an ONNX file as manifest dicts (symbolic axes keep their names)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+
+    def describe(values) -> list[dict[str, Any]]:
+        out = []
+        for v in values:
+            if v.name in initializers:
+                continue
+            t = v.type.tensor_type
+            shape = [d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else None) for d in t.shape.dim]
+            out.append({"name": v.name, "shape": shape, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
+        return out
+
+    return describe(model.graph.input), describe(model.graph.output)
+
+
+def check_parity(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float) -> float:
+    """Max absolute difference between reference and candidate; ModelError if above tolerance."""
+    reference = np.asarray(reference, dtype=np.float64)
+    candidate = np.asarray(candidate, dtype=np.float64)
+    if reference.shape != candidate.shape:
+        raise ModelError(f"{name}: parity check failed, shapes differ ({reference.shape} vs {candidate.shape})")
+    diff = float(np.max(np.abs(reference - candidate))) if reference.size else 0.0
+    if not np.isfinite(diff) or diff > tolerance:
+        raise ModelError(f"{name}: parity check failed, max abs diff {diff:.3g} > tolerance {tolerance:g}")
+    logger.info("%s parity: max abs diff %.3g (tolerance %g)", name, diff, tolerance)
+    return diff
