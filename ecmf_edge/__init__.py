@@ -1,0 +1,23 @@
+"""ecmf-edge: live, on-device multimodal emotion recognition (ECMF) on ONNX Runtime.
+
+The public API is what ``__all__`` lists; everything else may change between versions.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import DependencyError, DeviceError, EcmfError, InputError, ModelError
+from .labels import LABELS
+from .runtime.bundle import Bundle, load_bundle
+
+__all__ = [
+    "__version__",
+    "LABELS",
+    "Bundle",
+    "load_bundle",
+    "EcmfError",
+    "InputError",
+    "ModelError",
+    "DeviceError",
+    "DependencyError",
+]

@@ -1,0 +1,240 @@
+"""Per-modality feature vectors for the fusion head, from files or arrays.
+
+This is what ``ecmf-edge features`` runs: the frame encoder over sampled frames, the
+face detector + aligned-crop face encoder, VAD + speech encoder + prosody over the
+speech in the audio, and the text encoder. A modality that has nothing to offer (no
+face in the video, no speech in the audio) is *absent* with a stated reason, never a
+vector of zeros passed off as a feature.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio.io import SAMPLE_RATE, check_pcm, load_audio, rms_dbfs
+from .errors import InputError
+
+__all__ = ["ModalityFeatures", "FeatureExtractor", "FeatureOptions", "MODALITY_ORDER"]
+
+logger = logging.getLogger("ecmf_edge")
+
+# Modality tokens in the order the fusion head reads them.
+MODALITY_ORDER: tuple[str, ...] = ("frame", "face", "audio", "text")
+# Below this loudness (dBFS) audio counts as silent and the VAD is not run.
+SILENCE_DBFS = -60.0
+# Longest stretch of speech fed to the speech encoder at once (Whisper's window).
+MAX_SPEECH_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    """How features are extracted from files."""
+
+    # Frames per second sampled from a video for the frame and face encoders.
+    sample_fps: float = 5.0
+    # At most this many sampled frames per video.
+    max_frames: int = 150
+    # Frames per frame-encoder batch.
+    batch_size: int = 8
+
+
+@dataclass
+class ModalityFeatures:
+    """Feature vectors per modality; ``None`` where the modality is absent."""
+
+    frame: np.ndarray | None = None
+    face: np.ndarray | None = None
+    audio: np.ndarray | None = None
+    text: np.ndarray | None = None
+    # Extra per-modality outputs: face_probs (7 FER classes), prosody (16 statistics).
+    face_probs: np.ndarray | None = None
+    prosody: np.ndarray | None = None
+    # Why each absent modality is absent, and counts describing the input.
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def present(self) -> dict[str, bool]:
+        """Presence mask over :data:`MODALITY_ORDER`."""
+        return {m: getattr(self, m) is not None for m in MODALITY_ORDER}
+
+    def save_npz(self, path: str | Path) -> Path:
+        """Write every present vector, the presence mask and the info as JSON into an .npz."""
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {}
+        for name in (*MODALITY_ORDER, "face_probs", "prosody"):
+            value = getattr(self, name)
+            if value is not None:
+                arrays[name] = np.asarray(value, dtype=np.float32)
+        arrays["present"] = np.array([self.present[m] for m in MODALITY_ORDER], dtype=bool)
+        arrays["modalities"] = np.array(MODALITY_ORDER)
+        arrays["info"] = np.array(json.dumps(self.info, default=str))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **arrays)
+        return path
+
+
+class FeatureExtractor:
+    """Runs the bundle's encoders and returns :class:`ModalityFeatures`.
+
+    Models are opened lazily, so extracting text features alone never loads the
+    vision models.
+    """
+
+    def __init__(self, bundle, options: FeatureOptions | None = None) -> None:
+        self.bundle = bundle
+        self.options = options or FeatureOptions()
+        self._models: dict[str, Any] = {}
+
+    def _model(self, key: str):
+        if key not in self._models:
+            if key == "face_detector":
+                from .vision.face_detector import FaceDetector as cls
+            elif key == "face_encoder":
+                from .vision.face_encoder import FaceEncoder as cls
+            elif key == "frame_encoder":
+                from .vision.frame_encoder import FrameEncoder as cls
+            elif key == "vad":
+                from .audio.vad import VoiceActivityDetector as cls
+            elif key == "audio_encoder":
+                from .audio.speech_encoder import SpeechEncoder as cls
+            elif key == "text_encoder":
+                from .text.text_encoder import TextEncoder as cls
+            else:  # pragma: no cover - programming error
+                raise KeyError(key)
+            self._models[key] = cls.from_bundle(self.bundle)
+        return self._models[key]
+
+    # -- vision ---------------------------------------------------------------------------
+    def faces_in(self, frame: np.ndarray) -> list:
+        """Faces in one BGR frame, largest first."""
+        faces = self._model("face_detector").detect(frame)
+        return sorted(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
+
+    def face_crop(self, frame: np.ndarray, face) -> np.ndarray:
+        """Aligned crop of one detected face, at the face encoder's input size."""
+        from .vision.alignment import align_face
+
+        size = int(self.bundle.spec("face_encoder").get("preprocessing", {}).get("size", 64))
+        return align_face(frame, face, size=size)
+
+    def from_frames(self, frames: list[np.ndarray], into: ModalityFeatures | None = None) -> ModalityFeatures:
+        """Frame and face features from a list of BGR frames (mean over frames).
+
+        Raises:
+            InputError: no frames, or a frame of the wrong shape or dtype.
+        """
+        out = into or ModalityFeatures()
+        if not frames:
+            raise InputError("no frames given: pass at least one BGR image")
+        encoder = self._model("frame_encoder")
+        size = self.options.batch_size
+        feats = np.concatenate([encoder.encode(frames[i:i + size]) for i in range(0, len(frames), size)])
+        out.frame = feats.mean(axis=0).astype(np.float32)
+        crops = []
+        for frame in frames:
+            faces = self.faces_in(frame)
+            if faces:
+                crops.append(self.face_crop(frame, faces[0]))
+        out.info["frames"] = len(frames)
+        out.info["frames_with_face"] = len(crops)
+        if crops:
+            result = self._model("face_encoder").encode(np.stack(crops))
+            out.face = np.asarray(result.features, dtype=np.float32).mean(axis=0)
+            out.face_probs = np.asarray(result.probs, dtype=np.float32).mean(axis=0)
+            out.info["face_labels"] = list(result.labels) if hasattr(result, "labels") else None
+        else:
+            out.face = None
+            out.info["face_absent"] = f"no face found in {len(frames)} frame(s)"
+        return out
+
+    def from_video(self, path: str | Path, into: ModalityFeatures | None = None) -> ModalityFeatures:
+        """Frame and face features from a video file, sampled at ``options.sample_fps``.
+
+        Raises:
+            InputError: missing, unreadable or empty video.
+        """
+        from .capture.video import iter_video_frames
+
+        frames = [f for _, f in iter_video_frames(path, self.options.sample_fps, self.options.max_frames)]
+        if not frames:
+            raise InputError(f"{path} yielded no frames: check the file")
+        return self.from_frames(frames, into)
+
+    # -- audio ----------------------------------------------------------------------------
+    def from_audio(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE, into: ModalityFeatures | None = None) -> ModalityFeatures:
+        """Audio features (speech encoder + prosody over the speech the VAD finds).
+
+        Silent audio or audio without speech leaves the audio modality absent.
+
+        Raises:
+            InputError: wrong rate, empty audio or NaN/Inf samples.
+        """
+        out = into or ModalityFeatures()
+        x = check_pcm(pcm, sample_rate, name="audio")
+        loudness = rms_dbfs(x)
+        out.info["audio_seconds"] = round(x.size / SAMPLE_RATE, 3)
+        out.info["audio_dbfs"] = round(loudness, 1) if np.isfinite(loudness) else None
+        if not np.isfinite(loudness) or loudness < SILENCE_DBFS:
+            out.info["audio_absent"] = f"audio is silent ({out.info['audio_dbfs']} dBFS)"
+            return out
+        segments = self._model("vad").segments(x)
+        out.info["speech_segments"] = [[s.start, s.end] for s in segments]
+        if not segments:
+            out.info["audio_absent"] = "no speech found by the VAD"
+            return out
+        speech = np.concatenate([x[int(s.start * SAMPLE_RATE): int(s.end * SAMPLE_RATE)] for s in segments])
+        speech = speech[: int(MAX_SPEECH_SECONDS * SAMPLE_RATE)]
+        out.info["speech_seconds"] = round(speech.size / SAMPLE_RATE, 3)
+        from .audio.prosody import prosody_features
+
+        out.audio = np.asarray(self._model("audio_encoder").encode(speech, SAMPLE_RATE), dtype=np.float32)
+        out.prosody = prosody_features(speech, SAMPLE_RATE)
+        return out
+
+    def from_audio_file(self, path: str | Path, into: ModalityFeatures | None = None) -> ModalityFeatures:
+        """Audio features from a WAV file (any rate; resampled to 16 kHz)."""
+        return self.from_audio(load_audio(path), SAMPLE_RATE, into)
+
+    # -- text -----------------------------------------------------------------------------
+    def from_text(self, text: str, into: ModalityFeatures | None = None) -> ModalityFeatures:
+        """Text embedding; empty text leaves the modality absent.
+
+        Raises:
+            InputError: text that is not a string.
+        """
+        out = into or ModalityFeatures()
+        if not isinstance(text, str):
+            raise InputError(f"text must be str, got {type(text).__name__}")
+        if not text.strip():
+            out.info["text_absent"] = "empty text"
+            return out
+        out.text = self._model("text_encoder").encode(text)
+        return out
+
+    def extract(self, video: str | Path | None = None, audio: str | Path | None = None, text: str | None = None) -> ModalityFeatures:
+        """All modalities available from the given inputs; absent ones are marked with a reason.
+
+        Raises:
+            InputError: nothing given, or a given input is unusable.
+        """
+        if video is None and audio is None and text is None:
+            raise InputError("nothing to extract: give a video, an audio file or a text")
+        out = ModalityFeatures()
+        if video is not None:
+            self.from_video(video, out)
+        else:
+            out.info["frame_absent"] = out.info["face_absent"] = "no video given"
+        if audio is not None:
+            self.from_audio_file(audio, out)
+        else:
+            out.info["audio_absent"] = "no audio given"
+        if text is not None:
+            self.from_text(text, out)
+        else:
+            out.info["text_absent"] = "no text given"
+        return out

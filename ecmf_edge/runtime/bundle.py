@@ -1,0 +1,241 @@
+"""Model bundles: a folder with ``manifest.json`` and the model files it lists.
+
+The manifest names every model, its files with sha256 and size, its inputs/outputs,
+preprocessing, precision and provenance. Nothing is guessed from file names or
+shapes. Every file is verified against its sha256 the first time it is used; a
+missing, truncated, corrupt or Git-LFS-pointer file is a one-line :class:`ModelError`
+naming the file and the command that rebuilds the bundle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, ModelError
+from .sessions import SessionConfig, create_session
+
+__all__ = [
+    "Bundle", "load_bundle", "engines_dir", "bundle_dir", "sha256_file", "MANIFEST", "MANIFEST_FORMAT",
+    "DEFAULT_BUNDLE", "REBUILD_COMMAND",
+]
+
+logger = logging.getLogger("ecmf_edge")
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+DEFAULT_BUNDLE = "default"
+REBUILD_COMMAND = "ecmf-edge export --force"
+BACKENDS = ("onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+_LFS_PREFIX = b"version https://git-lfs"
+
+
+def engines_dir() -> Path:
+    """Root of built bundles: ``$ECMF_EDGE_ENGINES`` or ``~/.cache/ecmf-edge/engines``."""
+    env = os.environ.get("ECMF_EDGE_ENGINES")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ecmf-edge" / "engines"
+
+
+def bundle_dir(name: str = DEFAULT_BUNDLE, backend: str = "onnxruntime", precision: str = "fp32", root: Path | None = None) -> Path:
+    """Folder of one built bundle: ``<engines>/<name>/<backend>-<precision>``.
+
+    Raises:
+        InputError: unknown backend or precision.
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend '{backend}': use one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision '{precision}': use one of {', '.join(PRECISIONS)}")
+    return (root or engines_dir()) / name / f"{backend}-{precision}"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A loaded, lazily verified model bundle."""
+
+    # Folder that holds manifest.json and the files.
+    root: Path
+    # The parsed manifest.
+    manifest: dict[str, Any]
+    # How ONNX Runtime sessions are built for this bundle's models.
+    session_config: SessionConfig = field(default_factory=SessionConfig)
+    _verified: set[str] = field(default_factory=set, repr=False)
+    _sessions: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name", self.root.name))
+
+    @property
+    def labels(self) -> list[str]:
+        """The bundle's output label set."""
+        return list(self.manifest["labels"])
+
+    @property
+    def precision(self) -> str:
+        return str(self.manifest.get("precision", "fp32"))
+
+    def has(self, key: str) -> bool:
+        """Whether the bundle declares a model under ``key``."""
+        return key in self.manifest.get("models", {})
+
+    def spec(self, key: str) -> dict[str, Any]:
+        """Manifest entry of one model.
+
+        Raises:
+            ModelError: the bundle has no such model.
+        """
+        models = self.manifest.get("models", {})
+        if key not in models:
+            raise ModelError(
+                f"bundle '{self.name}' at {self.root} has no model '{key}' (it has: {', '.join(models) or 'none'}): "
+                f"run `{REBUILD_COMMAND}`"
+            )
+        return models[key]
+
+    def model_files(self, key: str) -> list[str]:
+        """Every file of one model, main file first."""
+        spec = self.spec(key)
+        return [spec["file"], *spec.get("extra_files", [])]
+
+    def path(self, relative: str) -> Path:
+        """Path of a bundle file after checking it against the manifest's sha256.
+
+        Raises:
+            ModelError: the file is not listed, missing, truncated, an LFS pointer or corrupt.
+        """
+        with self._lock:
+            if relative not in self._verified:
+                verify_file(self.root, relative, self.manifest)
+                self._verified.add(relative)
+        return self.root / relative
+
+    def verify(self, key: str | None = None) -> list[str]:
+        """Verify every file (or every file of one model); returns the files checked.
+
+        Raises:
+            ModelError: the first file that fails.
+        """
+        files = self.model_files(key) if key else list(self.manifest.get("files", {}))
+        for relative in files:
+            self.path(relative)
+        return files
+
+    def session(self, relative: str):
+        """Verified ONNX Runtime session for one ONNX file of the bundle (cached)."""
+        path = self.path(relative)
+        with self._lock:
+            if relative not in self._sessions:
+                self._sessions[relative] = create_session(path, self.session_config)
+            return self._sessions[relative]
+
+    def close(self) -> None:
+        """Drop the cached sessions."""
+        with self._lock:
+            self._sessions.clear()
+
+
+def verify_file(root: Path, relative: str, manifest: dict[str, Any]) -> None:
+    """Check one file of a bundle against its manifest record.
+
+    Raises:
+        ModelError: with the file name and the rebuild command.
+    """
+    record = manifest.get("files", {}).get(relative)
+    path = root / relative
+    if record is None:
+        raise ModelError(f"{relative} is not listed in {root / MANIFEST}: run `{REBUILD_COMMAND}`")
+    if not path.is_file():
+        raise ModelError(f"{path} is missing: run `{REBUILD_COMMAND}` to rebuild the bundle")
+    size = path.stat().st_size
+    if size < 200:
+        with open(path, "rb") as fh:
+            if fh.read(len(_LFS_PREFIX)) == _LFS_PREFIX:
+                raise ModelError(f"{path} is a Git LFS pointer, not the model: run `{REBUILD_COMMAND}`")
+    expected_size = record.get("bytes")
+    if expected_size is not None and size != int(expected_size):
+        raise ModelError(
+            f"{path} is truncated or altered ({size} bytes, expected {expected_size}): run `{REBUILD_COMMAND}`"
+        )
+    if sha256_file(path) != record.get("sha256"):
+        raise ModelError(f"{path} is corrupt (sha256 mismatch): run `{REBUILD_COMMAND}`")
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """Parse and sanity-check ``manifest.json``.
+
+    Raises:
+        ModelError: missing, unreadable or incomplete manifest.
+    """
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ModelError(f"no bundle at {root} ({MANIFEST} missing): run `ecmf-edge export` to build it")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path} is not valid JSON ({type(exc).__name__}): run `{REBUILD_COMMAND}`") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{path} is not a bundle manifest: run `{REBUILD_COMMAND}`")
+    missing = [k for k in ("format", "name", "labels", "models", "files") if k not in manifest]
+    if missing:
+        raise ModelError(f"{path} lacks {', '.join(missing)}: run `{REBUILD_COMMAND}`")
+    if manifest["format"] != MANIFEST_FORMAT:
+        raise ModelError(
+            f"{path} has manifest format {manifest['format']!r}, this ecmf-edge reads {MANIFEST_FORMAT}: run `{REBUILD_COMMAND}`"
+        )
+    if not isinstance(manifest["labels"], list) or not manifest["labels"] or not all(isinstance(x, str) for x in manifest["labels"]):
+        raise ModelError(f"{path} has no usable label list: run `{REBUILD_COMMAND}`")
+    for key, spec in manifest["models"].items():
+        if not isinstance(spec, dict) or "file" not in spec:
+            raise ModelError(f"{path}: model '{key}' has no file entry: run `{REBUILD_COMMAND}`")
+        for relative in [spec["file"], *spec.get("extra_files", [])]:
+            if relative not in manifest["files"]:
+                raise ModelError(f"{path}: file {relative} of model '{key}' has no sha256 record: run `{REBUILD_COMMAND}`")
+    return manifest
+
+
+def load_bundle(
+    source: str | Path = DEFAULT_BUNDLE,
+    *,
+    backend: str = "onnxruntime",
+    precision: str = "fp32",
+    session_config: SessionConfig | None = None,
+    build_if_missing: bool = True,
+) -> Bundle:
+    """Open a bundle by name (under :func:`engines_dir`) or by folder path.
+
+    The default bundle is exported offline from the installed weight packages when it
+    is missing and ``build_if_missing`` is true.
+
+    Raises:
+        ModelError: no bundle there, or its manifest is unusable.
+        InputError: unknown backend or precision.
+    """
+    path = Path(source)
+    if isinstance(source, Path) or os.sep in str(source) or path.is_dir():
+        root = path
+    else:
+        root = bundle_dir(str(source), backend, precision)
+    if not (root / MANIFEST).is_file() and build_if_missing and str(source) == DEFAULT_BUNDLE and precision == "fp32" and backend == "onnxruntime":
+        from ..export.bundle import export_bundle
+
+        logger.info("default bundle missing at %s: building it offline", root)
+        export_bundle(root)
+    manifest = read_manifest(root)
+    return Bundle(root=root, manifest=manifest, session_config=session_config or SessionConfig())
