@@ -1,0 +1,203 @@
+"""Speech encoder of the audio branch: Whisper-base encoder states and a pooled vector.
+
+``SpeechEncoder.encode`` turns 16 kHz mono PCM into a 1024-d vector (concat of mean and
+std over time of the Whisper-base encoder states), computed by the bundle's
+``audio_encoder.onnx``. The log-mel front end is numpy only and equals faster-whisper's
+``FeatureExtractor`` (Slaney mel, n_fft 400, hop 160, Whisper normalisation). Unlike
+Whisper's ASR the input is not padded to 30 s: only the actual audio (at least
+``min_frames``, at most 3000 frames) goes through the encoder.
+"""
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import InputError, ModelError
+
+__all__ = ["SpeechEncoder", "log_mel", "prepare_mel", "mel_filters", "SAMPLE_RATE", "MODEL_KEY"]
+
+logger = logging.getLogger("ecmf_edge")
+
+MODEL_KEY = "audio_encoder"
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP = 160
+N_MELS = 80
+MAX_FRAMES = 3000
+MIN_FRAMES = 100
+# Shortest accepted input, seconds.
+MIN_SECONDS = 0.1
+# A float signal peaking above this is integer PCM passed as float, not [-1, 1] audio.
+_MAX_FLOAT_PEAK = 2.0
+_LOG_FLOOR = -10.0  # log10 of the 1e-10 power clip: what digital silence gives
+
+
+@lru_cache(maxsize=4)
+def mel_filters(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
+    """Slaney-scale, Slaney-normalised mel filterbank (n_mels, n_fft // 2 + 1), as Whisper uses."""
+    fft_freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
+    mels = np.linspace(0.0, 45.245640471924965, n_mels + 2)  # 0 Hz .. 8 kHz in Slaney mel
+    f_sp = 200.0 / 3
+    freqs = f_sp * mels
+    min_log_mel = 1000.0 / f_sp
+    log_region = mels >= min_log_mel
+    freqs[log_region] = 1000.0 * np.exp(np.log(6.4) / 27.0 * (mels[log_region] - min_log_mel))
+    fdiff = np.diff(freqs)
+    ramps = freqs.reshape(-1, 1) - fft_freqs.reshape(1, -1)
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (freqs[2 : n_mels + 2] - freqs[:n_mels]))[:, None]
+    weights = weights.astype(np.float32)
+    weights.flags.writeable = False
+    return weights
+
+
+def _log_power_mel(audio: np.ndarray) -> np.ndarray:
+    """log10 mel power (80, len // 160 + 1), framed exactly like faster-whisper (160 zeros appended)."""
+    x = np.pad(audio.astype(np.float32, copy=False), (0, HOP))
+    x = np.pad(x, (N_FFT // 2, N_FFT // 2), mode="reflect")
+    n_frames = 1 + (x.size - N_FFT) // HOP
+    frames = np.lib.stride_tricks.as_strided(x, (n_frames, N_FFT), (HOP * x.strides[0], x.strides[0]))
+    window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)
+    spectrum = np.fft.rfft(frames * window, n=N_FFT, axis=-1).astype(np.complex64)
+    power = (np.abs(spectrum[:-1]) ** 2).T  # (freq, frames); last frame dropped as Whisper does
+    return np.log10(np.clip(mel_filters() @ power, 1e-10, None))
+
+
+def log_mel(audio: np.ndarray) -> np.ndarray:
+    """Whisper log-mel (80, len // 160 + 1) of 16 kHz float audio.
+
+    Normalisation: ``log10(clip(mel, 1e-10))``, ``max(x, x.max() - 8)``, ``(x + 4) / 4``.
+    """
+    log_spec = _log_power_mel(audio)
+    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).astype(np.float32)
+
+
+def prepare_mel(audio: np.ndarray, max_frames: int = MAX_FRAMES, min_frames: int = MIN_FRAMES) -> np.ndarray:
+    """The encoder input (1, 80, T) of validated 16 kHz float audio.
+
+    Audio longer than ``max_frames`` (30 s) is truncated; T is made even by dropping the
+    last frame; inputs shorter than ``min_frames`` are padded with Whisper's silence value
+    (the normalised log floor that digital silence gives).
+    """
+    audio = audio[: max_frames * HOP]
+    log_spec = _log_power_mel(audio)
+    floor = max(float(log_spec.max()) - 8.0, _LOG_FLOOR)
+    mel = (np.maximum(log_spec, floor) + 4.0) / 4.0
+    frames = min(mel.shape[1], max_frames)
+    frames -= frames % 2
+    mel = mel[:, :frames]
+    target = max(frames, min_frames + min_frames % 2)
+    if target > frames:
+        mel = np.pad(mel, ((0, 0), (0, target - frames)), constant_values=(floor + 4.0) / 4.0)
+    return np.ascontiguousarray(mel[None], dtype=np.float32)
+
+
+def _validate(pcm: Any, sample_rate: Any) -> np.ndarray:
+    """Validated mono float32 audio in [-1, 1]; InputError naming the fix otherwise."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
+        raise InputError(f"sample_rate must be an integer number of Hz, got {sample_rate!r}: pass 16000")
+    if int(sample_rate) != SAMPLE_RATE:
+        raise InputError(
+            f"speech encoder needs 16 kHz audio, got {int(sample_rate)} Hz: resample to 16 kHz first "
+            "with ecmf_edge.audio.io.resample(pcm, rate, 16000)"
+        )
+    audio = np.asarray(pcm)
+    if audio.ndim != 1:
+        raise InputError(f"speech encoder needs 1-D mono audio, got shape {audio.shape}: average the channels first")
+    if audio.size == 0:
+        raise InputError("audio is empty: pass at least 0.1 s of 16 kHz mono samples")
+    if audio.dtype == np.int16:
+        audio = audio.astype(np.float32) / 32768.0
+    elif np.issubdtype(audio.dtype, np.floating):
+        audio = audio.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(audio)):
+            raise InputError("audio contains NaN or Inf samples: clean the signal (e.g. np.nan_to_num) before encoding")
+        peak = float(np.max(np.abs(audio)))
+        if peak > _MAX_FLOAT_PEAK:
+            raise InputError(
+                f"float audio peaks at {peak:.3g}, expected [-1, 1]: divide integer PCM by 32768 or pass int16 samples"
+            )
+    else:
+        raise InputError(f"audio dtype {audio.dtype} is not supported: pass float32 in [-1, 1] or int16 PCM")
+    if audio.size < int(MIN_SECONDS * SAMPLE_RATE):
+        raise InputError(
+            f"audio is too short ({audio.size / SAMPLE_RATE:.3f} s): the speech encoder needs at least {MIN_SECONDS} s"
+        )
+    return audio
+
+
+class SpeechEncoder:
+    """Whisper-base encoder on an ONNX Runtime session: PCM -> pooled 1024-d vector or states."""
+
+    def __init__(self, session, spec: Mapping[str, Any] | None = None) -> None:
+        """Wrap an ``onnxruntime.InferenceSession`` of ``audio_encoder.onnx``.
+
+        Raises:
+            ModelError: the session does not have the ``mel`` input and ``states``/``pooled`` outputs.
+        """
+        self.session = session
+        self.spec = dict(spec or {})
+        inputs = {i.name for i in session.get_inputs()}
+        outputs = {o.name for o in session.get_outputs()}
+        if "mel" not in inputs or not {"states", "pooled"} <= outputs:
+            raise ModelError(
+                f"audio encoder model has inputs {sorted(inputs)} and outputs {sorted(outputs)}, expected mel -> states, pooled: "
+                "run `ecmf-edge export --force`"
+            )
+        pre = self.spec.get("preprocessing", {})
+        if int(pre.get("sample_rate", SAMPLE_RATE)) != SAMPLE_RATE or int(pre.get("n_mels", N_MELS)) != N_MELS:
+            raise ModelError("audio encoder preprocessing in the manifest is not 16 kHz / 80 mel: run `ecmf-edge export --force`")
+        self.max_frames = int(pre.get("max_frames", MAX_FRAMES))
+        self.min_frames = int(pre.get("min_frames", MIN_FRAMES))
+        self.dim = int(self.spec.get("attributes", {}).get("pooled_dim", 2 * 512))
+
+    @classmethod
+    def from_bundle(cls, bundle) -> "SpeechEncoder":
+        """The speech encoder of an opened bundle (``bundle.spec(key)``, ``bundle.session(file)``).
+
+        Raises:
+            ModelError: the bundle has no audio encoder or its file cannot be loaded.
+        """
+        spec = bundle.spec(MODEL_KEY)
+        if not spec or "file" not in spec:
+            raise ModelError(f"bundle has no '{MODEL_KEY}' model: run `ecmf-edge export --force`")
+        return cls(bundle.session(spec["file"]), spec)
+
+    def _run(self, pcm: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+        audio = _validate(pcm, sample_rate)
+        if audio.size > self.max_frames * HOP:
+            logger.debug("speech encoder: %.1f s of audio truncated to %.1f s", audio.size / SAMPLE_RATE, self.max_frames * HOP / SAMPLE_RATE)
+        mel = prepare_mel(audio, self.max_frames, self.min_frames)
+        try:
+            states, pooled = self.session.run(["states", "pooled"], {"mel": mel})
+        except Exception as exc:  # onnxruntime raises its own exception types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"audio encoder failed on a {mel.shape} input ({first[:160]}): run `ecmf-edge export --force`") from None
+        return states[0].astype(np.float32, copy=False), pooled[0].astype(np.float32, copy=False)
+
+    def encode(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Pooled vector (1024,) float32: concat(mean, std) over time of the encoder states.
+
+        ``pcm`` is 1-D float audio in [-1, 1] or int16 PCM at 16 kHz, at least 0.1 s long;
+        audio after 30 s is ignored.
+
+        Raises:
+            InputError: empty, too short, non-finite, multi-channel or non-16 kHz audio.
+            ModelError: the ONNX session fails.
+        """
+        return self._run(pcm, sample_rate)[1]
+
+    def encode_states(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Encoder states (T/2, 512) float32, one per 20 ms (T = mel frames, >= min_frames).
+
+        Raises:
+            InputError: empty, too short, non-finite, multi-channel or non-16 kHz audio.
+            ModelError: the ONNX session fails.
+        """
+        return self._run(pcm, sample_rate)[0]

