@@ -41,6 +41,8 @@ class FeatureOptions:
     max_frames: int = 150
     # Frames per frame-encoder batch.
     batch_size: int = 8
+    # Extra margin around the aligned face template (fraction of the crop side).
+    face_padding: float = 0.0
 
 
 @dataclass
@@ -119,8 +121,13 @@ class FeatureExtractor:
         """Aligned crop of one detected face, at the face encoder's input size."""
         from .vision.alignment import align_face
 
-        size = int(self.bundle.spec("face_encoder").get("preprocessing", {}).get("size", 64))
-        return align_face(frame, face, size=size)
+        return align_face(frame, face, size=self.face_size, padding=self.options.face_padding)
+
+    @property
+    def face_size(self) -> int:
+        """Side of the face encoder's square input (manifest ``preprocessing.size``)."""
+        size = self.bundle.spec("face_encoder").get("preprocessing", {}).get("size", 64)
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
 
     def from_frames(self, frames: list[np.ndarray], into: ModalityFeatures | None = None) -> ModalityFeatures:
         """Frame and face features from a list of BGR frames (mean over frames).

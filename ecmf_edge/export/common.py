@@ -74,7 +74,11 @@ def onnx_export(
     module.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter is deprecated upstream but is the one that handles these graphs
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             module,
             args,

@@ -1,0 +1,202 @@
+"""Speech recognition on the CPU: Whisper base (CTranslate2, int8) through faster-whisper.
+
+The model folder is part of the bundle (``whisper-base-ct2/``, assembled by
+``ecmf-edge export`` from registry packages), so nothing is downloaded. Audio is cut
+into utterances by the bundle's VAD first: Whisper invents words on silence and noise,
+so audio without speech never reaches it, and long monologues are transcribed in
+chunks of at most 30 s split at pauses.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..audio.io import SAMPLE_RATE, check_pcm, rms_dbfs
+from ..errors import DependencyError, ModelError
+
+__all__ = ["SpeechRecognizer", "AsrOptions", "Transcript", "TranscriptSegment", "Word"]
+
+logger = logging.getLogger("ecmf_edge")
+
+# Whisper's context window: longer speech is split at VAD pauses into chunks up to this length.
+MAX_CHUNK_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class AsrOptions:
+    """How speech is transcribed."""
+
+    # ISO 639-1 code ("en", "de", ...) or None to detect the language per utterance.
+    language: str | None = None
+    # CTranslate2 compute type on the CPU: "int8" (fastest), "int8_float32" or "float32".
+    compute_type: str = "int8"
+    # CPU threads for CTranslate2 (0 = its default).
+    threads: int = 2
+    # Beam width; 1 is greedy decoding (fastest, what a live loop wants).
+    beam_size: int = 1
+    # Per-word start/end times (costs a little extra time).
+    word_timestamps: bool = True
+    # Speech shorter than this (seconds) is not transcribed: a blip carries no words.
+    min_speech_seconds: float = 0.3
+    # Segments Whisper itself rates as probably not speech above this are dropped.
+    no_speech_threshold: float = 0.6
+
+
+@dataclass(frozen=True)
+class Word:
+    """One recognised word with its time span (seconds from the start of the audio)."""
+
+    start: float
+    end: float
+    text: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class TranscriptSegment:
+    """A stretch of recognised text with timestamps and Whisper's own confidence."""
+
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What was said in a piece of audio; ``text`` is empty when nothing was recognised."""
+
+    text: str
+    language: str | None
+    language_probability: float
+    segments: tuple[TranscriptSegment, ...]
+    # Audio length and wall-clock time spent, for the real-time factor.
+    audio_seconds: float
+    elapsed_seconds: float
+    # Why the transcript is empty (no speech, too short, silent ...), else None.
+    empty_reason: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def real_time_factor(self) -> float:
+        """Processing time divided by audio length (< 1 is faster than real time)."""
+        return self.elapsed_seconds / self.audio_seconds if self.audio_seconds > 0 else 0.0
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.text
+
+
+def _empty(reason: str, audio_seconds: float, elapsed: float, language: str | None = None) -> Transcript:
+    return Transcript("", language, 0.0, (), audio_seconds, elapsed, empty_reason=reason)
+
+
+class SpeechRecognizer:
+    """Transcribes 16 kHz mono speech with faster-whisper; thread-compatible, not thread-safe."""
+
+    key = "audio_encoder"  # the CTranslate2 folder ships with the speech encoder's files
+
+    def __init__(self, model_dir: str | Path, vad=None, options: AsrOptions | None = None) -> None:
+        """Load the CTranslate2 Whisper folder.
+
+        Raises:
+            DependencyError: faster-whisper is not installed.
+            ModelError: the folder is missing or cannot be loaded.
+        """
+        self.options = options or AsrOptions()
+        self.vad = vad
+        model_dir = Path(model_dir)
+        if not (model_dir / "model.bin").is_file():
+            raise ModelError(f"Whisper model folder {model_dir} has no model.bin: run `ecmf-edge export --force`")
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise DependencyError("faster-whisper is not installed: run `pip install 'ecmf-edge[asr]'`") from None
+        try:
+            self._model = WhisperModel(str(model_dir), device="cpu", compute_type=self.options.compute_type,
+                                       cpu_threads=self.options.threads, local_files_only=True)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelError(f"Whisper model in {model_dir} could not be loaded ({str(exc)[:160]}): run `ecmf-edge export --force`") from None
+
+    @classmethod
+    def from_bundle(cls, bundle, options: AsrOptions | None = None, use_vad: bool = True) -> "SpeechRecognizer":
+        """Recogniser over the bundle's verified Whisper folder (and its VAD for chunking)."""
+        files = [f for f in bundle.model_files(cls.key) if f.endswith("/model.bin")]
+        if not files:
+            raise ModelError(f"bundle at {bundle.root} has no Whisper model folder: run `ecmf-edge export --force`")
+        for relative in bundle.model_files(cls.key)[1:]:
+            bundle.path(relative)  # sha256 check of every file in the folder
+        vad = None
+        if use_vad:
+            from ..audio.vad import VoiceActivityDetector
+
+            vad = VoiceActivityDetector.from_bundle(bundle)
+        return cls(bundle.path(files[0]).parent, vad, options)
+
+    def _chunks(self, x: np.ndarray) -> list[tuple[float, float]]:
+        """Speech spans (seconds), merged into chunks of at most 30 s split at pauses."""
+        if self.vad is None:
+            total = x.size / SAMPLE_RATE
+            return [(s, min(s + MAX_CHUNK_SECONDS, total)) for s in np.arange(0.0, total, MAX_CHUNK_SECONDS)]
+        chunks: list[list[float]] = []
+        for seg in self.vad.segments(x):
+            start, end = seg.start, seg.end
+            while end - start > MAX_CHUNK_SECONDS:  # one segment longer than Whisper's window
+                chunks.append([start, start + MAX_CHUNK_SECONDS])
+                start += MAX_CHUNK_SECONDS
+            if chunks and end - chunks[-1][0] <= MAX_CHUNK_SECONDS and start - chunks[-1][1] < 1.0:
+                chunks[-1][1] = end
+            else:
+                chunks.append([start, end])
+        return [(s, e) for s, e in chunks]
+
+    def transcribe(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Transcript:
+        """Transcribe speech; audio without (enough) speech gives an empty transcript with a reason.
+
+        Raises:
+            InputError: wrong rate, empty audio or NaN/Inf samples.
+        """
+        started = time.perf_counter()
+        x = check_pcm(pcm, sample_rate, name="ASR input")
+        seconds = x.size / SAMPLE_RATE
+        loudness = rms_dbfs(x)
+        if not np.isfinite(loudness) or loudness < -60.0:
+            return _empty("audio is silent", seconds, time.perf_counter() - started)
+        chunks = self._chunks(x)
+        speech_seconds = sum(e - s for s, e in chunks)
+        if not chunks:
+            return _empty("no speech found by the VAD", seconds, time.perf_counter() - started)
+        if speech_seconds < self.options.min_speech_seconds:
+            return _empty(f"only {speech_seconds:.2f} s of speech (minimum {self.options.min_speech_seconds} s)", seconds,
+                          time.perf_counter() - started)
+        segments: list[TranscriptSegment] = []
+        languages: list[tuple[str, float]] = []
+        for start, end in chunks:
+            piece = x[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)]
+            found, info = self._model.transcribe(
+                piece, language=self.options.language, beam_size=self.options.beam_size,
+                word_timestamps=self.options.word_timestamps, vad_filter=False, condition_on_previous_text=False,
+            )
+            for seg in found:  # a lazy generator: decoding happens here
+                if seg.no_speech_prob > self.options.no_speech_threshold and seg.avg_logprob < -1.0:
+                    continue
+                words = tuple(Word(round(start + w.start, 3), round(start + w.end, 3), w.word.strip(), float(w.probability))
+                              for w in (seg.words or ()))
+                text = seg.text.strip()
+                if text:
+                    segments.append(TranscriptSegment(round(start + seg.start, 3), round(start + seg.end, 3), text,
+                                                      float(seg.avg_logprob), float(seg.no_speech_prob), words))
+            languages.append((info.language, float(info.language_probability)))
+        elapsed = time.perf_counter() - started
+        language, probability = max(languages, key=lambda lp: lp[1]) if languages else (None, 0.0)
+        text = " ".join(s.text for s in segments).strip()
+        if not text:
+            return _empty("Whisper recognised no words", seconds, elapsed, language)
+        notes = () if language == "en" else (f"language '{language}' detected: the default text encoder is English-only",)
+        return Transcript(text, language, probability, tuple(segments), seconds, elapsed, notes=notes)
