@@ -69,9 +69,9 @@ def build_cases(bundle) -> list[tuple[str, str, Callable[[], object]]]:
     faces = detector.detect(frame)
     if not faces:
         raise SystemExit("benchmark input: no face found in the reference frame")
-    face_size = int(bundle.spec("face_encoder").get("preprocessing", {}).get("size", 64))
-    crop = align_face(frame, faces[0], size=face_size)
     face_encoder = FaceEncoder.from_bundle(bundle)
+    face_size = face_encoder.input_size
+    crop = align_face(frame, faces[0], size=face_size)
     frame_encoder = FrameEncoder.from_bundle(bundle)
     vad = VoiceActivityDetector.from_bundle(bundle)
     speech_encoder = SpeechEncoder.from_bundle(bundle)
@@ -83,7 +83,7 @@ def build_cases(bundle) -> list[tuple[str, str, Callable[[], object]]]:
     return [
         ("face_detector", "640x480 frame, 1 face", lambda: detector.detect(frame)),
         ("face_align", "5-point similarity warp", lambda: align_face(frame, faces[0], size=face_size)),
-        ("face_encoder", f"1 face {face_size}x{face_size}", lambda: face_encoder.encode(crop[None] if crop.ndim == 2 else [crop])),
+        ("face_encoder", f"1 face {face_size}x{face_size}", lambda: face_encoder.encode([crop])),
         ("vision_path", "detect + align + face encoder", lambda: face_encoder.encode([align_face(frame, detector.detect(frame)[0], size=face_size)])),
         ("frame_encoder", "640x480 frame -> 224x224", lambda: frame_encoder.encode([frame])),
         ("vad", "one 32 ms chunk", lambda: vad.chunk_probability(chunk)),

@@ -121,13 +121,7 @@ class FeatureExtractor:
         """Aligned crop of one detected face, at the face encoder's input size."""
         from .vision.alignment import align_face
 
-        return align_face(frame, face, size=self.face_size, padding=self.options.face_padding)
-
-    @property
-    def face_size(self) -> int:
-        """Side of the face encoder's square input (manifest ``preprocessing.size``)."""
-        size = self.bundle.spec("face_encoder").get("preprocessing", {}).get("size", 64)
-        return int(size[0] if isinstance(size, (list, tuple)) else size)
+        return align_face(frame, face, size=self._model("face_encoder").input_size, padding=self.options.face_padding)
 
     def from_frames(self, frames: list[np.ndarray], into: ModalityFeatures | None = None) -> ModalityFeatures:
         """Frame and face features from a list of BGR frames (mean over frames).

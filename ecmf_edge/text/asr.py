@@ -186,11 +186,11 @@ class SpeechRecognizer:
             for seg in found:  # a lazy generator: decoding happens here
                 if seg.no_speech_prob > self.options.no_speech_threshold and seg.avg_logprob < -1.0:
                     continue
-                words = tuple(Word(round(start + w.start, 3), round(start + w.end, 3), w.word.strip(), float(w.probability))
+                words = tuple(Word(float(round(start + w.start, 3)), float(round(start + w.end, 3)), w.word.strip(), float(w.probability))
                               for w in (seg.words or ()))
                 text = seg.text.strip()
                 if text:
-                    segments.append(TranscriptSegment(round(start + seg.start, 3), round(start + seg.end, 3), text,
+                    segments.append(TranscriptSegment(float(round(start + seg.start, 3)), float(round(start + seg.end, 3)), text,
                                                       float(seg.avg_logprob), float(seg.no_speech_prob), words))
             languages.append((info.language, float(info.language_probability)))
         elapsed = time.perf_counter() - started

@@ -137,6 +137,11 @@ class FaceEncoder:
         spec = bundle.spec("face_encoder")
         return cls(bundle.session(spec["file"]), spec)
 
+    @property
+    def input_size(self) -> int:
+        """Side of the square face crop the model reads (aligned crops are made at this size)."""
+        return int(self._size[1])
+
     def preprocess(self, faces: Any) -> np.ndarray:
         """Face crops in any accepted form -> (N, 1, H, W) float32 model input.
 

@@ -1,0 +1,217 @@
+"""The text modality: transcript -> LLM context -> embedding, and its asynchronous worker.
+
+The text feature the fusion head reads is ``[embed(enriched text); embed(transcript)]``
+(768 values): the enriched representation beside the original one, as ECMF keeps both.
+Features are cached per utterance. In a live stream the whole path (ASR + LLM + encoder)
+runs on its own thread behind a small queue, so it never delays the per-frame labels; a
+text feature carries the time it was made and expires after ``max_age_s``.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import DependencyError, EcmfError, ModelError
+from .llm_context import ContextEnricher, ContextResult, LlmOptions
+
+__all__ = ["TextFeature", "TextFeaturizer", "TextPath", "build_text_path", "TEXT_FEATURE_DIM"]
+
+logger = logging.getLogger("ecmf_edge")
+
+TEXT_FEATURE_DIM = 768
+
+
+@dataclass(frozen=True)
+class TextFeature:
+    """One utterance's text feature and where it came from."""
+
+    # [embedding of the enriched text; embedding of the transcript], float32 (768,).
+    vector: np.ndarray
+    transcript: str
+    context: ContextResult
+    # Monotonic time the feature became available, and the end of the utterance it describes.
+    created: float
+    utterance_end: float
+    # Time spent in ASR, LLM and encoder, in ms.
+    latency_ms: dict
+
+    def age(self, now: float | None = None) -> float:
+        """Seconds since the feature was made."""
+        return (time.monotonic() if now is None else now) - self.created
+
+
+class TextFeaturizer:
+    """Transcript -> (optional) LLM context -> 768-d text feature, cached per utterance."""
+
+    def __init__(self, encoder, enricher: ContextEnricher | None = None, cache_size: int = 256) -> None:
+        self.encoder = encoder
+        self.enricher = enricher
+        self._cache: OrderedDict[tuple, tuple[np.ndarray, ContextResult, dict]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def featurize(self, transcript: str, history: Sequence[str] = (), utterance_end: float | None = None) -> TextFeature:
+        """Feature for one transcript (cached on transcript + history).
+
+        Raises:
+            InputError: empty or non-string transcript.
+        """
+        key = (transcript, tuple(history))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+        if hit is None:
+            started = time.perf_counter()
+            if self.enricher is not None:
+                context = self.enricher.enrich(transcript, history)
+            else:
+                context = ContextResult(transcript, "", transcript, False, "no LLM loaded")
+            llm_ms = (time.perf_counter() - started) * 1000.0
+            started = time.perf_counter()
+            vectors = self.encoder.encode([context.enriched or transcript, transcript])
+            vector = np.concatenate([vectors[0], vectors[1]]).astype(np.float32)
+            hit = (vector, context, {"llm": round(llm_ms, 2), "text_encoder": round((time.perf_counter() - started) * 1000.0, 2)})
+            with self._lock:
+                self._cache[key] = hit
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        now = time.monotonic()
+        vector, context, latency = hit
+        return TextFeature(vector, transcript, context, now, now if utterance_end is None else utterance_end, dict(latency))
+
+
+class TextPath:
+    """Runs ASR + context + text encoder for finished utterances on a background thread.
+
+    ``submit`` never blocks: the queue holds at most ``queue_size`` utterances and the
+    oldest is dropped when it is full. ``latest`` returns the newest feature while it is
+    younger than ``max_age_s``.
+    """
+
+    def __init__(self, recognizer, featurizer: TextFeaturizer, *, max_age_s: float = 10.0, queue_size: int = 2,
+                 history_turns: int = 2, on_feature: Callable[[TextFeature], None] | None = None) -> None:
+        self.recognizer = recognizer
+        self.featurizer = featurizer
+        self.max_age_s = max_age_s
+        self.history_turns = history_turns
+        self.on_feature = on_feature
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self._latest: TextFeature | None = None
+        self._history: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.dropped = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.last_empty_reason: str | None = None
+
+    def start(self) -> "TextPath":
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="ecmf-text", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the worker; waits at most ``timeout`` seconds for the current utterance."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def submit(self, pcm: np.ndarray, utterance_end: float | None = None) -> bool:
+        """Queue one finished utterance (16 kHz mono); returns False if an older one was dropped."""
+        item = (np.asarray(pcm, dtype=np.float32), time.monotonic() if utterance_end is None else utterance_end)
+        dropped = False
+        while True:
+            try:
+                self._queue.put_nowait(item)
+                return not dropped
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                    self.dropped += 1
+                    dropped = True
+                except queue.Empty:
+                    pass
+
+    def latest(self, now: float | None = None) -> TextFeature | None:
+        """Newest text feature, or None when there is none or it has expired."""
+        with self._lock:
+            feature = self._latest
+        if feature is None or feature.age(now) > self.max_age_s:
+            return None
+        return feature
+
+    def process(self, pcm: np.ndarray, utterance_end: float) -> TextFeature | None:
+        """Transcribe and featurise one utterance synchronously (what the worker runs)."""
+        started = time.perf_counter()
+        transcript = self.recognizer.transcribe(pcm)
+        asr_ms = (time.perf_counter() - started) * 1000.0
+        if transcript.is_empty:
+            self.last_empty_reason = transcript.empty_reason
+            return None
+        feature = self.featurizer.featurize(transcript.text, tuple(self._history[-self.history_turns:]) if self.history_turns else (), utterance_end)
+        feature.latency_ms["asr"] = round(asr_ms, 2)
+        self._history.append(transcript.text)
+        del self._history[:-max(self.history_turns, 1)]
+        with self._lock:
+            self._latest = feature
+        if self.on_feature is not None:
+            self.on_feature(feature)
+        return feature
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                pcm, end = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            try:
+                self.process(pcm, end)
+            except EcmfError as exc:
+                self._record_error(str(exc))
+            except Exception as exc:  # a failed stage must not kill the stream
+                self._record_error(f"{type(exc).__name__}: {exc}")
+
+    def _record_error(self, message: str) -> None:
+        self.errors += 1
+        if message != self.last_error:
+            logger.warning("text path failed: %s (the other modalities continue)", message)
+        self.last_error = message
+
+
+def build_text_path(bundle, *, use_llm: bool = True, llm_options: LlmOptions | None = None, asr_options=None,
+                    max_age_s: float = 10.0) -> TextPath | None:
+    """The text path for a stream, degrading instead of failing.
+
+    No ASR (faster-whisper missing) -> None: the text modality is absent. No LLM
+    (llama-cpp-python or the GGUF missing) -> transcripts are embedded without
+    enrichment. Each degradation is announced once with ``warnings.warn``.
+    """
+    from .asr import SpeechRecognizer
+    from .text_encoder import TextEncoder
+
+    try:
+        recognizer = SpeechRecognizer.from_bundle(bundle, asr_options)
+    except (DependencyError, ModelError) as exc:
+        warnings.warn(f"text modality disabled: {exc}", RuntimeWarning, stacklevel=2)
+        return None
+    enricher = None
+    if use_llm:
+        try:
+            enricher = ContextEnricher(llm_options)
+        except (DependencyError, ModelError) as exc:
+            warnings.warn(f"running without LLM context enrichment: {exc}", RuntimeWarning, stacklevel=2)
+    featurizer = TextFeaturizer(TextEncoder.from_bundle(bundle), enricher)
+    return TextPath(recognizer, featurizer, max_age_s=max_age_s)
