@@ -9,46 +9,14 @@ excluded from the figures.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import resource
 import sys
-import time
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-
-def measure(fn: Callable[[], object], repeats: int, warmup: int) -> dict[str, float]:
-    """Time ``fn`` with perf_counter after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    t = np.asarray(times)
-    median = float(np.median(t))
-    return {
-        "median_ms": round(median, 3),
-        "p95_ms": round(float(np.percentile(t, 95)), 3),
-        "min_ms": round(float(t.min()), 3),
-        "std_ms": round(float(t.std()), 3),
-        "fps": round(1000.0 / median, 1) if median > 0 else None,
-        "repeats": repeats,
-    }
+from _common import measure, peak_rss_mb, print_table, write_report
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(rss / 1024.0 if sys.platform != "darwin" else rss / (1024.0 * 1024.0), 1)
-
-
-def build_cases(bundle) -> list[tuple[str, str, Callable[[], object]]]:
+def build_cases(bundle) -> list:
     import cv2
 
     from ecmf_edge._assets import asset_path
@@ -115,27 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, what, fn in build_cases(bundle):
         row = {"stage": name, "input": what, **measure(fn, args.repeats, args.warmup)}
         results.append(row)
-    report = {
+    print_table(results, [("stage", "stage", ""), ("input", "input", ""), ("median_ms", "median ms", ".2f"),
+                          ("p95_ms", "p95 ms", ".2f"), ("fps", "fps", ".1f")])
+    print(f"peak RSS: {peak_rss_mb()} MiB  (onnxruntime {ort.__version__}, {bundle.precision}, intra-op threads {args.threads or 'auto'})")
+    out = write_report(args.json, {
         "benchmark": "encoders",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "versions": {"ecmf_edge": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__},
         "backend": "onnxruntime", "providers": ["CPUExecutionProvider"], "precision": bundle.precision,
         "intra_op_threads": args.threads,
         "bundle": {"root": str(bundle.root), "files": {k: v["sha256"][:16] for k, v in bundle.manifest["files"].items()}},
         "peak_rss_mb": peak_rss_mb(), "peak_rss_mb_after_load": rss_before,
         "results": results,
-    }
-    header = f"{'stage':<18} {'input':<32} {'median ms':>10} {'p95 ms':>9} {'fps':>8}"
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        print(f"{r['stage']:<18} {r['input']:<32} {r['median_ms']:>10.2f} {r['p95_ms']:>9.2f} {r['fps'] or 0:>8.1f}")
-    print(f"peak RSS: {report['peak_rss_mb']} MiB  (onnxruntime {ort.__version__}, {report['machine']['cpus']} CPUs, {bundle.precision})")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    })
     print(f"written: {out}")
     return 0
 

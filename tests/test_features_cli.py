@@ -30,7 +30,7 @@ def test_features_command_writes_every_modality(capsys, bundle_root, face_video,
     data = np.load(out)
     assert list(data["modalities"]) == list(MODALITY_ORDER)
     assert data["present"].tolist() == [True, True, True, True]
-    assert data["frame"].shape == (1280,) and data["text"].shape == (384,) and data["audio"].shape == (1024,)
+    assert data["frame"].shape == (1280,) and data["text"].shape == (768,) and data["audio"].shape == (1024,)
     assert data["prosody"].shape == (16,)
     assert data["face_probs"].shape == (7,) and abs(float(data["face_probs"].sum()) - 1) < 1e-3
     info = json.loads(str(data["info"]))
@@ -39,6 +39,34 @@ def test_features_command_writes_every_modality(capsys, bundle_root, face_video,
     labels = info["face_labels"]
     assert labels[int(data["face_probs"].argmax())] == "happy", "the smiling astronaut should read as happy"
     assert "face expression (FER2013 classes): happy" in stdout
+    assert "transcript: I am so happy you came" in stdout
+
+
+def test_features_transcribe_fills_text_from_speech(capsys, bundle_root, speech_wav, tmp_path):
+    out = tmp_path / "t.npz"
+    code, stdout, stderr = _run(capsys, "features", "--bundle", str(bundle_root), "--audio", str(speech_wav),
+                                "--transcribe", "--no-llm", "--out", str(out))
+    assert code == 0, stderr
+    data = np.load(out)
+    assert data["present"].tolist() == [False, False, True, True]
+    info = json.loads(str(data["info"]))
+    assert "happy" in info["transcript"].lower() and info["llm_fallback"] == "no LLM loaded"
+    assert np.allclose(data["text"][:384], data["text"][384:])  # no LLM: enriched == transcript
+
+
+def test_transcribe_command_json(capsys, bundle_root, speech_wav):
+    code, stdout, stderr = _run(capsys, "transcribe", "--bundle", str(bundle_root), "--audio", str(speech_wav), "--json", "--no-llm")
+    assert code == 0, stderr
+    payload = json.loads(stdout)
+    assert "happy" in payload["text"].lower() and payload["language"] == "en"
+    assert payload["segments"][0]["words"][0]["start"] >= 0 and payload["context"] is None
+
+
+def test_explicit_bad_llm_is_an_error(capsys, bundle_root, speech_wav, tmp_path):
+    junk = tmp_path / "bad.gguf"
+    junk.write_bytes(b"nope" * 100)
+    code, _, stderr = _run(capsys, "transcribe", "--bundle", str(bundle_root), "--audio", str(speech_wav), "--llm", str(junk))
+    assert code == 2 and "bad.gguf is not a GGUF model file" in stderr and stderr.count("\n") == 1
 
 
 def test_scene_without_face_and_silent_audio_are_absent(extractor, scene_video, tmp_path):

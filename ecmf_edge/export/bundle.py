@@ -42,7 +42,8 @@ MODALITIES: dict[str, dict[str, str]] = {
     "frame": {"model": "frame_encoder", "output": "features", "pooling": "mean over sampled frames"},
     "face": {"model": "face_encoder", "output": "features", "pooling": "mean over frames with a face"},
     "audio": {"model": "audio_encoder", "output": "pooled", "extra": "prosody (16 statistics)", "pooling": "speech segments found by the VAD"},
-    "text": {"model": "text_encoder", "output": "embedding", "pooling": "one embedding per utterance"},
+    "text": {"model": "text_encoder", "output": "embedding",
+             "pooling": "[embedding of the LLM-enriched text; embedding of the transcript] per utterance (768)"},
 }
 
 

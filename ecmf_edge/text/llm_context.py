@@ -61,6 +61,8 @@ class LlmOptions:
     few_shot: bool = True
     # Random seed for sampling.
     seed: int = 0
+    # llama-cpp-python chat format ("chatml", "gemma", "llama-3" ...); None uses the GGUF's own template.
+    chat_format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
-_STOP = frozenset("a an the i you he she it we they is are was were be to of and or in on at that this my your me".split())
+_STOP = frozenset("a an the i you he she it we they is are was were be to of and or in on at that this my your me person speaker said says say saying"
+                  .split())
 
 
 def postprocess(answer: str, transcript: str, max_chars: int) -> tuple[str, str | None]:
@@ -111,7 +114,7 @@ def postprocess(answer: str, transcript: str, max_chars: int) -> tuple[str, str 
     Keeps the first one or two sentences, strips quotes, role tags and list markers,
     caps the length, and rejects an empty answer or one that mostly repeats the transcript.
     """
-    text = re.sub(r"<\|?[a-z_]+\|?>", " ", answer)  # stray special tokens
+    text = re.sub(r"<\|?[a-z_]+\|?>|\[/?INST\]|<start_of_turn>|<end_of_turn>", " ", answer)  # stray template tokens
     text = re.sub(r"^\s*(assistant|answer|response)\s*:\s*", "", text.strip(), flags=re.I)
     text = text.strip().strip('"\u201c\u201d\'` ').replace("\n", " ")
     text = re.sub(r"\s+", " ", text)
@@ -153,7 +156,7 @@ class ContextEnricher:
         self.path = path
         try:
             self._llm = Llama(model_path=str(path), n_ctx=self.options.context_tokens, n_threads=self.options.threads,
-                              seed=self.options.seed, verbose=False)
+                              seed=self.options.seed, chat_format=self.options.chat_format, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(f"llama.cpp could not load {path.name} ({str(exc)[:120]}): the file is corrupt or of an "
                              "unsupported architecture; pass another GGUF with --llm") from None
@@ -215,6 +218,11 @@ class ContextEnricher:
         if reason:
             return ContextResult(transcript, "", transcript, False, reason, latency, ttft, tokens, raw, notes)
         return ContextResult(transcript, context, f"{context} {transcript}", True, None, latency, ttft, tokens, raw, notes)
+
+    def reset(self) -> None:
+        """Forget llama.cpp's prompt cache, so the next answer evaluates its whole prompt."""
+        if getattr(self, "_llm", None) is not None:
+            self._llm.reset()
 
     def close(self) -> None:
         """Free the model."""

@@ -1,0 +1,1 @@
+"""Adapters that read labeled corpora from a local folder and map their labels explicitly."""
