@@ -130,6 +130,99 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corpus_paths(args: argparse.Namespace):
+    from .fusion.corpora import CorpusPaths
+
+    root = Path(args.data) if args.data else None
+
+    def pick(name: str):
+        explicit = getattr(args, name)
+        if explicit:
+            return Path(explicit)
+        if root is not None and (root / name).is_dir():
+            return root / name
+        return None
+
+    return CorpusPaths(**{name: pick(name) for name in ("ravdess", "emodb", "fer2013", "ckplus", "meld")})
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .features import FeatureExtractor
+    from .fusion.head import HeadConfig
+    from .fusion.pipeline import TrainPlan, run_training
+    from .fusion.refine import RefineOptions
+    from .fusion.train import TrainOptions
+    from .runtime.bundle import load_bundle
+
+    paths = _corpus_paths(args)
+    bundle = load_bundle(args.bundle)
+    extractor = FeatureExtractor(bundle, enricher=_enricher(args))
+    plan = TrainPlan(paths=paths, cache_dir=Path(args.cache), out_dir=Path(args.out),
+                     head=HeadConfig(d_model=args.d_model, layers=args.layers),
+                     train=TrainOptions(epochs=args.epochs, seed=args.seed),
+                     refine=None if args.no_refine else RefineOptions(), ablations=not args.no_ablation)
+    summary = run_training(plan, extractor, progress=not args.quiet)
+    if summary.get("refinement"):
+        r = summary["refinement"]
+        print(f"label refinement: {r['changed_soft']} soft + {r['changed_hard']} hard label changes")
+    for text in summary["reports"].values():
+        print(text)
+    print("\nmodality ablation (weighted F1):")
+    for name, row in summary["modality_ablation"].items():
+        print(f"  {name:<6} {row['weighted_f1']:.3f}  n={row['n']:<5} {row['data']}")
+    print("\ncomponent ablation (weighted F1 per modality family, real test samples):")
+    for name, variant in summary["variants"].items():
+        fams = {k.split(':')[1]: v["weighted_f1"] for k, v in variant["test"].items() if k.startswith("family:")}
+        print(f"  {name:<14} " + "  ".join(f"{k} {v:.3f}" for k, v in fams.items()) + f"   ({variant['train_seconds']} s)")
+    print(f"\nwritten: {args.out}/fusion_head.onnx, fusion_head.json, report.json, confusion_*.png")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .features import FeatureExtractor
+    from .fusion.corpora import load_splits
+    from .fusion.corpus_features import extract_table
+    from .fusion.metrics import evaluate, format_report, render_confusion_png
+    from .fusion.pipeline import DIMS, FAMILIES
+    from .runtime.bundle import load_bundle
+    from .runtime.sessions import create_session
+
+    bundle = load_bundle(args.bundle)
+    head_path = Path(args.head) / "fusion_head.onnx" if args.head else bundle.path(bundle.spec("fusion_head")["file"])
+    session = create_session(head_path)
+    labels = tuple(json.loads((head_path.parent / "fusion_head.json").read_text(encoding="utf-8"))["labels"]) if args.head else tuple(bundle.labels)
+    extractor = FeatureExtractor(bundle, enricher=_enricher(args))
+    splits = load_splits(_corpus_paths(args))
+    if not splits:
+        raise InputError("no corpus given: pass --data DIR or per-corpus paths")
+    test = extract_table([s for sp in splits.values() for s in sp.test], extractor, Path(args.cache), DIMS, not args.quiet)
+    feeds = {m: test.features[m] for m in ("frame", "face", "audio", "text")}
+    probs = session.run(["probs"], {**feeds, "mask": test.mask})[0]
+    index = {l: i for i, l in enumerate(labels)}
+    y = np.array([index[l] for l in test.labels])
+    groups = {f"corpus:{c}": test.corpora == c for c in np.unique(test.corpora)}
+    groups.update({f"family:{f}": np.isin(test.corpora, cs) for f, cs in FAMILIES.items() if np.isin(test.corpora, cs).any()})
+    out = Path(args.out)
+    for name, members in groups.items():
+        report = evaluate(y[members], probs[members].argmax(1), labels)
+        print(format_report(report, name))
+        render_confusion_png(report, out / f"confusion_{name.replace(':', '_')}.png", name)
+    print(f"confusion matrices written to {out}/")
+    return 0
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="folder holding ravdess/ emodb/ fer2013/ ckplus/ meld/ (see README, 'Training data')")
+    for name in ("ravdess", "emodb", "fer2013", "ckplus", "meld"):
+        p.add_argument(f"--{name}", help=f"{name} folder (overrides --data)")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "ecmf-edge" / "features"), help="feature cache folder")
+    p.add_argument("--bundle", default="default", help="bundle name or folder (its encoders make the features)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_llm_options(p)
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import format_table, run_checks
 
@@ -175,6 +268,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_llm_options(p)
     p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("train", help="train the ECMF fusion head on local corpora, evaluate, ablate, save ONNX")
+    _add_data_options(p)
+    p.add_argument("--out", default="trained-head", help="output folder for the head, its record and reports")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--d-model", type=int, default=128, help="width of the shared token space")
+    p.add_argument("--layers", type=int, default=1, help="self-attention layers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-refine", action="store_true", help="skip multi-source label refinement")
+    p.add_argument("--no-ablation", action="store_true", help="skip the component ablation runs")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a fusion head on the person-independent test splits")
+    _add_data_options(p)
+    p.add_argument("--head", help="folder with fusion_head.onnx/.json (default: the bundle's head)")
+    p.add_argument("--out", default="eval-out", help="folder for the confusion-matrix PNGs")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("doctor", help="report Python, packages, providers, devices and bundle verification")
     p.add_argument("--bundle", default="default", help="bundle name or folder to verify")

@@ -19,7 +19,7 @@ import numpy as np
 from .audio.io import SAMPLE_RATE, check_pcm, load_audio, rms_dbfs
 from .errors import InputError
 
-__all__ = ["ModalityFeatures", "FeatureExtractor", "FeatureOptions", "MODALITY_ORDER"]
+__all__ = ["ModalityFeatures", "FeatureExtractor", "FeatureOptions", "MODALITY_ORDER", "normalize_loudness"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -43,6 +43,9 @@ class FeatureOptions:
     batch_size: int = 8
     # Extra margin around the aligned face template (fraction of the crop side).
     face_padding: float = 0.0
+    # Speech is scaled to this RMS loudness (dBFS) before encoding, so quiet and loud
+    # recordings look alike to the encoder; None keeps the level as recorded.
+    speech_target_dbfs: float | None = -23.0
 
 
 @dataclass
@@ -58,6 +61,12 @@ class ModalityFeatures:
     prosody: np.ndarray | None = None
     # Why each absent modality is absent, and counts describing the input.
     info: dict[str, Any] = field(default_factory=dict)
+
+    def token(self, name: str) -> np.ndarray | None:
+        """The fusion head's input vector for one modality (audio = speech encoder + prosody)."""
+        if name == "audio":
+            return None if self.audio is None else np.concatenate([self.audio, self.prosody]).astype(np.float32)
+        return getattr(self, name)
 
     @property
     def present(self) -> dict[str, bool]:
@@ -78,6 +87,20 @@ class ModalityFeatures:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **arrays)
         return path
+
+
+def normalize_loudness(x: np.ndarray, target_dbfs: float | None) -> np.ndarray:
+    """Scale speech to ``target_dbfs`` RMS, never past a 0.99 peak (None: unchanged)."""
+    if target_dbfs is None or x.size == 0:
+        return x
+    level = rms_dbfs(x)
+    if not np.isfinite(level):
+        return x
+    gain = 10.0 ** ((target_dbfs - level) / 20.0)
+    peak = float(np.max(np.abs(x)))
+    if peak > 0:
+        gain = min(gain, 0.99 / peak)
+    return (x * gain).astype(np.float32)
 
 
 class FeatureExtractor:
@@ -198,7 +221,7 @@ class FeatureExtractor:
             out.info["audio_absent"] = "no speech found by the VAD"
             return out
         speech = np.concatenate([x[int(s.start * SAMPLE_RATE): int(s.end * SAMPLE_RATE)] for s in segments])
-        speech = speech[: int(MAX_SPEECH_SECONDS * SAMPLE_RATE)]
+        speech = normalize_loudness(speech[: int(MAX_SPEECH_SECONDS * SAMPLE_RATE)], self.options.speech_target_dbfs)
         out.info["speech_seconds"] = round(speech.size / SAMPLE_RATE, 3)
         from .audio.prosody import prosody_features
 
