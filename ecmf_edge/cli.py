@@ -22,7 +22,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .runtime.bundle import DEFAULT_BUNDLE, bundle_dir
 
     target = Path(args.out) if args.out else bundle_dir(DEFAULT_BUNDLE)
-    path = export_bundle(target, force=args.force, progress=not args.quiet)
+    path = export_bundle(target, force=args.force, progress=not args.quiet, head_dir=Path(args.head) if args.head else None)
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     print(f"bundle: {path}")
     for key, spec in manifest["models"].items():
@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="bundle folder (default: $ECMF_EDGE_ENGINES/default/onnxruntime-fp32)")
     p.add_argument("--force", action="store_true", help="rebuild even if the bundle exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--head", help="folder of a fusion head trained with `ecmf-edge train` (default: the shipped one)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("features", help="extract per-modality feature vectors into an .npz file")

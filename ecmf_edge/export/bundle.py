@@ -35,6 +35,7 @@ EXPORTERS: tuple[tuple[str, str, str], ...] = (
     ("vad", "ecmf_edge.export.silero_vad", "export_vad"),
     ("audio_encoder", "ecmf_edge.export.whisper_encoder", "export_audio_encoder"),
     ("text_encoder", "ecmf_edge.export.minilm", "export_text_encoder"),
+    ("fusion_head", "ecmf_edge.export.fusion_head", "export_fusion_head"),
 )
 
 # The feature vector each modality token carries into the fusion head: model key and output.
@@ -58,6 +59,7 @@ def export_bundle(
     progress: bool = True,
     keys: Sequence[str] | None = None,
     on_step: Callable[[str], None] | None = None,
+    head_dir: Path | None = None,
 ) -> Path:
     """Export every model of the default bundle into ``target`` and write its manifest.
 
@@ -67,6 +69,7 @@ def export_bundle(
         progress: show a progress bar on stderr.
         keys: export only these models (for development; the bundle is then partial).
         on_step: called with each model key before it is exported.
+        head_dir: folder of a head trained with `ecmf-edge train` (default: the shipped head).
 
     Raises:
         ModelError: a source package is missing or a parity check failed.
@@ -92,7 +95,7 @@ def export_bundle(
                 on_step(key)
             start = time.perf_counter()
             exporter = getattr(importlib.import_module(module_name), function)
-            records.append(exporter(partial))
+            records.append(exporter(partial, head_dir) if key == "fusion_head" and head_dir else exporter(partial))
             timings[key] = round(time.perf_counter() - start, 2)
     except BaseException:
         bar.close()

@@ -120,9 +120,10 @@ def extract_table(samples: Sequence[Sample], extractor: FeatureExtractor, cache_
         shard = root / f"{corpus}.npz"
         cached: dict[str, tuple] = {}
         if shard.is_file():
-            data = np.load(shard, allow_pickle=False)
-            for i, sid in enumerate(data["ids"]):
-                cached[str(sid)] = ({m: data[m][i] for m in MODALITY_ORDER}, data["mask"][i], data["face_probs"][i])
+            with np.load(shard, allow_pickle=False) as data:  # read each array once (NpzFile re-reads on every access)
+                arrays = {name: data[name] for name in (*MODALITY_ORDER, "ids", "mask", "face_probs")}
+            for i, sid in enumerate(arrays["ids"]):
+                cached[str(sid)] = ({m: arrays[m][i] for m in MODALITY_ORDER}, arrays["mask"][i], arrays["face_probs"][i])
         missing = [s for s in items if s.id not in cached]
         failed = 0
         for n, s in enumerate(tqdm(missing, desc=f"features {corpus}", disable=not progress or not missing, unit="sample")):
