@@ -156,10 +156,12 @@ def run_training(plan: TrainPlan, extractor, progress: bool = True) -> dict:
         t0 = time.perf_counter()
         result = train_head(fit, val, labels, config, plan.train, refined.targets if refined else None)
         reports = evaluate_head(result.model, test, labels, out_dir if name == "full" else None)
+        combos = modality_ablation(result.model, test, labels, plan.combination_count)
         summary["variants"][name] = {
             "train_seconds": round(time.perf_counter() - t0, 1), "best_epoch": result.best_epoch,
             "val_weighted_f1": round(result.val_report.weighted_f1, 4),
             "test": {k: {"weighted_f1": round(r.weighted_f1, 4), "accuracy": round(r.accuracy, 4), "n": r.n} for k, r in reports.items()},
+            "combinations": {k: v["weighted_f1"] for k, v in combos.items() if "+" in k},
         }
         if name == "full":
             full_model, full_reports, history = result.model, reports, result.history
@@ -181,7 +183,7 @@ def run_training(plan: TrainPlan, extractor, progress: bool = True) -> dict:
         "data": counts,
         "metrics": {k: r.to_dict() for k, r in full_reports.items()},
         "modality_ablation": ablation,
-        "component_ablation": {k: v["test"] for k, v in summary["variants"].items()},
+        "component_ablation": {k: {**v["test"], "combinations": v["combinations"]} for k, v in summary["variants"].items()},
         "history": history,
         "extract_seconds": round(extract_seconds, 1),
     }
