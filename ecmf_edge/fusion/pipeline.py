@@ -87,6 +87,7 @@ def modality_ablation(model, test: FeatureTable, labels, count: int, seed: int =
     y = np.array([index[l] for l in test.labels])
     rng = np.random.default_rng(seed)
     feats, mask, cy = make_combinations(test, y, count, rng, modality_dropout=0.0)
+    count = len(cy)
     combos = FeatureTable(np.arange(count).astype(str), np.full(count, "combination"), np.arange(count).astype(str),
                           np.array([labels[k] for k in cy]), feats, mask, np.zeros((count, 7), np.float32))
     out = {}

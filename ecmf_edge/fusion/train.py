@@ -98,9 +98,11 @@ def make_combinations(table: FeatureTable, labels: np.ndarray, count: int, rng: 
         members = np.isin(table.corpora, corpora)
         pools[group] = {k: np.flatnonzero(members & (labels == k)) for k in np.unique(labels)}
     classes = [k for k in np.unique(labels) if sum(len(pools[g].get(k, ())) > 0 for g in pools) >= 2]
+    if not classes:  # fewer than two modality families: no combination can be made
+        count = 0
     feats = {m: np.zeros((count, table.features[m].shape[1]), np.float32) for m in MODALITY_ORDER}
     mask = np.zeros((count, len(MODALITY_ORDER)), np.float32)
-    y = rng.choice(classes, size=count)
+    y = rng.choice(classes, size=count) if count else np.zeros(0, np.int64)
     group_tokens = {"visual": ("frame", "face"), "audio": ("audio",), "text": ("text",)}
     for n, k in enumerate(y):
         for group, tokens in group_tokens.items():
@@ -161,7 +163,8 @@ def train_head(train: FeatureTable, val: FeatureTable, labels: tuple[str, ...], 
     steps = max(1, options.samples_per_epoch // options.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=options.lr, total_steps=steps * options.epochs, pct_start=0.1)
     draw = _draw_weights(train, options.corpus_shares)
-    n_combo = int(round(options.batch_size * options.combination_share))
+    can_combine = len(make_combinations(train, y_train, 1, np.random.default_rng(0), 0.0)[2]) > 0
+    n_combo = int(round(options.batch_size * options.combination_share)) if can_combine else 0
     n_real = options.batch_size - n_combo
     best = (-1.0, 0, None)
     history = []
@@ -176,7 +179,7 @@ def train_head(train: FeatureTable, val: FeatureTable, labels: tuple[str, ...], 
             for row in mask:
                 _drop(row, rng, options.modality_dropout)
             tgt = targets[idx]
-            if n_combo:
+            if n_combo and can_combine:
                 cf, cm, cy = make_combinations(train, y_train, n_combo, rng, options.modality_dropout)
                 feats = {m: np.concatenate([feats[m], cf[m]]) for m in MODALITY_ORDER}
                 mask = np.concatenate([mask, cm])
