@@ -127,3 +127,20 @@ def scene_video(media_dir, coffee_bgr) -> Path:
     base = cv2.resize(coffee_bgr, (640, 480))
     frames = [np.roll(base, 2 * i, axis=1) for i in range(10)]
     return make_video(media_dir / "scene.avi", frames)
+
+
+class RecordBundle:
+    """The two Bundle calls an encoder's ``from_bundle`` makes, over one freshly exported record."""
+
+    def __init__(self, root: Path, record) -> None:
+        self.root, self.record = root, record
+
+    def spec(self, key: str) -> dict:
+        assert key == self.record.key
+        return {"file": self.record.file, "extra_files": list(self.record.extra_files),
+                "attributes": self.record.attributes, "preprocessing": self.record.preprocessing}
+
+    def session(self, relative: str):
+        from ecmf_edge.runtime.sessions import create_session
+
+        return create_session(self.root / relative)

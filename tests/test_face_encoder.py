@@ -4,15 +4,15 @@ Real faces only: the astronaut photograph and the LFW faces scikit-image ships.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
+from conftest import RecordBundle
 import skimage.data
 
 from ecmf_edge.errors import InputError
-from ecmf_edge.runtime.sessions import create_session
 from ecmf_edge.vision.face_encoder import FaceEncoder
 
 pytest.importorskip("torch")
@@ -32,21 +32,6 @@ TFLITE_MIN_AGREEMENT = 0.97
 TFLITE_MAX_DIFF = 0.06
 
 
-class _Bundle:
-    """The two calls FaceEncoder.from_bundle needs, over one exported model."""
-
-    def __init__(self, root: Path, record) -> None:
-        self.root, self.record = root, record
-
-    def spec(self, key: str) -> dict:
-        assert key == self.record.key
-        return {"file": self.record.file, "attributes": self.record.attributes,
-                "preprocessing": self.record.preprocessing}
-
-    def session(self, relative: str):
-        return create_session(self.root / relative)
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("face_encoder")
@@ -56,7 +41,7 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope="module")
 def encoder(exported) -> FaceEncoder:
     root, record = exported
-    return FaceEncoder.from_bundle(_Bundle(root, record))
+    return FaceEncoder.from_bundle(RecordBundle(root, record))
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,15 @@ cat, Persian, Siamese, Egyptian cat), 504 coffee mug, 967 espresso, 968 cup.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
+from conftest import RecordBundle
 import skimage.data
 
 from ecmf_edge.errors import InputError
-from ecmf_edge.runtime.sessions import create_session
 from ecmf_edge.vision.frame_encoder import FrameEncoder
 
 pytest.importorskip("torch")
@@ -26,21 +26,6 @@ from ecmf_edge.export.efficientnet_lite import (
 )
 
 
-class _Bundle:
-    """The two calls FrameEncoder.from_bundle needs, over one exported model."""
-
-    def __init__(self, root: Path, record) -> None:
-        self.root, self.record = root, record
-
-    def spec(self, key: str) -> dict:
-        assert key == self.record.key
-        return {"file": self.record.file, "attributes": self.record.attributes,
-                "preprocessing": self.record.preprocessing}
-
-    def session(self, relative: str):
-        return create_session(self.root / relative)
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("frame_encoder")
@@ -50,7 +35,7 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope="module")
 def encoder(exported) -> FrameEncoder:
     root, record = exported
-    return FrameEncoder.from_bundle(_Bundle(root, record))
+    return FrameEncoder.from_bundle(RecordBundle(root, record))
 
 
 def _bgr(name: str) -> np.ndarray:
