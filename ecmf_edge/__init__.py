@@ -7,11 +7,15 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .errors import DependencyError, DeviceError, EcmfError, InputError, ModelError
+from .events import EmotionEvent
 from .labels import LABELS
+from .recognizer import Recognizer
 from .runtime.bundle import Bundle, load_bundle
 
 __all__ = [
     "__version__",
+    "Recognizer",
+    "EmotionEvent",
     "LABELS",
     "Bundle",
     "load_bundle",

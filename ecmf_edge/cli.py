@@ -173,7 +173,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print("\ncomponent ablation (weighted F1 per modality family, real test samples):")
     for name, variant in summary["variants"].items():
         fams = {k.split(':')[1]: v["weighted_f1"] for k, v in variant["test"].items() if k.startswith("family:")}
-        print(f"  {name:<14} " + "  ".join(f"{k} {v:.3f}" for k, v in fams.items()) + f"   ({variant['train_seconds']} s)")
+        combo = variant.get("combinations", {}).get("V+A+T")
+        print(f"  {name:<14} " + "  ".join(f"{k} {v:.3f}" for k, v in fams.items())
+              + (f"  V+A+T combinations {combo:.3f}" if combo is not None else "") + f"   ({variant['train_seconds']} s)")
     print(f"\nwritten: {args.out}/fusion_head.onnx, fusion_head.json, report.json, confusion_*.png")
     return 0
 
@@ -292,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip sha256 verification of bundle files")
     p.add_argument("--check", action="store_true", help="exit non-zero when a required check fails")
     p.set_defaults(func=_cmd_doctor)
+    from .cli_run import add_run_parser, add_serve_parser
+    add_run_parser(sub), add_serve_parser(sub)
     return parser
 
 

@@ -10,9 +10,10 @@ SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 if command -v apt-get >/dev/null; then
-  # espeak-ng: test speech; libportaudio2: microphone (sounddevice); sox: audio checks; ffmpeg: test videos.
+  # espeak-ng: test speech; libportaudio2: microphone (sounddevice); sox: audio checks; ffmpeg: test videos;
+  # chromium: headless browser test of `ecmf-edge serve`.
   need=""
-  for pkg in espeak-ng libportaudio2 sox ffmpeg; do
+  for pkg in espeak-ng libportaudio2 sox ffmpeg chromium; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   if [ -n "$need" ]; then

@@ -46,6 +46,9 @@ class CameraOptions:
     max_backoff_s: float = 4.0
     # Consecutive failed reconnects before the camera is given up.
     max_reconnects: int = 4
+    # Treat a run of bit-identical frames as a frozen driver (real sensors never repeat exactly);
+    # turn off for virtual cameras that show a still picture.
+    detect_repeats: bool = True
     # OpenCV capture API (cv2.CAP_ANY = 0, cv2.CAP_V4L2 = 200, ...).
     api_preference: int = 0
 
@@ -70,6 +73,9 @@ class CameraSource(VideoSource):
     ``opener(index)`` returns a ``cv2.VideoCapture``-like object (``isOpened``, ``read``,
     ``set``, ``release``); tests pass :class:`~ecmf_edge.capture.fake.FakeCamera`'s.
     """
+
+    # close() may be called while another thread is in read().
+    close_is_thread_safe = True
 
     def __init__(self, index: int = 0, options: CameraOptions | None = None, clock: Clock | None = None,
                  opener: Callable[[int], Any] | None = None) -> None:
@@ -146,8 +152,8 @@ class CameraSource(VideoSource):
                 if not ok or image is None:
                     self.clock.sleep(0.005, self._stop)
                     continue
-                signature = _signature(image)
-                if signature == previous:
+                signature = _signature(image) if self.options.detect_repeats else None
+                if signature is not None and signature == previous:
                     self.repeated += 1
                     self._repeats += 1
                     continue
@@ -205,8 +211,7 @@ class CameraSource(VideoSource):
                     error = DeviceError(
                         f"{self.name} {what} and {opts.max_reconnects} reconnect(s) failed: check its cable and that no "
                         "other program uses it, or use --video FILE")
-                    logger.warning("%s", error)
-                    self._slot.fail(error)
+                    self._slot.fail(error)  # read() raises it; the reader reports it
                     return
                 delay = min(opts.backoff_s * 2 ** (attempts - 1), opts.max_backoff_s)
                 logger.warning("%s %s for %.1f s: reconnecting in %.1f s (attempt %d of %d)", self.name, what,

@@ -75,7 +75,7 @@ class FakeCapture:
         self._stalls = camera.stall_after is not None and not camera._stalled_once
         self._stall_started: float | None = None
 
-    def isOpened(self) -> bool:  # noqa: N802 - cv2's name
+    def isOpened(self) -> bool:
         return self._opened
 
     def set(self, prop: int, value: float) -> bool:
@@ -169,7 +169,7 @@ class FakeMicrophone:
         if samplerate is not None and int(samplerate) not in self.supported_rates:
             raise FakePortAudioError("Invalid sample rate [PaErrorCode -9997]")
 
-    def InputStream(self, device=None, channels: int = 1, samplerate: float | None = None, dtype: str = "float32",  # noqa: N802
+    def InputStream(self, device=None, channels: int = 1, samplerate: float | None = None, dtype: str = "float32",
                     blocksize: int = 0, callback: Callable | None = None, **_: object) -> "_FakeInputStream":
         self.check_input_settings(device, channels, dtype, samplerate=samplerate)
         rate = int(samplerate or self.default_rate)

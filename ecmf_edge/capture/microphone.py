@@ -81,6 +81,9 @@ class MicrophoneSource(AudioSource):
     :class:`~ecmf_edge.capture.fake.FakeMicrophone`).
     """
 
+    # close() may be called while another thread is in read().
+    close_is_thread_safe = True
+
     def __init__(self, device: Any = "default", options: MicrophoneOptions | None = None, clock: Clock | None = None,
                  backend: Any = None) -> None:
         super().__init__(clock)

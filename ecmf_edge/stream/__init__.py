@@ -1,0 +1,12 @@
+"""The live loop: stage threads with bounded queues, the aligner, fusion ticks, smoothing and sinks.
+
+Most code uses it through :meth:`ecmf_edge.Recognizer.stream`; :class:`EmotionStream` and
+:class:`StreamModels` are here for custom wiring (other sources, replaced models).
+"""
+from __future__ import annotations
+
+from .models import StreamModels
+from .options import SmootherOptions, StreamOptions
+from .pipeline import EmotionStream
+
+__all__ = ["EmotionStream", "StreamModels", "StreamOptions", "SmootherOptions"]

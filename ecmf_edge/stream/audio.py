@@ -1,0 +1,162 @@
+"""The audio stage: streaming VAD, speech windows for the speech encoder, utterances for the text path.
+
+Audio arrives in chunks of any size and is cut into the 512-sample steps Silero VAD
+reads. Speech starts when the VAD probability reaches ``vad_threshold`` and ends after
+``min_silence_s`` below ``vad_threshold - 0.15``. While someone speaks, every ``hop_s``
+the last ``window_min_s`` .. ``window_max_s`` seconds go through the speech encoder and
+the prosody statistics (after loudness normalisation, as in training): the ``audio``
+token is ``[pooled (1024); prosody (16)]``. When
+an utterance ends, its tail is encoded once more and the whole utterance is queued
+for the text stage (ASR -> LLM context -> text encoder). Silence yields an absent
+observation ("no speech") every ``hop_s``.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from ..audio.io import SAMPLE_RATE
+from ..audio.vad import CHUNK_SAMPLES
+from ..capture.base import AudioChunk
+from .aligner import Observation
+from .options import StreamOptions
+from .stage import QueueStage, SourceStage
+
+__all__ = ["AudioStage", "Utterance"]
+
+_STEP_S = CHUNK_SAMPLES / SAMPLE_RATE
+# Audio kept before the VAD's speech onset, seconds (the onset is detected a little late).
+_PREROLL_S = 0.2
+
+
+class Utterance:
+    """A finished stretch of speech queued for the text stage."""
+
+    def __init__(self, t: float, captured: float, pcm: np.ndarray) -> None:
+        # Stream time the utterance ended; capture clock time of its last chunk; 16 kHz samples.
+        self.t, self.captured, self.pcm = t, captured, pcm
+
+
+class AudioStage(SourceStage):
+    """VAD + speech windows + utterance segmentation over an audio source (the ``audio`` modality)."""
+
+    def __init__(self, *args: Any, vad: Any, encoder: Any, options: StreamOptions, text: QueueStage | None = None,
+                 block: bool = False, **kwargs: Any) -> None:
+        super().__init__("audio", ("audio",), *args, **kwargs)
+        self.vad, self.encoder, self.options, self.text, self.block = vad, encoder, options, text, block
+        self.vad.reset()
+        self._high = float(options.vad_threshold)
+        self._low = max(self._high - 0.15, 0.01)
+        keep = options.window_max_s + options.min_silence_s + _PREROLL_S + 1.0
+        self._recent: deque[np.ndarray] = deque()  # 512-sample steps, newest last
+        self._recent_max = int(np.ceil(keep / _STEP_S))
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._next_t: float | None = None  # stream time of _pending[0]
+        self._in_speech = False
+        self._speech_start = 0.0
+        self._silence = 0.0
+        self._last_window = 0.0
+        self._utterance: list[np.ndarray] = []
+        self._next_quiet = 0.0
+        self._captured = 0.0
+        self._vad_ms: list[float] = []
+        # Utterances handed to the text stage.
+        self.utterances = 0
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _tail(self, end_t: float, seconds: float, now_t: float) -> np.ndarray:
+        """The ``seconds`` of audio that end at stream time ``end_t`` (``now_t`` = end of the newest step)."""
+        steps = list(self._recent)
+        skip = int(round((now_t - end_t) / _STEP_S))
+        take = int(round(seconds / _STEP_S))
+        chosen = steps[max(0, len(steps) - skip - take): len(steps) - skip if skip > 0 else None]
+        return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.float32)
+
+    def _encode(self, pcm: np.ndarray, end_t: float) -> None:
+        from ..audio.prosody import prosody_features
+        from ..features import normalize_loudness
+
+        if pcm.size < int(0.1 * SAMPLE_RATE):
+            return
+        pcm = normalize_loudness(pcm, self.options.speech_target_dbfs)
+        started = time.perf_counter()
+        pooled = np.asarray(self.encoder.encode(pcm, SAMPLE_RATE), dtype=np.float32).reshape(-1)
+        encoder_ms = (time.perf_counter() - started) * 1000.0
+        started = time.perf_counter()
+        prosody = prosody_features(pcm, SAMPLE_RATE)
+        prosody_ms = (time.perf_counter() - started) * 1000.0
+        vad_ms = float(np.mean(self._vad_ms)) if self._vad_ms else 0.0
+        latency = {"vad": round(vad_ms, 3), "audio_encoder": round(encoder_ms, 3), "prosody": round(prosody_ms, 3)}
+        self.post(Observation("audio", end_t, self._captured, np.concatenate([pooled, prosody]).astype(np.float32), None,
+                              latency, {"window_s": round(pcm.size / SAMPLE_RATE, 3)}))
+
+    def _quiet(self, t: float, reason: str) -> None:
+        if t >= self._next_quiet:
+            self.post(Observation("audio", t, self._captured, None, reason))
+            self._next_quiet = t + self.options.hop_s
+
+    def _finish_utterance(self, speech_end: float, now_t: float) -> None:
+        opts = self.options
+        duration = speech_end - self._speech_start
+        if duration >= opts.min_utterance_s:
+            if speech_end - self._last_window >= 0.25:
+                self._encode(self._tail(speech_end, min(opts.window_max_s, duration), now_t), speech_end)
+            trailing = int(round((now_t - speech_end) / _STEP_S))
+            steps = self._utterance[: len(self._utterance) - trailing] if trailing else self._utterance
+            if self.text is not None and steps:
+                self.utterances += 1
+                busy, self.busy_since = self.busy_since, None  # waiting for room is not a hang
+                self.text.submit(Utterance(speech_end, self._captured, np.concatenate(steps)), block=self.block)
+                self.busy_since = busy if busy is None else self.clock.now()
+        self._utterance = []
+        self._in_speech = False
+        self._next_quiet = speech_end + opts.hop_s
+
+    # -- the stage ----------------------------------------------------------------------------
+    def handle(self, chunk: AudioChunk) -> None:
+        opts = self.options
+        self._captured = chunk.captured
+        expected = None if self._next_t is None else self._next_t + self._pending.size / SAMPLE_RATE
+        if expected is None or abs(chunk.t - expected) > 2.0 / SAMPLE_RATE:  # first chunk, or a gap (dropped audio)
+            self._pending = np.zeros(0, dtype=np.float32)
+            self._next_t = chunk.t
+        self._pending = np.concatenate([self._pending, np.asarray(chunk.pcm, dtype=np.float32)])
+        self._vad_ms = []
+        while self._pending.size >= CHUNK_SAMPLES:
+            step, self._pending = self._pending[:CHUNK_SAMPLES], self._pending[CHUNK_SAMPLES:]
+            t = self._next_t
+            self._next_t = t + _STEP_S
+            end_t = self._next_t
+            started = time.perf_counter()
+            p = self.vad.chunk_probability(step)
+            self._vad_ms.append((time.perf_counter() - started) * 1000.0)
+            self._recent.append(step)
+            while len(self._recent) > self._recent_max:
+                self._recent.popleft()
+            if not self._in_speech:
+                if p >= self._high:
+                    self._in_speech, self._speech_start, self._silence = True, t, 0.0
+                    self._last_window = t
+                    pre = int(round(_PREROLL_S / _STEP_S))
+                    self._utterance = list(self._recent)[-(pre + 1):]
+                else:
+                    self._quiet(end_t, "no speech (VAD)")
+                continue
+            self._utterance.append(step)
+            self._silence = 0.0 if p >= self._low else self._silence + _STEP_S
+            if self._silence >= opts.min_silence_s:
+                self._finish_utterance(end_t - self._silence, end_t)
+            elif end_t - self._speech_start >= opts.max_utterance_s:
+                self._finish_utterance(end_t, end_t)
+                self._in_speech, self._speech_start, self._last_window = True, end_t, end_t
+            elif end_t - self._speech_start >= opts.window_min_s and end_t - self._last_window >= opts.hop_s - 1e-6:
+                self._encode(self._tail(end_t, min(opts.window_max_s, end_t - self._speech_start), end_t), end_t)
+                self._last_window = end_t
+
+    def _ended(self, end_t: float) -> None:
+        if self._in_speech and self._next_t is not None:
+            self._finish_utterance(self._next_t, self._next_t)
+        self.post(Observation("audio", end_t + 1e-3, self.clock.now(), None, "the audio ended"))

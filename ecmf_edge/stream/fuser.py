@@ -1,0 +1,89 @@
+"""One fusion tick: aligned features -> fusion head -> smoother -> :class:`~ecmf_edge.events.EmotionEvent`.
+
+Used by the stream's ticker thread only (it is not thread-safe). A fusion step that
+raises is logged once per message; its events carry no label and say why in
+``absent["fusion"]``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from ..capture.clock import Clock
+from ..errors import EcmfError
+from ..events import EmotionEvent
+from .aligner import Aligner
+from .models import StreamModels
+from .options import MODALITIES, SmootherOptions
+from .smoother import Smoother
+
+__all__ = ["Fuser"]
+
+logger = logging.getLogger("ecmf_edge")
+
+
+class Fuser:
+    """Builds the event of each tick and numbers the events of one stream."""
+
+    def __init__(self, aligner: Aligner, models: StreamModels, smoother: SmootherOptions, clock: Clock,
+                 newest: bool) -> None:
+        self.aligner, self.models, self.clock, self.newest = aligner, models, clock, newest
+        self.smoother = Smoother(models.labels, smoother)
+        self._errors: set[str] = set()
+        self._last_label: str | None = None
+        # Events built so far.
+        self.count = 0
+
+    def _fuse(self, features: dict) -> tuple[Any, str | None]:
+        try:
+            return self.models.fusion(features), None
+        except Exception as exc:  # the stream reports it and goes on
+            reason = f"fusion failed: {exc if isinstance(exc, EcmfError) else f'{type(exc).__name__}: {exc}'}"
+            if reason not in self._errors:
+                self._errors.add(reason)
+                logger.warning("%s (events go on without a label)", reason)
+            return None, reason
+
+    def event(self, t: float) -> EmotionEvent:
+        """The event for the tick at stream time ``t``."""
+        aligned = self.aligner.snapshot(t, newest=self.newest)
+        latency: dict[str, float] = {}
+        for obs in aligned.used.values():
+            latency.update(obs.latency_ms)
+        label, confidence, raw_label = None, 0.0, None
+        probabilities: dict[str, float] = {}
+        weights: dict[str, float] = {}
+        absent = dict(aligned.absent)
+        if aligned.present:
+            started = time.perf_counter()
+            result, failure = self._fuse(aligned.features)
+            latency["fusion"] = round((time.perf_counter() - started) * 1000.0, 3)
+            if result is not None:
+                smoothed = self.smoother.update(result.probabilities, t)
+                probabilities = {name: float(p) for name, p in zip(result.labels, smoothed.probabilities)}
+                weights = {m: float(w) for m, w in result.modality_weights.items()}
+                label, confidence = smoothed.label, smoothed.confidence
+                raw_label = result.labels[int(np.argmax(result.probabilities))]
+            else:
+                absent["fusion"] = failure
+        else:
+            self.smoother.idle(t)
+        if aligned.used:
+            newest = max(obs.captured for obs in aligned.used.values())
+            latency["capture_to_event"] = round((self.clock.now() - newest) * 1000.0, 3)
+        text = aligned.used.get("text")
+        face = aligned.used.get("face")
+        changed = label != self._last_label
+        self._last_label = label
+        self.count += 1
+        return EmotionEvent(
+            timestamp=round(t, 6), label=label, confidence=confidence, probabilities=probabilities,
+            modality_weights=weights, present=tuple(m for m in MODALITIES if m in aligned.used), absent=absent,
+            transcript=text.extra.get("transcript") if text is not None else None, latency_ms=latency,
+            index=self.count, label_changed=changed, raw_label=raw_label,
+            ages_s={m: round(a, 4) for m, a in aligned.ages.items()},
+            face_box=face.extra.get("box") if face is not None else None,
+        )

@@ -1,0 +1,177 @@
+"""The models a stream runs, and the lazy loader that opens them from a bundle once.
+
+:class:`StreamModels` is what :class:`~ecmf_edge.stream.pipeline.EmotionStream` needs;
+:class:`ModelLoader` opens each model on first use and shares it between streams and
+one-shot predictions (ONNX Runtime sessions are thread-safe; the VAD, which carries
+state, and the text path, which keeps conversation history, are made per stream).
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ..errors import DependencyError, ModelError
+from .options import StreamOptions
+
+__all__ = ["StreamModels", "ModelLoader", "Locked"]
+
+
+@dataclass
+class StreamModels:
+    """What a stream runs; a model left as None leaves its modality out."""
+
+    # The bundle's labels, in the order of the fusion head's probabilities.
+    labels: tuple[str, ...]
+    # features {modality: vector or None} -> result with .labels, .probabilities, .modality_weights.
+    fusion: Callable[[Mapping[str, np.ndarray | None]], Any]
+    face_detector: Any = None
+    face_encoder: Any = None
+    frame_encoder: Any = None
+    # A VoiceActivityDetector of this stream's own (it carries state).
+    vad: Any = None
+    speech_encoder: Any = None
+    # A TextPath (ASR + LLM context + text encoder), or None.
+    text_path: Any = None
+    # Modalities that cannot be had at all, with the reason (e.g. "text": "speech recognition unavailable ...").
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+class Locked:
+    """Serialises calls to something that is not thread-safe (the fusion head, one llama.cpp context)."""
+
+    def __init__(self, function: Callable) -> None:
+        self._function = function
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._function(*args, **kwargs)
+
+
+class _LockedEnricher:
+    """A ContextEnricher shared by streams and predict(): one answer at a time."""
+
+    def __init__(self, enricher: Any) -> None:
+        self._enricher = enricher
+        self.enrich = Locked(enricher.enrich)
+
+    def close(self) -> None:
+        self._enricher.close()
+
+
+class ModelLoader:
+    """Opens the bundle's models on first use (thread-safe) and builds :class:`StreamModels`."""
+
+    def __init__(self, bundle: Any, fusion: Callable, options: StreamOptions, *, text: bool = True, use_llm: bool = True,
+                 llm_options: Any = None, asr_options: Any = None) -> None:
+        self.bundle, self.fusion, self.options = bundle, fusion, options
+        self.text, self.use_llm, self.llm_options, self.asr_options = text, use_llm, llm_options, asr_options
+        self._cache: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    def get(self, key: str) -> Any:
+        """The model under ``key`` (face_detector, face_encoder, frame_encoder, speech_encoder, enricher,
+        asr, featurizer, features), opened once.
+
+        Raises:
+            ModelError: the bundle lacks the model or its file is corrupt.
+        """
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = self._load(key)
+            return self._cache[key]
+
+    def _load(self, key: str) -> Any:
+        bundle = self.bundle
+        if key == "face_detector":
+            from ..vision.face_detector import FaceDetector
+
+            return FaceDetector.from_bundle(bundle, min_face_size=self.options.min_face_size)
+        if key == "face_encoder":
+            from ..vision.face_encoder import FaceEncoder
+
+            return FaceEncoder.from_bundle(bundle)
+        if key == "frame_encoder":
+            from ..vision.frame_encoder import FrameEncoder
+
+            return FrameEncoder.from_bundle(bundle)
+        if key == "speech_encoder":
+            from ..audio.speech_encoder import SpeechEncoder
+
+            return SpeechEncoder.from_bundle(bundle)
+        if key == "enricher":
+            return self._load_enricher()
+        if key == "asr":
+            return self._load_asr()
+        if key == "features":
+            from ..features import FeatureExtractor
+
+            return FeatureExtractor(bundle, enricher=self.get("enricher"))
+        if key == "featurizer":
+            from ..text.text_encoder import TextEncoder
+            from ..text.text_path import TextFeaturizer
+
+            return TextFeaturizer(TextEncoder.from_bundle(bundle), self.get("enricher"))
+        raise KeyError(key)  # pragma: no cover - programming error
+
+    def _load_enricher(self) -> Any:
+        if not self.use_llm:
+            return None
+        from ..text.llm_context import ContextEnricher
+
+        try:
+            enricher = ContextEnricher(self.llm_options)
+        except (DependencyError, ModelError) as exc:
+            if self.llm_options is not None and getattr(self.llm_options, "model_path", None):
+                raise  # an explicitly chosen model that does not load is an error
+            warnings.warn(f"running without LLM context enrichment: {exc}", RuntimeWarning, stacklevel=5)
+            return None
+        return _LockedEnricher(enricher)
+
+    def _load_asr(self) -> tuple[Any, str | None]:
+        from ..text.asr import SpeechRecognizer
+
+        try:
+            return SpeechRecognizer.from_bundle(self.bundle, self.asr_options), None
+        except (DependencyError, ModelError) as exc:
+            warnings.warn(f"text modality disabled: {exc}", RuntimeWarning, stacklevel=5)
+            return None, f"speech recognition unavailable: {exc}"
+
+    def stream_models(self, video: bool, audio: bool) -> StreamModels:
+        """The models for a stream with video and/or audio.
+
+        Raises:
+            ModelError: a needed model is missing from the bundle or corrupt.
+            DependencyError: an explicitly requested LLM cannot be loaded.
+        """
+        models = StreamModels(labels=tuple(self.bundle.labels), fusion=self.fusion)
+        if video:
+            models.face_detector = self.get("face_detector")
+            models.face_encoder = self.get("face_encoder")
+            models.frame_encoder = self.get("frame_encoder")
+        if audio:
+            from ..audio.vad import VoiceActivityDetector
+            from ..text.text_path import TextPath
+
+            models.vad = VoiceActivityDetector.from_bundle(self.bundle)  # each stream has its own VAD state
+            models.speech_encoder = self.get("speech_encoder")
+            if not self.text:
+                models.unavailable["text"] = "the text modality is turned off (text=False)"
+            else:
+                asr, reason = self.get("asr")
+                if asr is None:
+                    models.unavailable["text"] = reason
+                else:
+                    models.text_path = TextPath(asr, self.get("featurizer"), max_age_s=self.options.max_age("text"))
+        return models
+
+    def close(self) -> None:
+        """Free the LLM (other models are released with the bundle's sessions)."""
+        with self._lock:
+            enricher = self._cache.pop("enricher", None)
+        if enricher is not None:
+            enricher.close()

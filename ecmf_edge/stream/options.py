@@ -1,0 +1,102 @@
+"""Options of the live loop: rates, queue sizes, freshness limits, stage time limits, smoothing."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from ..errors import InputError
+
+__all__ = ["StreamOptions", "SmootherOptions", "MODALITIES"]
+
+# Modality tokens, in the fusion head's order.
+MODALITIES: tuple[str, ...] = ("frame", "face", "audio", "text")
+
+
+@dataclass(frozen=True)
+class SmootherOptions:
+    """How per-tick probabilities become a steady label."""
+
+    # EMA weight of the newest probabilities (1.0 = no smoothing).
+    alpha: float = 0.4
+    # A new label must beat the current one by this much smoothed probability to take over.
+    switch_margin: float = 0.08
+    # The label is held at least this long (stream seconds) after a change.
+    min_dwell_s: float = 0.3
+    # After this long without any modality the smoother starts afresh.
+    reset_after_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha <= 1.0:
+            raise InputError(f"alpha={self.alpha!r} is invalid: use a value in (0, 1] (1 = no smoothing)")
+        if not 0.0 <= self.switch_margin < 1.0:
+            raise InputError(f"switch_margin={self.switch_margin!r} is invalid: use a value in [0, 1)")
+        if self.min_dwell_s < 0 or self.reset_after_s <= 0:
+            raise InputError("min_dwell_s must be >= 0 and reset_after_s > 0")
+
+
+def _default_max_age() -> dict[str, float]:
+    return {"frame": 1.0, "face": 0.5, "audio": 2.5, "text": 10.0}
+
+
+def _default_time_limits() -> dict[str, float]:
+    return {"face": 2.0, "frame": 2.0, "audio": 5.0, "text": 30.0, "fusion": 1.0}
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How the stream runs; every field has a working default."""
+
+    # Fusion ticks (events) per second.
+    fusion_hz: float = 10.0
+    # Frame-encoder (global scene) updates per second; faces are encoded on every frame.
+    frame_encoder_hz: float = 5.0
+    # Capacity of each stage queue; under load the oldest item is dropped (real time).
+    queue_size: int = 2
+    # Capacity of the iterator's event queue (the oldest event is dropped when the consumer is slow).
+    event_queue_size: int = 256
+    # A modality's newest feature counts as present while younger than this (seconds), per modality.
+    max_age_s: Mapping[str, float] = field(default_factory=_default_max_age)
+    # A stage busy on one item for longer than this (seconds) is declared hung; per stage.
+    time_limit_s: Mapping[str, float] = field(default_factory=_default_time_limits)
+    # Smallest face searched, in pixels of the detector's working image (320 px wide): 40 keeps detection fast.
+    min_face_size: int = 40
+    # VAD probability that starts speech; speech ends below threshold - 0.15.
+    vad_threshold: float = 0.5
+    # Silence that ends an utterance, seconds.
+    min_silence_s: float = 0.3
+    # Utterances shorter than this are ignored, seconds.
+    min_utterance_s: float = 0.3
+    # Speech windows for the speech encoder: shortest, longest and hop, seconds.
+    window_min_s: float = 1.0
+    window_max_s: float = 4.0
+    hop_s: float = 1.0
+    # Speech windows are scaled to this RMS loudness (dBFS) before encoding, as the fusion head's
+    # training features were (FeatureOptions.speech_target_dbfs); None keeps the recorded level.
+    speech_target_dbfs: float | None = -23.0
+    # Longest utterance sent to speech recognition; longer speech is split, seconds.
+    max_utterance_s: float = 30.0
+    # Fast (non-real-time) playback: how far a source may run ahead of the fusion ticks, seconds.
+    max_lead_s: float = 1.0
+    # Label smoothing.
+    smoother: SmootherOptions = field(default_factory=SmootherOptions)
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.fusion_hz <= 120:
+            raise InputError(f"fusion_hz={self.fusion_hz!r} is invalid: use 0.5 .. 120 (default 10)")
+        if not 0.1 <= self.frame_encoder_hz <= 120:
+            raise InputError(f"frame_encoder_hz={self.frame_encoder_hz!r} is invalid: use 0.1 .. 120 (default 5)")
+        if self.queue_size < 1 or self.event_queue_size < 1:
+            raise InputError("queue_size and event_queue_size must be at least 1")
+        unknown = set(self.max_age_s) - set(MODALITIES)
+        if unknown:
+            raise InputError(f"max_age_s has unknown modalities {sorted(unknown)}: use {', '.join(MODALITIES)}")
+        if not 0.0 < self.window_min_s <= self.window_max_s <= 30.0 or self.hop_s <= 0:
+            raise InputError("speech windows need 0 < window_min_s <= window_max_s <= 30 and hop_s > 0")
+        if self.max_lead_s < 1.0 / self.fusion_hz:
+            raise InputError(f"max_lead_s={self.max_lead_s!r} must be at least one fusion period ({1 / self.fusion_hz:g} s)")
+
+    def max_age(self, modality: str) -> float:
+        return float({**_default_max_age(), **self.max_age_s}[modality])
+
+    def time_limit(self, stage: str) -> float:
+        return float({**_default_time_limits(), **self.time_limit_s}.get(stage, 5.0))

@@ -1,0 +1,259 @@
+"""Events over Server-Sent Events with the standard library, and a tiny page that shows them.
+
+``GET /`` is an HTML page (label, probability bars, modality-weight bars, transcript)
+that subscribes to ``GET /events`` (``text/event-stream``, one JSON event per message;
+the newest event is sent at once on connect). ``GET /latest`` returns the newest event
+as JSON. The server binds 127.0.0.1 by default, refuses requests whose ``Origin`` is
+not the page's own (or one given with ``allowed_origins``), and on a loopback address
+also refuses foreign ``Host`` headers (DNS rebinding).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterable
+
+from ..errors import DeviceError
+from ..events import EmotionEvent
+from .queues import DropOldestQueue
+
+__all__ = ["EventServer", "PAGE"]
+
+logger = logging.getLogger("ecmf_edge")
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ecmf-edge live</title>
+<style>
+ body{font-family:sans-serif;background:#16181d;color:#eee;margin:24px}
+ h1{font-size:44px;margin:0 0 4px 0} #conf{color:#aaa;font-size:18px}
+ .row{display:flex;align-items:center;margin:5px 0} .name{width:90px}
+ .track{flex:1;background:#30343c;height:18px;max-width:420px}
+ .bar{height:18px;background:#2f9e44} .w .bar{background:#f08c00}
+ #transcript{margin-top:14px;font-style:italic;color:#ffe8a3} #status{color:#888;font-size:13px;margin-top:10px}
+</style></head><body>
+<h1 id="label">waiting for events&hellip;</h1><div id="conf"></div>
+<h3>probabilities</h3><div id="probs"></div>
+<h3>modality weights</h3><div id="weights" class="w"></div>
+<div id="transcript"></div><div id="status">connecting</div>
+<script>
+function bars(el, values, all) {
+  el.innerHTML = "";
+  for (const name of all) {
+    const v = values[name] || 0, row = document.createElement("div");
+    row.className = "row";
+    row.innerHTML = '<span class="name"></span><div class="track"><div class="bar"></div></div>';
+    row.querySelector(".name").textContent = name;
+    row.querySelector(".bar").style.width = Math.round(100 * v) + "%";
+    el.appendChild(row);
+  }
+}
+const source = new EventSource("/events");
+let count = 0;
+source.onmessage = (msg) => {
+  const e = JSON.parse(msg.data); count += 1;
+  document.getElementById("label").textContent = e.label || "no signal";
+  document.getElementById("conf").textContent = e.label ? "confidence " + e.confidence.toFixed(2) : "";
+  bars(document.getElementById("probs"), e.probabilities, Object.keys(e.probabilities));
+  bars(document.getElementById("weights"), e.modality_weights, ["frame", "face", "audio", "text"]);
+  document.getElementById("transcript").textContent = e.transcript ? '"' + e.transcript + '"' : "";
+  document.getElementById("status").textContent = count + " events, t = " + e.timestamp + " s";
+};
+source.onerror = () => { document.getElementById("status").textContent = "reconnecting"; };
+</script></body></html>
+"""
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # replaces socketserver's traceback on stderr
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            logger.debug("serve: %s went away (%s)", client_address, exc)
+        else:
+            logger.warning("serve: a request from %s failed", client_address, exc_info=True)
+
+
+class EventServer:
+    """Publishes events to every connected browser; ``publish`` is a stream sink."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8765, *, allowed_origins: Iterable[str] = (),
+                 keepalive_s: float = 10.0, max_stream_s: float | None = None) -> None:
+        """Args:
+            host, port: where to listen (port 0 picks a free port).
+            allowed_origins: extra ``Origin`` values allowed besides the page's own (e.g. "http://localhost:3000").
+            keepalive_s: a comment line is sent after this long without events.
+            max_stream_s: end each ``/events`` response after this long (browsers reconnect); None keeps it open.
+        """
+        self.host, self.requested_port = host, int(port)
+        self.allowed_origins = {o.rstrip("/") for o in allowed_origins}
+        self.keepalive_s, self.max_stream_s = float(keepalive_s), max_stream_s
+        self._latest: str | None = None
+        self._subscribers: list[DropOldestQueue] = []
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        # (method, path, status) of every request, for diagnostics and tests.
+        self.requests: list[tuple[str, str, int]] = []
+        self.published = 0
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1] if self._httpd is not None else self.requested_port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def start(self) -> "EventServer":
+        """Bind and serve on a background thread.
+
+        Raises:
+            DeviceError: the address is in use or cannot be bound.
+        """
+        server = self
+
+        class Handler(_Handler):
+            owner = server
+
+        try:
+            self._httpd = _HTTPServer((self.host, self.requested_port), Handler)
+        except OSError as exc:
+            raise DeviceError(f"cannot listen on {self.host}:{self.requested_port} ({exc.strerror}): choose another "
+                              "--port or stop the program using it") from None
+        if self.host not in _LOOPBACK:
+            logger.warning("serving events on %s: reachable from other machines", self.url)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="ecmf-serve", daemon=True)
+        self._thread.start()
+        return self
+
+    def publish(self, event: EmotionEvent) -> None:
+        """Send ``event`` to every subscriber (a slow browser loses its oldest pending events)."""
+        data = json.dumps(event.to_dict(), ensure_ascii=False)
+        with self._lock:
+            self._latest = data
+            subscribers = list(self._subscribers)
+            self.published += 1
+        for queue in subscribers:
+            queue.put(data)
+
+    __call__ = publish
+
+    def latest(self) -> str | None:
+        with self._lock:
+            return self._latest
+
+    def subscribe(self) -> DropOldestQueue:
+        queue = DropOldestQueue(64)
+        with self._lock:
+            self._subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: DropOldestQueue) -> None:
+        with self._lock:
+            if queue in self._subscribers:
+                self._subscribers.remove(queue)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
+
+    def close(self) -> None:
+        """Stop serving; open event streams end within a fraction of a second."""
+        self._closing.set()
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(1.0)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: EventServer
+    server_version = "ecmf-edge"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        logger.debug("serve: " + format, *args)
+
+    def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+        self.owner.requests.append((self.command, self.path, status))
+
+    def _refusal(self) -> str | None:
+        host = self.headers.get("Host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if self.owner.host in _LOOPBACK and name not in _LOOPBACK:
+            return f"Host {host!r} refused: this server only answers to 127.0.0.1 / localhost"
+        origin = (self.headers.get("Origin") or "").rstrip("/")
+        if origin and origin != f"http://{host}" and origin not in self.owner.allowed_origins:
+            return f"Origin {origin!r} refused: allow it with --allow-origin {origin}"
+        return None
+
+    def do_GET(self) -> None:
+        refusal = self._refusal()
+        if refusal is not None:
+            logger.warning("serve: %s", refusal)
+            self._reply(403, (refusal + "\n").encode())
+            return
+        path = self.path.split("?", 1)[0]
+        if path in ("/", "/index.html"):
+            self._reply(200, PAGE.encode(), "text/html; charset=utf-8")
+        elif path == "/latest":
+            latest = self.owner.latest()
+            self._reply(200 if latest else 204, (latest or "").encode(), "application/json")
+        elif path == "/events":
+            self._events()
+        else:
+            self._reply(404, b"not found: try / or /events\n")
+
+    def _events(self) -> None:
+        import time
+
+        owner = self.owner
+        queue = owner.subscribe()
+        owner.requests.append((self.command, self.path, 200))
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            origin = self.headers.get("Origin")
+            if origin:
+                self.send_header("Access-Control-Allow-Origin", origin)
+            self.end_headers()
+            self.close_connection = True
+            latest = owner.latest()
+            self.wfile.write(b"retry: 1000\n\n" + (f"data: {latest}\n\n".encode() if latest else b""))
+            self.wfile.flush()
+            started = last = time.monotonic()
+            while not owner.closing:
+                if owner.max_stream_s is not None and time.monotonic() - started >= owner.max_stream_s:
+                    break
+                data = queue.get(0.2)
+                if data is not None:
+                    self.wfile.write(f"data: {data}\n\n".encode())
+                    self.wfile.flush()
+                    last = time.monotonic()
+                elif time.monotonic() - last >= owner.keepalive_s:
+                    self.wfile.write(b": keep-alive\n\n")
+                    self.wfile.flush()
+                    last = time.monotonic()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the browser went away
+        finally:
+            owner.unsubscribe(queue)

@@ -1,0 +1,41 @@
+"""The text stage: finished utterances -> :class:`~ecmf_edge.text.text_path.TextPath` -> ``text`` observations.
+
+The stage runs :meth:`TextPath.process` (ASR, LLM context, text encoder) on its own
+supervised thread behind a drop-oldest queue, the same contract as ``TextPath.submit``,
+plus the stream's time limit, failure reporting and, for file playback, waiting until
+an utterance's text is known before the ticks after it are fused (reproducible runs).
+An utterance without words posts nothing: the previous transcript stays valid until it
+is ``max_age_s['text']`` old.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .aligner import Observation
+from .audio import Utterance
+from .stage import QueueStage
+
+__all__ = ["TextStage"]
+
+
+class TextStage(QueueStage):
+    """Speech recognition and text features for utterances (the ``text`` modality)."""
+
+    def __init__(self, *args: Any, text_path: Any, **kwargs: Any) -> None:
+        super().__init__("text", ("text",), *args, **kwargs)
+        self.text_path = text_path
+        # Utterances that gave no words, and the last reason.
+        self.empty = 0
+        self.last_empty_reason: str | None = None
+
+    def handle(self, utterance: Utterance) -> None:
+        feature = self.text_path.process(utterance.pcm, utterance.t)
+        if feature is None:
+            self.empty += 1
+            self.last_empty_reason = getattr(self.text_path, "last_empty_reason", None)
+            return
+        latency = {k: float(v) for k, v in feature.latency_ms.items()}
+        context = feature.context
+        extra = {"transcript": feature.transcript, "context": getattr(context, "context", "") or None,
+                 "llm_fallback": getattr(context, "fallback_reason", None)}
+        self.post(Observation("text", utterance.t, utterance.captured, feature.vector, None, latency, extra))

@@ -1,0 +1,114 @@
+"""Vision stages: the video reader, the per-frame face path, and the lower-rate scene (frame) path.
+
+The reader takes frames from the camera or file and hands each one to the face stage
+(detect -> align -> face encoder) and, at ``frame_encoder_hz``, to the scene stage (the
+frame encoder over the whole frame). Each runs on its own thread behind a bounded queue,
+so a slow frame encoder never delays the face path.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from ..capture.base import Frame
+from .aligner import Observation
+from .stage import QueueStage, SourceStage
+
+__all__ = ["VideoReader", "FaceStage", "SceneStage"]
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)
+
+
+class FaceStage(QueueStage):
+    """Largest face per frame -> aligned crop -> face-encoder features (the ``face`` modality)."""
+
+    def __init__(self, *args: Any, detector: Any, encoder: Any, **kwargs: Any) -> None:
+        super().__init__("face", ("face",), *args, **kwargs)
+        self.detector = detector
+        self.encoder = encoder
+
+    def handle(self, frame: Frame) -> None:
+        from ..vision.alignment import align_face
+
+        started = time.perf_counter()
+        faces = self.detector.detect(frame.image)
+        detect_ms = _ms(started)
+        if not faces:
+            self.post(Observation("face", frame.t, frame.captured, None, "no face in the frame", {"face_detect": detect_ms}))
+            return
+        face = faces[0]
+        started = time.perf_counter()
+        crop = align_face(frame.image, face, size=self.encoder.input_size)
+        out = self.encoder.encode(crop)
+        extra = {"box": tuple(float(v) for v in face.box), "score": float(face.score),
+                 "expression": {label: float(p) for label, p in zip(out.labels, out.probs[0])}}
+        self.post(Observation("face", frame.t, frame.captured, out.features[0].copy(), None,
+                              {"face_detect": detect_ms, "face_encode": _ms(started)}, extra))
+
+
+class SceneStage(QueueStage):
+    """Frame-encoder embedding of the whole frame (the ``frame`` modality)."""
+
+    def __init__(self, *args: Any, encoder: Any, **kwargs: Any) -> None:
+        super().__init__("frame", ("frame",), *args, **kwargs)
+        self.encoder = encoder
+
+    def handle(self, frame: Frame) -> None:
+        started = time.perf_counter()
+        vector = self.encoder.encode(frame.image)[0]
+        self.post(Observation("frame", frame.t, frame.captured, vector.copy(), None, {"frame_encoder": _ms(started)}))
+
+
+class VideoReader(SourceStage):
+    """Reads frames and distributes them; keeps the newest frame for displays."""
+
+    def __init__(self, *args: Any, face: FaceStage | None, scene: SceneStage | None, scene_hz: float,
+                 block: bool, **kwargs: Any) -> None:
+        super().__init__("video", ("face", "frame"), *args, **kwargs)
+        self.face, self.scene = face, scene
+        self.scene_period = 1.0 / scene_hz
+        self.block = block
+        self._next_scene_t = float("-inf")
+        self._latest: Frame | None = None
+        # Recent frames, so file playback (which runs ahead of the ticks) can show the frame of an event.
+        self._recent: deque[Frame] = deque(maxlen=48 if block else 1)
+        self._lock = threading.Lock()
+
+    @property
+    def latest(self) -> Frame | None:
+        """The newest frame read (for overlays); None before the first."""
+        with self._lock:
+            return self._latest
+
+    def frame_at(self, t: float) -> Frame | None:
+        """The newest recent frame at or before stream time ``t`` (the oldest kept one if all are later)."""
+        with self._lock:
+            frames = list(self._recent)
+        for frame in reversed(frames):
+            if frame.t <= t + 1e-9:
+                return frame
+        return frames[0] if frames else None
+
+    def handle(self, frame: Frame) -> None:
+        with self._lock:
+            self._latest = frame
+            self._recent.append(frame)
+        if self.face is not None:
+            self.face.submit(frame, block=self.block)
+        if self.scene is not None and frame.t >= self._next_scene_t - 1e-6:
+            self.scene.submit(frame, block=self.block)
+            base = self._next_scene_t if self._next_scene_t > float("-inf") else frame.t
+            self._next_scene_t = max(base + self.scene_period, frame.t + 0.5 * self.scene_period)
+
+    def check_hang(self, now: float) -> str | None:
+        return None  # reading is trivial; the camera has its own watchdog, and waits on full queues are not hangs
+
+    def _ended(self, end_t: float) -> None:
+        now = self.clock.now()
+        for modality in self.modalities:
+            # Just after the last frame's span, so a closing tick at end_t still sees the last frame.
+            self.post(Observation(modality, end_t + 1e-3, now, None, "the video ended"))
