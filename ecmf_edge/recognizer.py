@@ -57,9 +57,9 @@ def _resolve_bundle(bundle: Any, backend: str, precision: str, model_threads: in
         if not is_path:
             root = bundle_dir(str(source), engine, precision)
             if not (root / MANIFEST).is_file() and (engine == "tensorrt" or precision != "fp32"):
-                command = (f"ecmf-edge build-engine --precision {precision}" if engine == "tensorrt"
-                           else f"ecmf-edge quantize --precision {precision}")
-                raise ModelError(f"no {engine} {precision} bundle '{source}' at {root}: build it with `{command}`")
+                raise ModelError(f"no {engine} {precision} bundle '{source}' at {root}: this version exports fp32 "
+                                 "ONNX Runtime bundles only (`ecmf-edge export`); use precision='fp32', backend='onnxruntime' "
+                                 "or pass bundle= a folder holding a converted bundle")
         loaded = load_bundle(source, backend=engine, precision=precision, session_config=config)
     if loaded.precision != precision:
         raise InputError(f"bundle '{loaded.name}' at {loaded.root} is {loaded.precision} but precision='{precision}' "
