@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from .. import __version__
 from ..labels import MER2025_LABELS
 from ..runtime.bundle import DEFAULT_BUNDLE, MANIFEST, MANIFEST_FORMAT, REBUILD_COMMAND, bundle_dir, sha256_file
-from .common import ExportedModel
+from .common import ExportedModel, json_default
 
 __all__ = ["export_bundle", "EXPORTERS", "MODALITIES"]
 
@@ -135,7 +135,7 @@ def export_bundle(
         },
         "files": files,
     }
-    (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, default=json_default) + "\n", encoding="utf-8")
     if target.exists():
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -143,14 +143,3 @@ def export_bundle(
     logger.info("bundle written to %s", target)
     return target
 
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ModelError, missing_dependency
 
-__all__ = ["ExportedModel", "onnx_export", "onnx_io", "check_parity", "require_torch", "OPSET"]
+__all__ = ["ExportedModel", "onnx_export", "onnx_io", "check_parity", "require_torch", "json_default", "OPSET"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -125,3 +125,14 @@ def check_parity(name: str, reference: np.ndarray, candidate: np.ndarray, tolera
         raise ModelError(f"{name}: parity check failed, max abs diff {diff:.3g} > tolerance {tolerance:g}")
     logger.info("%s parity: max abs diff %.3g (tolerance %g)", name, diff, tolerance)
     return diff
+
+
+def json_default(value):
+    """``json.dumps(default=...)`` for numpy scalars/arrays and paths in export records."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.common import check_parity, onnx_export, require_torch
+from ..export.common import check_parity, json_default, onnx_export, require_torch
 from .corpus_features import FeatureTable
 from .head import MODALITY_ORDER
 
@@ -49,15 +49,6 @@ def save_head(model, out_dir: str | Path, record: dict, reference: FeatureTable)
     np.savez_compressed(out / "fusion_head_reference.npz", mask=mask, probs=torch_probs.numpy(), **feats)
     record = {**record, "parity": {"reference": "torch ECMFHead", "inputs": f"{len(rows)} real feature rows",
                                    "max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}}
-    (out / "fusion_head.json").write_text(json.dumps(record, indent=2, default=_plain) + "\n", encoding="utf-8")
+    (out / "fusion_head.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n", encoding="utf-8")
     return path
 
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(type(value).__name__)
