@@ -33,6 +33,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from .export.quantize import quantize_bundle
+    from .runtime.bundle import bundle_dir, load_bundle
+
+    source = load_bundle(args.bundle)
+    target = Path(args.out) if args.out else bundle_dir(args.bundle, "onnxruntime", args.precision)
+    path = quantize_bundle(source, args.precision, target, calibration=args.calibration)
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    print(f"bundle: {path}")
+    for key, spec in manifest["models"].items():
+        record = spec.get("quantization", {})
+        gate = record.get("gate") or record.get("tried", {}).get("gate")
+        detail = (f"top-1 agreement {gate['top1_agreement']:.3f}, probs max abs diff {gate['probs_max_abs_diff']:.2e}, "
+                  f"features cosine >= {gate['features_min_cosine']:.4f} on {gate['inputs']} held-out inputs") if gate else ""
+        reason = record.get("kept_fp32", "")
+        print(f"  {key:<14} {spec['precision']:<5} {detail}{' (' + reason + ')' if reason and detail else reason}")
+    return 0
+
+
 def _enricher(args: argparse.Namespace):
     """The LLM context enricher the options ask for; None (with a note) when it cannot be had."""
     if args.no_llm:
@@ -250,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--head", help="folder of a fusion head trained with `ecmf-edge train` (default: the shipped one)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("quantize", help="derive an INT8 or FP16 ONNX Runtime bundle from the fp32 one, with accuracy gates")
+    p.add_argument("--precision", required=True, choices=("int8", "fp16"), help="target precision")
+    p.add_argument("--bundle", default="default", help="fp32 bundle name or folder")
+    p.add_argument("--calibration", metavar="DIR", help="folder of images for INT8 calibration (default: scikit-image faces and photos)")
+    p.add_argument("--out", help="bundle folder (default: $ECMF_EDGE_ENGINES/<bundle>/onnxruntime-<precision>)")
+    p.set_defaults(func=_cmd_quantize)
 
     p = sub.add_parser("features", help="extract per-modality feature vectors into an .npz file")
     p.add_argument("--video", help="video file (frame and face features)")

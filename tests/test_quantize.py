@@ -1,0 +1,153 @@
+"""INT8 / FP16 bundles: accuracy gates against fp32 on held-out real faces and photographs.
+
+Gates (held-out inputs never used for calibration):
+- fp16: max |probs - probs_fp32| <= 1e-2 for the face encoder (``probs``) and the frame
+  encoder (softmax of its ImageNet ``logits``);
+- int8 face encoder: top-1 agreement with fp32 >= 98 % on LFW faces 50-99 and astronaut crops.
+Only the small vision models are converted here, to keep the file fast.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime.quantization")
+pytest.importorskip("onnxconverter_common")
+
+from ecmf_edge.cli import main
+from ecmf_edge.errors import InputError
+from ecmf_edge.export.calibration import CalibrationBatcher, face_crops, scene_frames
+from ecmf_edge.export.quantize import quantize_bundle
+from ecmf_edge.runtime.bundle import load_bundle
+from ecmf_edge.vision.face_encoder import FaceEncoder
+from ecmf_edge.vision.frame_encoder import FrameEncoder
+
+FP16_MAX_ABS_DIFF = 1e-2
+INT8_MIN_TOP1 = 0.98
+
+
+@pytest.fixture(scope="module")
+def converted(bundle, tmp_path_factory):
+    root = tmp_path_factory.mktemp("quantized")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # float16 converter notes on tiny weights
+        int8 = quantize_bundle(bundle, "int8", root / "onnxruntime-int8", models=["face_encoder"])
+        fp16 = quantize_bundle(bundle, "fp16", root / "onnxruntime-fp16", models=["face_encoder", "frame_encoder"])
+    return {"int8": load_bundle(int8), "fp16": load_bundle(fp16)}
+
+
+@pytest.fixture(scope="module")
+def held_out_faces() -> list[np.ndarray]:
+    return face_crops("held_out")
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_calibration_and_held_out_are_disjoint_real_faces():
+    calib = {c.tobytes() for c in face_crops("calibration")}
+    held = face_crops("held_out")
+    assert len(calib) >= 200 and len(held) == 212
+    assert not any(c.tobytes() in calib for c in held)
+
+
+def test_batcher_is_a_calibration_data_reader(bundle):
+    reader = CalibrationBatcher("face_encoder", bundle.spec("face_encoder"), face_crops("calibration")[:20], batch_size=8)
+    first = [reader.get_next() for _ in range(len(reader))]
+    assert reader.get_next() is None
+    assert [f["face"].shape for f in first] == [(8, 1, 64, 64), (8, 1, 64, 64), (4, 1, 64, 64)]
+    reader.rewind()
+    np.testing.assert_array_equal(reader.get_next()["face"], first[0]["face"])
+    # the runtime's own preprocessing
+    encoder = FaceEncoder.from_bundle(bundle)
+    np.testing.assert_array_equal(reader.inputs, encoder.preprocess(face_crops("calibration")[:20]))
+
+
+def test_fp16_gate_face_and_frame(bundle, converted, held_out_faces):
+    fp16 = converted["fp16"]
+    assert fp16.precision == "fp16"
+    assert fp16.spec("face_encoder")["precision"] == "fp16" and fp16.spec("frame_encoder")["precision"] == "fp16"
+    ref, new = FaceEncoder.from_bundle(bundle).encode(held_out_faces), FaceEncoder.from_bundle(fp16).encode(held_out_faces)
+    assert np.abs(ref.probs - new.probs).max() <= FP16_MAX_ABS_DIFF
+    frames = scene_frames("held_out")
+    (_, ref_logits), (_, new_logits) = FrameEncoder.from_bundle(bundle).predict(frames), FrameEncoder.from_bundle(fp16).predict(frames)
+    assert np.abs(_softmax(ref_logits) - _softmax(new_logits)).max() <= FP16_MAX_ABS_DIFF
+    gate = fp16.spec("face_encoder")["quantization"]["gate"]
+    assert gate["passed"] and gate["probs_max_abs_diff"] <= FP16_MAX_ABS_DIFF
+
+
+def test_int8_face_encoder_keeps_top1(bundle, converted, held_out_faces):
+    int8 = converted["int8"]
+    spec = int8.spec("face_encoder")
+    assert spec["precision"] == "int8"
+    ref = FaceEncoder.from_bundle(bundle).encode(held_out_faces).probs
+    new = FaceEncoder.from_bundle(int8).encode(held_out_faces).probs
+    agreement = float(np.mean(ref.argmax(1) == new.argmax(1)))
+    assert agreement >= INT8_MIN_TOP1
+    assert spec["quantization"]["gate"]["top1_agreement"] == pytest.approx(agreement)
+    assert spec["quantization"]["calibration_inputs"] == 300
+
+
+def test_converted_bundles_load_and_verify(bundle, converted):
+    for precision, qb in converted.items():
+        checked = qb.verify()
+        assert set(checked) == set(bundle.manifest["files"])
+        assert qb.manifest["models"].keys() == bundle.manifest["models"].keys()
+        kept = [k for k, s in qb.manifest["models"].items() if s["precision"] == "fp32"]
+        assert "text_encoder" in kept and all("kept_fp32" in qb.spec(k)["quantization"] for k in kept)
+    assert converted["int8"].manifest["files"]["face_encoder.onnx"]["sha256"] != bundle.manifest["files"]["face_encoder.onnx"]["sha256"]
+
+
+def test_corrupted_or_empty_calibration_set_is_one_line_error(bundle, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "face.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(InputError, match="cannot be decoded") as err:
+        quantize_bundle(bundle, "int8", tmp_path / "out", calibration=bad)
+    assert "\n" not in str(err.value) and "--calibration DIR" in str(err.value)
+    assert not (tmp_path / "out").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="holds no image"):
+        quantize_bundle(bundle, "int8", tmp_path / "out", calibration=empty)
+    with pytest.raises(InputError, match="is empty"):
+        CalibrationBatcher("face_encoder", bundle.spec("face_encoder"), [])
+
+
+def test_wrong_calibration_shape_is_one_line_error(bundle):
+    spec = json.loads(json.dumps(bundle.spec("face_encoder")))
+    spec["inputs"][0]["shape"] = ["batch", 1, 48, 48]
+    with pytest.raises(InputError, match="have shape") as err:
+        CalibrationBatcher("face_encoder", spec, face_crops("calibration")[:4])
+    assert "\n" not in str(err.value)
+
+
+def test_cli_quantize_reports_bad_calibration(bundle, tmp_path, capsys):
+    bad = tmp_path / "cal"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"\x89PNG broken")
+    code = main(["quantize", "--precision", "int8", "--bundle", str(bundle.root), "--calibration", str(bad),
+                 "--out", str(tmp_path / "q")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("ecmf-edge: error: calibration image") and "\n" not in err
+
+
+def test_model_that_cannot_be_converted_keeps_fp32(bundle, tmp_path, monkeypatch):
+    import ecmf_edge.export.quantize as quantize
+
+    def broken(source, target):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(quantize, "_convert_fp16", broken)
+    with pytest.warns(RuntimeWarning, match="fp32 model is kept"):
+        out = quantize_bundle(bundle, "fp16", tmp_path / "fp16", models=["face_encoder"])
+    kept = load_bundle(out)
+    kept.verify("face_encoder")
+    assert kept.spec("face_encoder")["precision"] == "fp32"
+    assert "unsupported operator" in kept.spec("face_encoder")["quantization"]["kept_fp32"]
+    assert FaceEncoder.from_bundle(kept).encode(face_crops("held_out")[:4]).probs.shape == (4, 7)
