@@ -57,9 +57,9 @@ def _resolve_bundle(bundle: Any, backend: str, precision: str, model_threads: in
         if not is_path:
             root = bundle_dir(str(source), engine, precision)
             if not (root / MANIFEST).is_file() and (engine == "tensorrt" or precision != "fp32"):
-                raise ModelError(f"no {engine} {precision} bundle '{source}' at {root}: this version exports fp32 "
-                                 "ONNX Runtime bundles only (`ecmf-edge export`); use precision='fp32', backend='onnxruntime' "
-                                 "or pass bundle= a folder holding a converted bundle")
+                fix = (f"build it with `ecmf-edge quantize --precision {precision}`" if engine == "onnxruntime" else
+                       "this version builds no TensorRT engines yet; use backend='onnxruntime'")
+                raise ModelError(f"no {engine} {precision} bundle '{source}' at {root}: {fix}")
         loaded = load_bundle(source, backend=engine, precision=precision, session_config=config)
     if loaded.precision != precision:
         raise InputError(f"bundle '{loaded.name}' at {loaded.root} is {loaded.precision} but precision='{precision}' "

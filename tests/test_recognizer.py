@@ -46,7 +46,7 @@ def test_backend_and_precision_misuse(bundle, monkeypatch, tmp_path):
         with pytest.raises(DependencyError, match=r"tensorrt is not installed.*ecmf-edge\[trt\]"):
             Recognizer(backend="tensorrt", bundle=bundle)
     monkeypatch.setenv("ECMF_EDGE_ENGINES", str(tmp_path))
-    with pytest.raises(ModelError, match=r"no onnxruntime int8 bundle 'default' .*use precision='fp32'"):
+    with pytest.raises(ModelError, match=r"no onnxruntime int8 bundle 'default' .*`ecmf-edge quantize --precision int8`"):
         Recognizer(precision="int8")
     with pytest.raises(InputError, match=r"is fp32 but precision='fp16' was asked"):
         Recognizer(precision="fp16", bundle=bundle)
