@@ -24,7 +24,7 @@ from .capture.camera import CameraOptions, CameraSource
 from .capture.clock import DEFAULT_CLOCK, Clock
 from .capture.files import AudioFileSource, VideoFileSource
 from .capture.microphone import MicrophoneOptions, MicrophoneSource
-from .errors import EcmfError, InputError, ModelError, missing_dependency
+from .errors import EcmfError, InputError, ModelError
 from .events import EmotionEvent
 from .stream.models import Locked, ModelLoader
 from .stream.options import MODALITIES, StreamOptions
@@ -58,7 +58,8 @@ def _resolve_bundle(bundle: Any, backend: str, precision: str, model_threads: in
             root = bundle_dir(str(source), engine, precision)
             if not (root / MANIFEST).is_file() and (engine == "tensorrt" or precision != "fp32"):
                 fix = (f"build it with `ecmf-edge quantize --precision {precision}`" if engine == "onnxruntime" else
-                       "this version builds no TensorRT engines yet; use backend='onnxruntime'")
+                       f"build it on this machine with `ecmf-edge build-engine --precision {precision}` "
+                       "(engines are specific to the TensorRT version and GPU)")
                 raise ModelError(f"no {engine} {precision} bundle '{source}' at {root}: {fix}")
         loaded = load_bundle(source, backend=engine, precision=precision, session_config=config)
     if loaded.precision != precision:
@@ -107,10 +108,9 @@ class Recognizer:
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
         if backend == "tensorrt":
-            try:
-                import tensorrt  # noqa: F401
-            except ImportError:
-                raise missing_dependency("tensorrt", "trt") from None
+            from .runtime.tensorrt import import_tensorrt
+
+            import_tensorrt()
         self._callbacks = [CallbackSink(on_event)] if on_event is not None else []
         if on_label_change is not None:
             self._callbacks.append(LabelChangeSink(on_label_change))

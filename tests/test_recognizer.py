@@ -43,7 +43,7 @@ def test_backend_and_precision_misuse(bundle, monkeypatch, tmp_path):
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        with pytest.raises(DependencyError, match=r"tensorrt is not installed.*ecmf-edge\[trt\]"):
+        with pytest.raises(DependencyError, match=r"backend 'tensorrt' needs TensorRT 10 .*ecmf-edge\[trt\].*--backend onnxruntime"):
             Recognizer(backend="tensorrt", bundle=bundle)
     monkeypatch.setenv("ECMF_EDGE_ENGINES", str(tmp_path))
     with pytest.raises(ModelError, match=r"no onnxruntime int8 bundle 'default' .*`ecmf-edge quantize --precision int8`"):

@@ -19,12 +19,14 @@ from onnxruntime.quantization import CalibrationDataReader
 from ..errors import InputError
 
 __all__ = [
-    "CalibrationBatcher", "IMAGE_SUFFIXES", "CALIBRATED_MODELS", "face_crops", "scene_frames", "load_image_dir",
+    "CalibrationBatcher", "IMAGE_SUFFIXES", "CALIBRATED_MODELS", "CALIBRATION_KINDS", "face_crops", "scene_frames", "load_image_dir",
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-# Models whose inputs this module can build: manifest key -> input name.
+# Picture models: manifest key -> input name.
 CALIBRATED_MODELS = {"face_encoder": "face", "frame_encoder": "image"}
+# Every model this module builds inputs for: manifest key -> kind of calibration item.
+CALIBRATION_KINDS = {"face_encoder": "faces", "frame_encoder": "frames", "audio_encoder": "speech", "text_encoder": "texts"}
 # skimage photographs used for calibration and, disjoint from them, for the held-out gate.
 _CALIB_PHOTOS = ("astronaut", "chelsea", "coffee", "camera", "rocket", "immunohistochemistry", "colorwheel", "brick", "grass")
 _HELD_OUT_PHOTOS = ("cat", "hubble_deep_field", "moon", "page", "retina", "text", "gravel", "logo")
@@ -108,45 +110,96 @@ def load_image_dir(folder: str | Path) -> list[np.ndarray]:
 
 
 class CalibrationBatcher(CalibrationDataReader):
-    """Per-model input feeds from real pictures, as an ONNX Runtime ``CalibrationDataReader``.
+    """Per-model input feeds from real calibration items, as an ONNX Runtime ``CalibrationDataReader``.
 
-    ``get_next`` returns ``{input_name: (batch, ...) float32}`` until the set is spent and then
-    None; ``rewind`` starts over (quantize_static may read the set more than once).
+    The items (face crops, frames, speech windows or sentences) go through the runtime's own
+    preprocessing for the model. ``get_next`` returns ``{input_name: batch}`` until the set is
+    spent and then None; ``rewind`` starts over (quantize_static may read the set more than
+    once). :meth:`fixed_feeds` gives equal-shaped batches for TensorRT's INT8 calibrator
+    (:mod:`ecmf_edge.runtime.tensorrt`), so one batcher feeds both.
     """
 
-    def __init__(self, key: str, spec: dict[str, Any], pictures: Sequence[np.ndarray], batch_size: int = 8) -> None:
-        """Preprocess ``pictures`` with the runtime's own code for the model ``key``.
+    def __init__(self, key: str, spec: dict[str, Any], items: Sequence[Any], batch_size: int = 8,
+                 tokenizer_path: str | Path | None = None) -> None:
+        """Preprocess ``items`` with the runtime's own code for the model ``key``.
 
         Args:
-            key: manifest key, one of :data:`CALIBRATED_MODELS`.
+            key: manifest key, one of :data:`CALIBRATION_KINDS`.
             spec: the model's manifest entry (its preprocessing and input shape are used).
-            pictures: face crops (face encoder) or frames (frame encoder), uint8 grey/BGR.
-            batch_size: pictures per feed.
+            items: face crops (face encoder) or frames (frame encoder) as uint8 grey/BGR,
+                16 kHz float speech windows (audio encoder), or sentences (text encoder).
+            batch_size: items per feed (the audio encoder reads one window per feed).
+            tokenizer_path: the bundle's tokenizer file (text encoder only).
 
         Raises:
-            InputError: unknown model, an empty set, an unusable picture, or inputs whose shape
+            InputError: unknown model, an empty set, an unusable item, or inputs whose shape
                 does not match the manifest.
         """
-        if key not in CALIBRATED_MODELS:
-            raise InputError(f"no calibration inputs for model '{key}': quantize one of {', '.join(CALIBRATED_MODELS)}")
-        if len(pictures) == 0:
+        if key not in CALIBRATION_KINDS:
+            raise InputError(f"no calibration inputs for model '{key}': calibrate one of {', '.join(CALIBRATION_KINDS)}")
+        if len(items) == 0:
             raise InputError(f"the calibration set for {key} is empty: {_FIX}")
         self.key = key
-        self.input_name = CALIBRATED_MODELS[key]
-        self.inputs = _preprocess(key, spec, pictures)
-        _check_shape(key, spec, self.input_name, self.inputs)
-        self.batch_size = max(1, int(batch_size))
+        self.kind = CALIBRATION_KINDS[key]
+        self.batch_size = 1 if key == "audio_encoder" else max(1, int(batch_size))
+        self.input_names = [i["name"] for i in spec.get("inputs", [])] or [CALIBRATED_MODELS.get(key, "input")]
+        self.input_name = self.input_names[0]
+        self._batches: list[dict[str, np.ndarray]] = []
+        if key in CALIBRATED_MODELS:  # pictures: one array for the whole set
+            self.inputs = _preprocess(key, spec, items)
+            _check_shape(key, spec, self.input_name, self.inputs)
+            self._batches = [{self.input_name: self.inputs[s:s + self.batch_size]}
+                             for s in range(0, len(self.inputs), self.batch_size)]
+        elif key == "audio_encoder":
+            self.inputs = [_mel(window, spec) for window in items]
+            for mel in self.inputs:
+                _check_shape(key, spec, "mel", mel)
+            self._batches = [{"mel": mel} for mel in self.inputs]
+        else:
+            if tokenizer_path is None:
+                raise InputError("the text encoder's calibration needs the bundle's tokenizer: use CalibrationBatcher.from_set")
+            self.inputs = list(items)
+            self._batches = _token_batches(self.inputs, spec, tokenizer_path, self.batch_size)
         self._iter: Iterator[dict[str, np.ndarray]] = iter(())
         self.rewind()
 
+    @classmethod
+    def from_set(cls, bundle: Any, key: str, calibration_set: Any, batch_size: int = 8) -> "CalibrationBatcher":
+        """The batcher of model ``key`` of ``bundle`` over the items of a :class:`CalibrationSet`."""
+        if key not in CALIBRATION_KINDS:
+            raise InputError(f"no calibration inputs for model '{key}': calibrate one of {', '.join(CALIBRATION_KINDS)}")
+        spec = bundle.spec(key)
+        tokenizer = bundle.path(spec["extra_files"][0]) if key == "text_encoder" else None
+        return cls(key, spec, calibration_set.items(CALIBRATION_KINDS[key]), batch_size, tokenizer_path=tokenizer)
+
     def __len__(self) -> int:
         """Number of feeds per pass."""
-        return -(-len(self.inputs) // self.batch_size)
+        return len(self._batches)
 
     def feeds(self) -> Iterator[dict[str, np.ndarray]]:
         """One pass over the set, batch by batch."""
-        for start in range(0, len(self.inputs), self.batch_size):
-            yield {self.input_name: self.inputs[start:start + self.batch_size]}
+        yield from self._batches
+
+    def fixed_feeds(self, shapes: dict[str, Sequence[int]]) -> Iterator[dict[str, np.ndarray]]:
+        """One pass in batches of exactly ``shapes`` (name -> full shape, batch first).
+
+        Items are cropped or padded (with the model's own padding value: the silence floor
+        of the mel, token 0 with a zero attention mask) along every non-batch axis, and
+        batches are filled to the fixed batch size by cycling through the set, so every
+        item is seen at least once.
+        """
+        rows: dict[str, list[np.ndarray]] = {name: [] for name in shapes}
+        for feed in self._batches:
+            for name in shapes:
+                value = feed[name]
+                rows[name].extend(_fit(value[i], shapes[name][1:]) for i in range(len(value)))
+        total = len(next(iter(rows.values())))
+        if total == 0:
+            return
+        batch = int(next(iter(shapes.values()))[0])
+        for start in range(0, total, batch):
+            index = [(start + i) % total for i in range(batch)]
+            yield {name: np.stack([rows[name][i] for i in index]) for name in shapes}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         """The next feed, or None when the pass is over."""
@@ -155,6 +208,41 @@ class CalibrationBatcher(CalibrationDataReader):
     def rewind(self) -> None:
         """Start the next pass from the first feed."""
         self._iter = self.feeds()
+
+
+def _fit(value: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Crop or pad ``value`` to ``shape`` (edge values for floats, zeros for integers)."""
+    value = value[tuple(slice(0, int(n)) for n in shape)]
+    pad = [(0, int(n) - size) for n, size in zip(shape, value.shape)]
+    if any(after for _, after in pad):
+        mode = "edge" if np.issubdtype(value.dtype, np.floating) else "constant"
+        value = np.pad(value, pad, mode=mode)
+    return np.ascontiguousarray(value)
+
+
+def _mel(window: Any, spec: dict[str, Any]) -> np.ndarray:
+    from ..audio.speech_encoder import MAX_FRAMES, MIN_FRAMES, _validate, prepare_mel
+
+    pre = spec.get("preprocessing", {})
+    try:
+        audio = _validate(window, 16000)
+    except InputError as exc:
+        raise InputError(f"a calibration speech window is unusable ({exc}): {_FIX}") from None
+    return prepare_mel(audio, int(pre.get("max_frames", MAX_FRAMES)), int(pre.get("min_frames", MIN_FRAMES)))
+
+
+def _token_batches(texts: Sequence[Any], spec: dict[str, Any], tokenizer_path: str | Path,
+                   batch_size: int) -> list[dict[str, np.ndarray]]:
+    from tokenizers import Tokenizer
+
+    from ..text.text_encoder import tokenize_batch
+
+    bad = [t for t in texts if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise InputError(f"calibration texts must be non-empty strings, got {bad[0]!r}: {_FIX}")
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    max_tokens = int(spec.get("attributes", {}).get("max_tokens", 256))
+    return [tokenize_batch(tokenizer, list(texts[s:s + batch_size]), max_tokens) for s in range(0, len(texts), batch_size)]
 
 
 def _preprocess(key: str, spec: dict[str, Any], pictures: Sequence[np.ndarray]) -> np.ndarray:

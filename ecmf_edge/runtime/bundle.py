@@ -138,16 +138,28 @@ class Bundle:
         return files
 
     def session(self, relative: str):
-        """Verified ONNX Runtime session for one ONNX file of the bundle (cached)."""
+        """Verified session for one model file of the bundle (cached): an ONNX Runtime
+        session for ``.onnx`` files, a :class:`~ecmf_edge.runtime.tensorrt.TensorRTRunner`
+        for ``.engine`` files (after checking the engines were built for this TensorRT and GPU)."""
         path = self.path(relative)
         with self._lock:
             if relative not in self._sessions:
-                self._sessions[relative] = create_session(path, self.session_config)
+                if relative.endswith(".engine"):
+                    from .tensorrt import EngineKey, TensorRTRunner
+
+                    expected = EngineKey.from_dict(self.manifest.get("engine_key"))
+                    self._sessions[relative] = TensorRTRunner(path, expected, precision=self.precision)
+                else:
+                    self._sessions[relative] = create_session(path, self.session_config)
             return self._sessions[relative]
 
     def close(self) -> None:
-        """Drop the cached sessions."""
+        """Drop the cached sessions (TensorRT runners free their device memory)."""
         with self._lock:
+            for session in self._sessions.values():
+                closer = getattr(session, "close", None)
+                if callable(closer) and not hasattr(session, "get_session_options"):  # not an ORT session
+                    closer()
             self._sessions.clear()
 
 
