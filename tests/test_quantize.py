@@ -31,12 +31,22 @@ INT8_MIN_TOP1 = 0.98
 
 @pytest.fixture(scope="module")
 def converted(bundle, tmp_path_factory):
+    import os
+
     root = tmp_path_factory.mktemp("quantized")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # float16 converter notes on tiny weights
-        int8 = quantize_bundle(bundle, "int8", root / "onnxruntime-int8", models=["face_encoder"])
-        fp16 = quantize_bundle(bundle, "fp16", root / "onnxruntime-fp16", models=["face_encoder", "frame_encoder"])
-    return {"int8": load_bundle(int8), "fp16": load_bundle(fp16)}
+    before = os.environ.get("ECMF_EDGE_ENGINES")
+    os.environ["ECMF_EDGE_ENGINES"] = str(root)  # the default calibration sets are cached here
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # float16 converter notes on tiny weights
+            int8 = quantize_bundle(bundle, "int8", root / "onnxruntime-int8", models=["face_encoder", "audio_encoder", "text_encoder"])
+            fp16 = quantize_bundle(bundle, "fp16", root / "onnxruntime-fp16", models=["face_encoder", "frame_encoder", "text_encoder"])
+        yield {"int8": load_bundle(int8), "fp16": load_bundle(fp16), "root": root}
+    finally:
+        if before is None:
+            os.environ.pop("ECMF_EDGE_ENGINES", None)
+        else:
+            os.environ["ECMF_EDGE_ENGINES"] = before
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +104,13 @@ def test_int8_face_encoder_keeps_top1(bundle, converted, held_out_faces):
 
 
 def test_converted_bundles_load_and_verify(bundle, converted):
-    for precision, qb in converted.items():
+    for precision in ("int8", "fp16"):
+        qb = converted[precision]
         checked = qb.verify()
         assert set(checked) == set(bundle.manifest["files"])
         assert qb.manifest["models"].keys() == bundle.manifest["models"].keys()
         kept = [k for k, s in qb.manifest["models"].items() if s["precision"] == "fp32"]
-        assert "text_encoder" in kept and all("kept_fp32" in qb.spec(k)["quantization"] for k in kept)
+        assert "fusion_head" in kept and all("kept_fp32" in qb.spec(k)["quantization"] for k in kept)
     assert converted["int8"].manifest["files"]["face_encoder.onnx"]["sha256"] != bundle.manifest["files"]["face_encoder.onnx"]["sha256"]
 
 
@@ -151,3 +162,57 @@ def test_model_that_cannot_be_converted_keeps_fp32(bundle, tmp_path, monkeypatch
     assert kept.spec("face_encoder")["precision"] == "fp32"
     assert "unsupported operator" in kept.spec("face_encoder")["quantization"]["kept_fp32"]
     assert FaceEncoder.from_bundle(kept).encode(face_crops("held_out")[:4]).probs.shape == (4, 7)
+
+
+def test_int8_speech_and_text_encoders_stay_close_to_fp32(bundle, converted, speech_wav):
+    from ecmf_edge.audio.io import load_audio
+    from ecmf_edge.audio.speech_encoder import SpeechEncoder
+    from ecmf_edge.export.calibration_set import sentences
+    from ecmf_edge.text.text_encoder import TextEncoder
+
+    int8 = converted["int8"]
+    for key in ("audio_encoder", "text_encoder"):
+        spec = int8.spec(key)
+        assert spec["precision"] == "int8", spec["quantization"]
+        assert "dynamic quantization" in spec["quantization"]["method"]
+        gate = spec["quantization"]["gate"]
+        assert gate["passed"] and gate["features_min_cosine"] >= 0.98 and gate["inputs"] >= 50
+        assert int8.manifest["files"][spec["file"]]["bytes"] < 0.8 * bundle.manifest["files"][spec["file"]]["bytes"]
+    pcm = load_audio(speech_wav)  # real speech the gate never saw
+    ref, new = SpeechEncoder.from_bundle(bundle).encode(pcm, 16000), SpeechEncoder.from_bundle(int8).encode(pcm, 16000)
+    assert float(ref @ new / np.linalg.norm(ref) / np.linalg.norm(new)) > 0.99
+    texts = sentences("held_out")[:10]
+    ref, new = TextEncoder.from_bundle(bundle).encode(texts), TextEncoder.from_bundle(int8).encode(texts)
+    assert float((ref * new).sum(1).min()) > 0.98
+
+
+def test_fp16_text_encoder_loads_and_matches(bundle, converted):
+    from ecmf_edge.text.text_encoder import TextEncoder
+
+    fp16 = converted["fp16"]
+    assert fp16.spec("text_encoder")["precision"] == "fp16"  # Cast-to-float nodes kept in float
+    texts = ["I can't believe we won!", "Please leave me alone."]
+    ref, new = TextEncoder.from_bundle(bundle).encode(texts), TextEncoder.from_bundle(fp16).encode(texts)
+    assert float((ref * new).sum(1).min()) > 0.999
+
+
+def test_quantize_reads_a_calibration_set_folder(bundle, converted, tmp_path):
+    from ecmf_edge.export.calibration_set import build_calibration_set
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    import cv2
+
+    for i, face in enumerate(face_crops("calibration")[:40]):
+        cv2.imwrite(str(faces / f"{i}.png"), face)
+    cal = build_calibration_set(tmp_path / "set-v1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        out = quantize_bundle(bundle, "int8", tmp_path / "q", calibration=cal, models=["face_encoder"])
+    record = load_bundle(out).spec("face_encoder")["quantization"]
+    assert record["calibration"].startswith("set-v1: scikit-image lfw_subset") and record["calibration_inputs"] == 300
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 40 faces may calibrate too coarsely: the gate then keeps fp32
+        out = quantize_bundle(bundle, "int8", tmp_path / "q2", calibration=faces, models=["face_encoder"])
+    record = load_bundle(out).spec("face_encoder")["quantization"]
+    assert record.get("tried", record)["calibration_inputs"] == 40
