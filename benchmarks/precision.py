@@ -1,10 +1,14 @@
-"""fp32 vs fp16 vs int8 bundles on the CPU: per model median/p95 latency, speed-up, size, peak RSS.
+"""fp32 vs fp16 vs int8 bundles on the CPU: per model and whole pipeline, median/p95 latency,
+speed-up, size, peak RSS; a table, JSON and a bar chart PNG.
 
 All precisions are measured in the same run, each (model, precision) in its own child
-process so its peak RSS is its own. Real inputs: the astronaut face crop (face encoder) and
-the astronaut photograph in a 640x480 frame (frame encoder). Missing int8/fp16 bundles are
-built first with ``quantize_bundle``. A model that a bundle keeps in fp32 (failed gate) is
-reported with its actual precision.
+process so its peak RSS is its own. Real inputs: the astronaut face crop (face encoder),
+the astronaut photograph in a 640x480 frame (frame encoder), a 4 s window of the packaged
+speech (speech encoder), a spoken sentence's transcript (text encoder); "pipeline" is one
+full update: face detection + alignment + face encoder, frame encoder, speech encoder with
+prosody, text encoder and fusion head. Missing int8/fp16 bundles are built first with
+``quantize_bundle``. A model that a bundle keeps in fp32 (failed gate) is reported with its
+actual precision.
 
     python benchmarks/precision.py [--bundle default] [--repeats 100] [--threads 0] [--json out.json]
 """
@@ -20,7 +24,7 @@ import numpy as np
 
 from _common import measure, peak_rss_mb, print_table, write_report
 
-MODELS = ("face_encoder", "frame_encoder")
+MODELS = ("face_encoder", "frame_encoder", "audio_encoder", "text_encoder", "pipeline")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -33,24 +37,70 @@ def child(bundle_name: str, precision: str, model: str, repeats: int, warmup: in
     from ecmf_edge.runtime.sessions import SessionConfig
     from ecmf_edge.vision.face_encoder import FaceEncoder
     from ecmf_edge.vision.frame_encoder import FrameEncoder
+    from ecmf_edge.audio.io import load_audio
+    from ecmf_edge.audio.speech_encoder import SpeechEncoder
+    from ecmf_edge.text.text_encoder import TextEncoder
 
     rss_before = peak_rss_mb()
     bundle = load_bundle(bundle_name, precision=precision, session_config=SessionConfig(intra_op_threads=threads))
     photo = cv2.imread(str(asset_path("astronaut.jpg")))
-    spec = bundle.spec(model)
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[:, 64:576] = photo[:480]
+    speech = load_audio(asset_path("speech_en.wav"))[:64000]
+    sentence = "Hello there. I am really happy to see you again today."
     if model == "face_encoder":
         encoder = FaceEncoder.from_bundle(bundle)
         crop = photo[60:200, 160:260].copy()
         fn, what = (lambda: encoder.encode([crop])), "1 face crop -> 64x64"
-    else:
-        frame = np.full((480, 640, 3), 90, np.uint8)
-        frame[:, 64:576] = photo[:480]
+    elif model == "frame_encoder":
         encoder = FrameEncoder.from_bundle(bundle)
         fn, what = (lambda: encoder.encode([frame])), "640x480 frame -> 224x224"
+    elif model == "audio_encoder":
+        encoder = SpeechEncoder.from_bundle(bundle)
+        fn, what = (lambda: encoder.encode(speech, 16000)), "4 s speech window"
+    elif model == "text_encoder":
+        encoder = TextEncoder.from_bundle(bundle)
+        fn, what = (lambda: encoder.encode(sentence)), "12-word sentence"
+    else:
+        fn, what = _pipeline(bundle, frame, speech, sentence), "640x480 frame + 4 s speech + sentence -> label"
+    spec = bundle.spec("fusion_head" if model == "pipeline" else model)
     stats = measure(fn, repeats, warmup)
-    return {"model": model, "bundle": precision, "precision": spec["precision"], "input": what, **stats,
-            "size_mb": round(bundle.manifest["files"][spec["file"]]["bytes"] / 2**20, 2), "peak_rss_mb": peak_rss_mb(),
+    if model == "pipeline":
+        runs_as = "/".join(sorted({bundle.spec(k)["precision"] for k in _PIPELINE_MODELS}))
+        size = sum(bundle.manifest["files"][f]["bytes"] for k in _PIPELINE_MODELS for f in bundle.model_files(k))
+    else:
+        runs_as, size = spec["precision"], bundle.manifest["files"][spec["file"]]["bytes"]
+    return {"model": model, "bundle": precision, "precision": runs_as, "input": what, **stats,
+            "size_mb": round(size / 2**20, 2), "peak_rss_mb": peak_rss_mb(),
             "rss_model_mb": round(peak_rss_mb() - rss_before, 1)}
+
+
+_PIPELINE_MODELS = ("face_detector", "face_encoder", "frame_encoder", "audio_encoder", "text_encoder", "fusion_head")
+
+
+def _pipeline(bundle, frame, speech, sentence):
+    """One full update of every model the live loop runs, as one callable."""
+    from ecmf_edge.audio.prosody import prosody_features
+    from ecmf_edge.audio.speech_encoder import SpeechEncoder
+    from ecmf_edge.fusion.runtime import FusionHead
+    from ecmf_edge.text.text_encoder import TextEncoder
+    from ecmf_edge.vision.alignment import align_face
+    from ecmf_edge.vision.face_detector import FaceDetector
+    from ecmf_edge.vision.face_encoder import FaceEncoder
+    from ecmf_edge.vision.frame_encoder import FrameEncoder
+
+    detector, faces, frames = FaceDetector.from_bundle(bundle), FaceEncoder.from_bundle(bundle), FrameEncoder.from_bundle(bundle)
+    speech_encoder, text_encoder, head = SpeechEncoder.from_bundle(bundle), TextEncoder.from_bundle(bundle), FusionHead.from_bundle(bundle)
+
+    def step():
+        found = detector.detect(frame, max_faces=1)
+        face = faces.encode([align_face(frame, found[0], size=64)]).features[0] if found else None
+        scene = frames.encode([frame])[0]
+        audio = np.concatenate([speech_encoder.encode(speech, 16000), prosody_features(speech)])
+        text = text_encoder.encode(sentence)
+        return head.predict({"frame": scene, "face": face, "audio": audio, "text": np.concatenate([text, text])})
+
+    return step
 
 
 def ensure_bundles(bundle_name: str) -> None:
@@ -104,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
                        ("median_ms", "median ms", ".3f"), ("p95_ms", "p95 ms", ".3f"), ("speedup", "speed-up", ".2f"),
                        ("size_mb", "size MiB", ".2f"), ("peak_rss_mb", "peak RSS MiB", ".1f"),
                        ("rss_model_mb", "+RSS model MiB", ".1f")])
+    from pathlib import Path
+
+    from ecmf_edge.bench.plots import stage_bars_png
+
+    chart = stage_bars_png({p: {r["model"]: (r["median_ms"], r["p95_ms"]) for r in rows if r["bundle"] == p} for p in PRECISIONS},
+                           Path(args.json).with_suffix(".png"), "ONNX Runtime CPU: latency per model and precision (p50, p95)")
     out = write_report(args.json, {
         "benchmark": "precision",
         "versions": {"ecmf_edge": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__},
@@ -111,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats, "warmup": args.warmup,
         "notes": ("speed-up = fp32 median / this median; peak RSS of a child process that loads the bundle and runs one "
                   "model; +RSS model = growth of the peak RSS from loading the session and running it"),
-        "results": rows,
+        "results": rows, "chart": str(chart),
     })
-    print(f"written: {out}")
+    print(f"written: {out}, {chart}")
     return 0
 
 
