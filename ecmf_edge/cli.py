@@ -52,6 +52,38 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .export.calibration_set import build_calibration_set, load_calibration_set
+    from .runtime.bundle import load_bundle
+
+    needs_bundle = bool(args.video or args.audio)
+    path = build_calibration_set(args.out, split=args.split, videos=args.video or (), audios=args.audio or (),
+                                 texts=args.texts, bundle=load_bundle(args.bundle) if needs_bundle else None,
+                                 frames_per_video=args.frames_per_video, max_faces=args.max_faces,
+                                 max_windows=args.max_windows)
+    loaded = load_calibration_set(path)
+    print(f"calibration set: {path}")
+    for kind in ("faces", "frames", "speech", "texts"):
+        print(f"  {kind:<7} {len(getattr(loaded, kind)):>4}  from {loaded.manifest['sources'].get(kind, '-')}")
+    return 0
+
+
+def _cmd_build_engine(args: argparse.Namespace) -> int:
+    from .export.tensorrt_build import build_engine_bundle
+
+    path = build_engine_bundle(args.bundle, args.precision, Path(args.out) if args.out else None,
+                               workspace_mb=args.workspace, calibration=args.calibration, models=args.models)
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    key = manifest["engine_key"]
+    print(f"engines: {path}  (TensorRT {key['tensorrt']}, {key['gpu']}, compute capability {key['compute_capability']})")
+    for name, spec in manifest["models"].items():
+        engines = spec.get("tensorrt", {}).get("engines")
+        detail = (", ".join(f"{e['source']} {e['precision']} {e['build_seconds']} s" for e in engines) if engines
+                  else spec.get("tensorrt", {}).get("kept", ""))
+        print(f"  {name:<14} {detail}")
+    return 0
+
+
 def _enricher(args: argparse.Namespace):
     """The LLM context enricher the options ask for; None (with a note) when it cannot be had."""
     if args.no_llm:
@@ -273,9 +305,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="derive an INT8 or FP16 ONNX Runtime bundle from the fp32 one, with accuracy gates")
     p.add_argument("--precision", required=True, choices=("int8", "fp16"), help="target precision")
     p.add_argument("--bundle", default="default", help="fp32 bundle name or folder")
-    p.add_argument("--calibration", metavar="DIR", help="folder of images for INT8 calibration (default: scikit-image faces and photos)")
+    p.add_argument("--calibration", metavar="DIR", help="calibration set from `ecmf-edge calibrate`, or a folder of images "
+                   "(default: the default set: scikit-image faces and photos, espeak-ng speech, packaged sentences)")
     p.add_argument("--out", help="bundle folder (default: $ECMF_EDGE_ENGINES/<bundle>/onnxruntime-<precision>)")
     p.set_defaults(func=_cmd_quantize)
+
+    p = sub.add_parser("calibrate", help="sample a versioned calibration set (faces, frames, speech, texts) for INT8")
+    p.add_argument("--out", required=True, help="folder for the set, e.g. calibration/mydevice-v1")
+    p.add_argument("--video", action="append", help="video clip to sample frames and faces from (repeatable)")
+    p.add_argument("--audio", action="append", help="WAV clip to cut speech windows from (repeatable)")
+    p.add_argument("--texts", help="UTF-8 file with one sentence per line")
+    p.add_argument("--split", default="calibration", choices=("calibration", "held_out"),
+                   help="which default sources fill the kinds not given")
+    p.add_argument("--bundle", default="default", help="bundle whose face detector and VAD sample the clips")
+    p.add_argument("--frames-per-video", type=int, default=24)
+    p.add_argument("--max-faces", type=int, default=400)
+    p.add_argument("--max-windows", type=int, default=120, help="most speech windows")
+    p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("build-engine", help="build TensorRT 10 engines for this GPU from the fp32 bundle")
+    p.add_argument("--precision", required=True, choices=("fp16", "int8"), help="engine precision")
+    p.add_argument("--workspace", type=int, default=1024, metavar="MB", help="builder workspace memory limit")
+    p.add_argument("--bundle", default="default", help="fp32 bundle name or folder")
+    p.add_argument("--calibration", metavar="DIR", help="calibration set for int8 (default: the default set)")
+    p.add_argument("--models", nargs="+", help="build only these models (the others stay on ONNX Runtime)")
+    p.add_argument("--out", help="bundle folder (default: $ECMF_EDGE_ENGINES/<bundle>/tensorrt-<precision>)")
+    p.set_defaults(func=_cmd_build_engine)
 
     p = sub.add_parser("features", help="extract per-modality feature vectors into an .npz file")
     p.add_argument("--video", help="video file (frame and face features)")
@@ -322,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_doctor)
     from .cli_run import add_run_parser, add_serve_parser
     add_run_parser(sub), add_serve_parser(sub)
+    from .cli_bench import add_bench_parser
+    add_bench_parser(sub)
     return parser
 
 
