@@ -40,9 +40,21 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     model.add_argument("--model-threads", type=int, default=1,
                        help="ONNX Runtime threads per model (default 1: the stages already run in parallel)")
     p.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds of stream time")
+    p.add_argument("--log-events", metavar="FILE.jsonl",
+                   help="append every event (labels, transcripts) to this JSON-lines file; nothing is written otherwise")
+
+
+def _event_log(args: argparse.Namespace):
+    """The JSON-lines event log the user asked for with --log-events, or None (nothing is written by default)."""
+    if not getattr(args, "log_events", None):
+        return None
+    from .stream.sinks import JsonLinesSink
+
+    return JsonLinesSink(args.log_events, append=True)
 
 
 def _recognizer(args: argparse.Namespace):
+    from .capture.microphone import MicrophoneOptions
     from .recognizer import Recognizer
     from .stream.options import StreamOptions
 
@@ -53,7 +65,8 @@ def _recognizer(args: argparse.Namespace):
         llm_options = LlmOptions(model_path=args.llm)
     return Recognizer(backend=args.backend, precision=args.precision, bundle=args.bundle,
                       options=StreamOptions(fusion_hz=args.fusion_hz), text=not args.no_text,
-                      use_llm=not args.no_llm, llm_options=llm_options, model_threads=args.model_threads)
+                      use_llm=not args.no_llm, llm_options=llm_options, model_threads=args.model_threads,
+                      microphone_options=MicrophoneOptions(max_reconnects=3))  # unattended runs ride out a replugged mic
 
 
 def _open_stream(rec: Any, args: argparse.Namespace):
@@ -139,8 +152,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"ecmf-edge: error: {recorder.error} (the stream goes on without recording)", file=sys.stderr)
     stats = LatencyStats()
     reported = False
+    event_log = _event_log(args)
     with _recognizer(args) as rec:
         stream = _open_stream(rec, args)
+        if event_log is not None:
+            stream.add_sink(event_log)
         stats.started = time.monotonic()
         try:
             for event in stream:
@@ -194,8 +210,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                          max_stream_s=args.max_stream_seconds).start()
     stats = LatencyStats()
     try:
+        event_log = _event_log(args)
         with _recognizer(args) as rec:
             stream = _open_stream(rec, args)
+            if event_log is not None:
+                stream.add_sink(event_log)
             stream.add_sink(server.publish)
             stream.add_sink(stats.add)
             print(f"serving events on {server.url} (Ctrl-C stops)", file=sys.stderr, flush=True)

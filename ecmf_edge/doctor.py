@@ -100,6 +100,8 @@ def _bundle_rows(source, verify: bool) -> list[Check]:
     except EcmfError as exc:
         return [Check("bundle", str(source), False, str(exc), True)]
     rows = [Check("bundle", bundle.name, True, f"{bundle.root} (labels: {', '.join(bundle.labels)})", True)]
+    if verify and "fusion_head" in bundle.manifest.get("models", {}):
+        rows.append(_smoke_row(bundle))
     for key in bundle.manifest["models"]:
         if not verify:
             rows.append(Check("model", key, True, "not verified (use --verify)"))
@@ -110,6 +112,30 @@ def _bundle_rows(source, verify: bool) -> list[Check]:
         except EcmfError as exc:
             rows.append(Check("model", key, False, str(exc), True))
     return rows
+
+
+def _smoke_row(bundle) -> Check:
+    """Run the fusion head once on neutral inputs: proves ONNX Runtime can load and execute the bundle here."""
+    import numpy as np
+
+    from .errors import EcmfError
+
+    try:
+        from .fusion.runtime import FusionHead
+
+        head = FusionHead.from_bundle(bundle)
+        features = {m: np.zeros(head.dims[m], np.float32) for m in head.modalities}
+        result = head.predict(features)
+        probs = np.asarray(result.probabilities, dtype=np.float64)
+        if probs.shape != (len(bundle.labels),) or not np.all(np.isfinite(probs)) or abs(probs.sum() - 1) > 1e-3:
+            return Check("inference", "fusion_head", False, "the fusion head gives invalid probabilities: run "
+                         "`ecmf-edge export --force` to rebuild the bundle", True)
+    except EcmfError as exc:
+        return Check("inference", "fusion_head", False, str(exc), True)
+    except Exception as exc:  # a broken ONNX Runtime install fails here, not in the middle of a stream
+        return Check("inference", "fusion_head", False, f"ONNX Runtime cannot run the bundle ({type(exc).__name__}: "
+                     f"{str(exc).splitlines()[0][:120] if str(exc) else ''}): reinstall onnxruntime", True)
+    return Check("inference", "fusion_head", True, "runs (ONNX Runtime executes the bundle)", True)
 
 
 def run_checks(bundle: str = "default", verify: bool = True) -> list[Check]:

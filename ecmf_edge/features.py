@@ -244,7 +244,7 @@ class FeatureExtractor:
         """
         out = into or ModalityFeatures()
         if not isinstance(text, str):
-            raise InputError(f"text must be str, got {type(text).__name__}")
+            raise InputError(f"text must be str, got {type(text).__name__}: pass the words as a string (decode bytes first)")
         if not text.strip():
             out.info["text_absent"] = "empty text"
             return out

@@ -31,7 +31,8 @@ def to_float_mono(samples: np.ndarray) -> np.ndarray:
             x = x.T  # (channels, N) -> (N, channels)
         x = x.astype(np.float64).mean(axis=1) if np.issubdtype(x.dtype, np.floating) else x.astype(np.float64).mean(axis=1).astype(x.dtype)
     if x.ndim != 1:
-        raise InputError(f"audio must be 1-D (samples,) or 2-D (samples, channels), got shape {tuple(np.shape(samples))}")
+        raise InputError(f"audio must be 1-D (samples,) or 2-D (samples, channels), got shape {tuple(np.shape(samples))}: "
+                         "pass mono samples or one column per channel")
     if x.dtype == np.int16:
         return (x.astype(np.float32) / 32768.0)
     if x.dtype == np.int32:
@@ -80,7 +81,7 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE, half_widt
     """
     x = to_float_mono(x)
     if rate_in <= 0 or rate_out <= 0:
-        raise InputError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
+        raise InputError(f"sample rates must be positive, got {rate_in} -> {rate_out}: pass the audio's rate in Hz (e.g. 16000)")
     if rate_in == rate_out or x.size == 0:
         return x.copy()
     ratio = rate_out / rate_in

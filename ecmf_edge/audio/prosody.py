@@ -101,7 +101,8 @@ def prosody_features(pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndar
         t = np.flatnonzero(has_f0) * _HOP / SAMPLE_RATE
         slope = float(np.polyfit(t, semis, 1)[0])
     jitter = stat(np.abs(np.diff(semis)), np.mean) if semis.size >= 2 else 0.0
-    smooth = np.convolve(db, np.ones(5) / 5, mode="same")
+    # (mode="same" returns the longer of the two inputs: windows under 5 frames are used as they are)
+    smooth = np.convolve(db, np.ones(5) / 5, mode="same") if db.size >= 5 else db
     peaks = np.sum((smooth[1:-1] > smooth[:-2]) & (smooth[1:-1] >= smooth[2:]) & loud[1:-1] & (smooth[1:-1] > np.median(smooth) + 3.0))
     values = [
         stat(db[loud], np.mean, -100.0), stat(db[loud], np.std), float(np.percentile(db, 90)), float(db.max() - db.min()),

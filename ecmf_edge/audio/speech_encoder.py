@@ -127,7 +127,7 @@ def _validate(pcm: Any, sample_rate: Any) -> np.ndarray:
         raise InputError(f"audio dtype {audio.dtype} is not supported: pass float32 in [-1, 1] or int16 PCM")
     if audio.size < int(MIN_SECONDS * SAMPLE_RATE):
         raise InputError(
-            f"audio is too short ({audio.size / SAMPLE_RATE:.3f} s): the speech encoder needs at least {MIN_SECONDS} s"
+            f"audio is too short ({audio.size / SAMPLE_RATE:.3f} s): pass at least {MIN_SECONDS} s of 16 kHz audio"
         )
     return audio
 

@@ -104,6 +104,9 @@ class CameraSource(VideoSource):
         self.reconnects = 0
         # Frames that repeated the previous image exactly (not delivered).
         self.repeated = 0
+        # Why no new frames arrive right now ("camera 0 delivers no new frames: reconnecting ..."), None while fine.
+        self.problem: str | None = None
+        self._outage_started: float | None = None
 
     # -- connection -------------------------------------------------------------------------
     def _open_capture(self):
@@ -166,6 +169,10 @@ class CameraSource(VideoSource):
                     self._repeats = 0
                     self._count += 1
                     index = self._count
+                    back, self._outage_started = self._outage_started, None
+                    self.problem = None
+                if back is not None:
+                    logger.warning("%s is back after %.1f s without frames", self.name, now - back)
                 self._slot.put(Frame(now - (self.t0 or 0.0), now, image, index))
         finally:
             cap.release()
@@ -203,6 +210,14 @@ class CameraSource(VideoSource):
             if self._stop.is_set():
                 return
             what = "repeats the same frame" if repeating else "delivers no new frames"
+            with self._lock:
+                first = self._outage_started is None
+                if first:
+                    self._outage_started = self.clock.now() - opts.stall_timeout_s
+                self.problem = f"{self.name} {what}: reconnecting"
+            if first:  # one warning per outage; the attempts themselves are logged at INFO
+                logger.warning("%s %s for %.1f s: reconnecting (up to %d attempts)", self.name, what,
+                               opts.stall_timeout_s, opts.max_reconnects)
             self._retire_grabber()
             cap = None
             while cap is None:
@@ -211,11 +226,12 @@ class CameraSource(VideoSource):
                     error = DeviceError(
                         f"{self.name} {what} and {opts.max_reconnects} reconnect(s) failed: check its cable and that no "
                         "other program uses it, or use --video FILE")
+                    self.problem = str(error)
                     self._slot.fail(error)  # read() raises it; the reader reports it
                     return
                 delay = min(opts.backoff_s * 2 ** (attempts - 1), opts.max_backoff_s)
-                logger.warning("%s %s for %.1f s: reconnecting in %.1f s (attempt %d of %d)", self.name, what,
-                               opts.stall_timeout_s, delay, attempts, opts.max_reconnects)
+                logger.info("%s %s for %.1f s: reconnecting in %.1f s (attempt %d of %d)", self.name, what,
+                            opts.stall_timeout_s, delay, attempts, opts.max_reconnects)
                 if self.clock.sleep(delay, self._stop):
                     return
                 cap = self._open_capture()

@@ -13,6 +13,7 @@ missing PortAudio library, no input device or an unsupported rate are one-line e
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,11 @@ class MicrophoneOptions:
     read_s: float = 0.128
     # No audio at all for this long after start means the device stopped.
     stall_timeout_s: float = 3.0
+    # Times a stopped device is reopened before it is given up (0: give up at once); `ecmf-edge run` uses 3.
+    max_reconnects: int = 0
+    # Wait before the first reopen; doubles per failed attempt up to max_backoff_s.
+    backoff_s: float = 0.5
+    max_backoff_s: float = 4.0
 
 
 def load_sounddevice():
@@ -97,6 +103,13 @@ class MicrophoneSource(AudioSource):
         self._expected_pos = 0
         self._started_at = 0.0
         self._reported_overflows = 0
+        self._attempts = 0
+        self._closing = threading.Event()  # set by the final close(); cuts a reconnect's backoff short
+        self._past = [0, 0]  # overflows and dropped samples of the rings before a reconnect
+        # Why no audio arrives right now ("microphone stopped delivering audio: reconnecting"), None while fine.
+        self.problem: str | None = None
+        # Times the device was reopened after it stopped.
+        self.reconnects = 0
         # Capture rate the device runs at (set by open()).
         self.rate = 0
         # Overflows PortAudio itself reported in the callback status.
@@ -151,7 +164,9 @@ class MicrophoneSource(AudioSource):
             self.portaudio_overflows += 1
         block = np.asarray(indata, dtype=np.float32)
         mono = block[:, 0] if block.ndim == 2 and block.shape[1] == 1 else (block.mean(axis=1) if block.ndim == 2 else block)
-        self._ring.write(mono, self.clock.now())
+        ring = self._ring
+        if ring is not None:  # None only while a reconnect swaps devices
+            ring.write(mono, self.clock.now())
 
     def start(self, t0: float) -> None:
         """Start capturing.
@@ -183,9 +198,16 @@ class MicrophoneSource(AudioSource):
         if got is None:
             last = ring.last_write or self._started_at
             if not ring.closed and self.clock.now() - last > self.options.stall_timeout_s:
-                raise DeviceError(f"{self.name} stopped delivering audio for {self.options.stall_timeout_s:g} s: "
-                                  "check the device, or use --audio FILE")
+                if self._reconnect() or self._closing.is_set():  # running again, or shutting down anyway
+                    return None
+                failed = f" and {self._attempts} reconnect(s) failed" if self._attempts else ""
+                self.problem = (f"{self.name} stopped delivering audio for {self.options.stall_timeout_s:g} s{failed}: "
+                                "check the device, or use --audio FILE")
+                raise DeviceError(self.problem)
             return None
+        if self.problem is not None and self._attempts:
+            logger.warning("%s is back after %d reconnect(s)", self.name, self._attempts)
+        self.problem, self._attempts = None, 0
         position, raw = got
         if position != self._expected_pos and self._resampler is not None:
             self._resampler.reset()  # samples were dropped: do not smear across the gap
@@ -196,20 +218,58 @@ class MicrophoneSource(AudioSource):
         t = self._started_at - (self.t0 or 0.0) + position / self.rate
         return AudioChunk(t, ring.last_write, pcm)
 
+    def _reconnect(self) -> bool:
+        """Reopen a stopped device with backoff (up to ``max_reconnects`` tries in a row); True once it runs again."""
+        opts = self.options
+        while self._attempts < opts.max_reconnects and not self._closing.is_set():
+            self._attempts += 1
+            if self._attempts == 1:
+                logger.warning("%s stopped delivering audio for %g s: reconnecting (up to %d attempts)", self.name,
+                               opts.stall_timeout_s, opts.max_reconnects)
+            self.problem = f"{self.name} stopped delivering audio: reconnecting"
+            delay = min(opts.backoff_s * 2 ** (self._attempts - 1), opts.max_backoff_s)
+            if self.clock.sleep(delay, self._closing):
+                return False
+            self.close(final=False)  # stops the callbacks, closes the ring
+            ring, self._ring = self._ring, None
+            if ring is not None:  # keep its counters; open() makes a fresh ring
+                self._past[0] += ring.overflows
+                self._past[1] += ring.dropped_samples
+            try:
+                self.open()
+                self._started_at = self.clock.now()
+                self._expected_pos = 0
+                self._stream.start()
+            except (DeviceError, self._backend.PortAudioError, ValueError) as exc:
+                logger.info("reopening %s failed (attempt %d of %d): %s", self.name, self._attempts, opts.max_reconnects,
+                            str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__)
+                continue
+            if self._closing.is_set():  # close() ran meanwhile: do not leave the new stream running
+                self.close()
+                return False
+            self.reconnects += 1
+            logger.info("%s reopened (attempt %d)", self.name, self._attempts)
+            return True
+        return False
+
     def _report_overflows(self) -> None:
         total = self.overflows
         if total > self._reported_overflows:
             if self._reported_overflows == 0:
-                logger.warning("%s overflowed: %d samples dropped so far (the audio stage is too slow for real time); "
-                               "counted in stream stats", self.name, self._ring.dropped_samples)
+                logger.warning("%s overflowed: audio was lost (%d device overflow(s), %d samples dropped because the "
+                               "audio stage fell behind); later overflows are counted in stream stats", self.name,
+                               self.portaudio_overflows, self._ring.dropped_samples)
             self._reported_overflows = total
 
     @property
     def overflows(self) -> int:
         """Overflow events: PortAudio's plus the ring buffer's."""
-        return self.portaudio_overflows + (self._ring.overflows if self._ring is not None else 0)
+        return self.portaudio_overflows + self._past[0] + (self._ring.overflows if self._ring is not None else 0)
 
-    def close(self) -> None:
+    def close(self, final: bool = True) -> None:
+        """Stop and release the device (``final=False``: only the current stream, for a reconnect)."""
+        if final:
+            self._closing.set()
         stream, self._stream = self._stream, None
         if stream is not None:
             for step in ("stop", "close"):
@@ -222,4 +282,7 @@ class MicrophoneSource(AudioSource):
 
     def stats(self) -> dict:
         ring = self._ring
-        return {"rate": self.rate, "overflows": self.overflows, "dropped_samples": ring.dropped_samples if ring else 0}
+        # (an empty ring is falsy: test for None, or the count reads 0 whenever the reader has caught up)
+        return {"rate": self.rate, "overflows": self.overflows,
+                "dropped_samples": self._past[1] + (ring.dropped_samples if ring is not None else 0),
+                "reconnects": self.reconnects}

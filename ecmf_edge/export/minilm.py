@@ -136,7 +136,7 @@ def _reference_embeddings(source: Path, batch: dict[str, np.ndarray]) -> np.ndar
         from transformers import BertModel
     except Exception:  # transformers absent or incompatible: parity falls back to torch vs ONNX
         return None
-    model = BertModel.from_pretrained(str(source), local_files_only=True).eval()
+    model = BertModel.from_pretrained(str(source), local_files_only=True, use_safetensors=True).eval()
     with torch.no_grad():
         out = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).last_hidden_state
         mask = torch.from_numpy(batch["attention_mask"]).float().unsqueeze(-1)

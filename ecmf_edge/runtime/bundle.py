@@ -213,11 +213,17 @@ def read_manifest(root: Path) -> dict[str, Any]:
         )
     if not isinstance(manifest["labels"], list) or not manifest["labels"] or not all(isinstance(x, str) for x in manifest["labels"]):
         raise ModelError(f"{path} has no usable label list: run `{REBUILD_COMMAND}`")
+    if not isinstance(manifest["models"], dict) or not isinstance(manifest["files"], dict):
+        raise ModelError(f"{path} has malformed 'models' or 'files' entries: run `{REBUILD_COMMAND}`")
     for key, spec in manifest["models"].items():
-        if not isinstance(spec, dict) or "file" not in spec:
+        if not isinstance(spec, dict) or not isinstance(spec.get("file"), str):
             raise ModelError(f"{path}: model '{key}' has no file entry: run `{REBUILD_COMMAND}`")
-        for relative in [spec["file"], *spec.get("extra_files", [])]:
-            if relative not in manifest["files"]:
+        extra = spec.get("extra_files", [])
+        if not isinstance(extra, list) or not all(isinstance(x, str) for x in extra):
+            raise ModelError(f"{path}: model '{key}' has malformed extra_files: run `{REBUILD_COMMAND}`")
+        for relative in [spec["file"], *extra]:
+            record = manifest["files"].get(relative)
+            if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
                 raise ModelError(f"{path}: file {relative} of model '{key}' has no sha256 record: run `{REBUILD_COMMAND}`")
     return manifest
 

@@ -91,6 +91,12 @@ class Aligner:
         with self._lock:
             self._unavailable.setdefault(modality, reason)
 
+    def clear_unavailable(self, modality: str, reason: str) -> None:
+        """Lift the mark set by :meth:`set_unavailable`, if ``reason`` is still the one in force."""
+        with self._lock:
+            if self._unavailable.get(modality) == reason:
+                del self._unavailable[modality]
+
     def unavailable(self, modality: str) -> str | None:
         with self._lock:
             return self._unavailable.get(modality)

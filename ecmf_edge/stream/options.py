@@ -1,6 +1,8 @@
 """Options of the live loop: rates, queue sizes, freshness limits, stage time limits, smoothing."""
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -32,6 +34,13 @@ class SmootherOptions:
             raise InputError(f"switch_margin={self.switch_margin!r} is invalid: use a value in [0, 1)")
         if self.min_dwell_s < 0 or self.reset_after_s <= 0:
             raise InputError("min_dwell_s must be >= 0 and reset_after_s > 0")
+
+
+def _positive(value: object, allow_inf: bool) -> bool:
+    """A positive real number of seconds (not NaN; infinity only when ``allow_inf``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return value > 0 and (math.isfinite(value) or (allow_inf and value == math.inf))
 
 
 def _default_max_age() -> dict[str, float]:
@@ -86,10 +95,15 @@ class StreamOptions:
         if not 0.1 <= self.frame_encoder_hz <= 120:
             raise InputError(f"frame_encoder_hz={self.frame_encoder_hz!r} is invalid: use 0.1 .. 120 (default 5)")
         if self.queue_size < 1 or self.event_queue_size < 1:
-            raise InputError("queue_size and event_queue_size must be at least 1")
+            raise InputError("queue_size and event_queue_size must be at least 1: use the defaults (2 and 256) or more")
         unknown = set(self.max_age_s) - set(MODALITIES)
         if unknown:
             raise InputError(f"max_age_s has unknown modalities {sorted(unknown)}: use {', '.join(MODALITIES)}")
+        for name, limits, allow_inf in (("max_age_s", self.max_age_s, False), ("time_limit_s", self.time_limit_s, True)):
+            for key, value in limits.items():
+                if not _positive(value, allow_inf):
+                    raise InputError(f"{name}[{key!r}]={value!r} is invalid: use a positive number of seconds"
+                                     + (" (inf: no limit)" if allow_inf else ""))
         if not 0.0 < self.window_min_s <= self.window_max_s <= 30.0 or self.hop_s <= 0:
             raise InputError("speech windows need 0 < window_min_s <= window_max_s <= 30 and hop_s > 0")
         if self.max_lead_s < 1.0 / self.fusion_hz:

@@ -79,7 +79,8 @@ class EmotionStream:
     # -- wiring ---------------------------------------------------------------------------------
     def _build(self) -> None:
         opts, models, aligner = self.options, self.models, self.aligner
-        common = dict(post=aligner.update, clock=self.clock, stop=self._stop, progress=self._progress)
+        common = dict(post=aligner.update, clock=self.clock, stop=self._stop, progress=self._progress,
+                      on_recover=aligner.clear_unavailable)
         block = not self.realtime
         pace = None if self.realtime else self._pace
         self.face_stage = self.scene_stage = self.video_reader = self.audio_stage = self.text_stage = None
@@ -336,13 +337,14 @@ class EmotionStream:
 
     # -- diagnostics ------------------------------------------------------------------------------
     def stats(self) -> dict:
-        """Counters: events, per-stage processed/errors/failed/queue drops, per-source device counters."""
+        """Counters: events, per-stage processed/errors/failed/queue depth and drops, per-source device counters."""
         stages = {}
         for stage in self.stages:
             entry = {"processed": stage.processed, "errors": stage.errors, "failed": stage.failed}
             if isinstance(stage, QueueStage):
+                entry["queued"] = len(stage.queue)
                 entry["dropped"] = stage.queue.dropped
             stages[stage.name] = entry
         sources = {s.name: s.stats() for s in (self.video, self.audio) if s is not None}
         return {"events": self.fuser.count, "events_dropped": sum(q.dropped for q in self._queues),
-                "stages": stages, "sources": sources}
+                "events_queued": sum(len(q) for q in self._queues), "stages": stages, "sources": sources}

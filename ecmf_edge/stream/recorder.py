@@ -94,11 +94,20 @@ class VideoRecorder:
             frame = cv2.resize(frame, self._size)
         if frame.ndim == 2:
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-        self._writer.write(frame)
+        try:
+            self._writer.write(frame)
+        except (OSError, cv2.error) as exc:  # ENOSPC, a vanished folder, a failing encoder
+            detail = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:120]
+            self._stop(f"recording to {self.path} stopped: {detail} (free some disk space or choose another path); "
+                       "the stream goes on")
+            return False
         self.frames += 1
         return True
 
     def close(self) -> None:
         writer, self._writer = self._writer, None
         if writer is not None:
-            writer.release()
+            try:
+                writer.release()
+            except OSError as exc:  # flushing the last frames onto a full disk
+                logger.warning("finishing the recording %s failed: %s", self.path, exc.strerror or exc)

@@ -55,14 +55,16 @@ class LabelChangeSink(CallbackSink):
 class JsonLinesSink:
     """Writes each event as one JSON object per line to a path or an open text stream."""
 
-    def __init__(self, target: str | Path | IO[str]) -> None:
-        """Raises:
+    def __init__(self, target: str | Path | IO[str], *, append: bool = False) -> None:
+        """``append`` adds to an existing file instead of replacing it.
+
+        Raises:
             InputError: the path cannot be opened for writing.
         """
         self._own = isinstance(target, (str, Path))
         if self._own:
             try:
-                self._fh: IO[str] | None = open(target, "w", encoding="utf-8")
+                self._fh: IO[str] | None = open(target, "a" if append else "w", encoding="utf-8")
             except OSError as exc:
                 raise InputError(f"cannot write events to {target} ({exc.strerror}): choose a writable path") from None
         else:
@@ -85,7 +87,10 @@ class JsonLinesSink:
     def close(self) -> None:
         with self._lock:
             if self._own and self._fh is not None:
-                self._fh.close()
+                try:
+                    self._fh.close()
+                except OSError as exc:  # the last lines did not fit on the disk
+                    logger.warning("JSON lines output stopped: %s", exc)
             self._fh = None
 
 
@@ -105,6 +110,10 @@ class EventQueue:
     @property
     def dropped(self) -> int:
         return self._queue.dropped
+
+    def __len__(self) -> int:
+        """Events waiting for the consumer."""
+        return len(self._queue)
 
     def __call__(self, event: EmotionEvent) -> None:
         while not self._stop.is_set() and not self._closed.is_set():

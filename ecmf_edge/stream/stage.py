@@ -4,8 +4,9 @@ A :class:`Stage` runs one thread. An exception while handling an item is logged 
 (per distinct message), the stage's modalities get an absent observation with the
 reason, and the stage goes on with the next item. A stage busy on one item for longer
 than its time limit is declared *hung* by the ticker (:meth:`Stage.check_hang`): its
-modalities are marked unavailable for the rest of the stream and its thread is left
-to finish on its own (Python cannot kill a thread); it never holds up the others.
+modalities are marked unavailable and its thread is left to finish on its own (Python
+cannot kill a thread); it never holds up the others. If the stuck call returns after
+all, the stage recovers: its modalities come back and it takes new items again.
 
 :class:`QueueStage` takes items from a :class:`~ecmf_edge.stream.queues.DropOldestQueue`;
 :class:`SourceStage` reads a capture source directly. Both track how far they got in
@@ -32,7 +33,8 @@ class Stage:
     """A supervised thread producing :class:`Observation` objects for ``modalities``."""
 
     def __init__(self, name: str, modalities: tuple[str, ...], post: Callable[[Observation], None], clock: Clock,
-                 time_limit_s: float, stop: threading.Event, progress: threading.Condition | None = None) -> None:
+                 time_limit_s: float, stop: threading.Event, progress: threading.Condition | None = None,
+                 on_recover: Callable[[str, str], None] | None = None) -> None:
         self.name = name
         self.modalities = tuple(modalities)
         self.post = post
@@ -50,6 +52,9 @@ class Stage:
         self.errors = 0
         self._logged: set[str] = set()
         self._exit = False  # set when the stage has nothing more to do (its source ended)
+        # on_recover(modality, reason) lifts the "hung" mark of a modality once the stuck call returned.
+        self.on_recover = on_recover
+        self._hung_since: float | None = None
 
     # -- to implement -------------------------------------------------------------------------
     def _take(self, timeout: float) -> Any | None:
@@ -110,6 +115,8 @@ class Stage:
                 finally:
                     self.busy_since = None
                     self._done(item)
+                    if self._hung_since is not None:
+                        self._recover()
                     self._notify()
         finally:
             self._finish()
@@ -132,9 +139,21 @@ class Stage:
         since = self.busy_since
         if self.failed is None and since is not None and now - since > self.time_limit_s:
             self.failed = f"{self.name} stage hung: no result within {self.time_limit_s:g} s"
+            self._hung_since = since
             self.log_once(self.failed)
             return self.failed
         return None
+
+    def _recover(self) -> None:
+        """The stuck call returned: take items again and give the modalities back (unless the stream is stopping)."""
+        reason, since, self._hung_since = self.failed, self._hung_since, None
+        if self.stop.is_set() or reason is None:
+            return
+        self.failed = None
+        if self.on_recover is not None:
+            for modality in self.modalities:
+                self.on_recover(modality, reason)
+        logger.warning("%s stage recovered: its call returned after %.1f s", self.name, self.clock.now() - since)
 
 
 class QueueStage(Stage):
@@ -223,9 +242,20 @@ class SourceStage(Stage):
                 if self.on_unavailable is not None:
                     self.on_unavailable(modality, str(exc))
             return None
-        if item is not None and self.pace is not None:
+        if item is None:
+            self._report_problem()
+        elif self.pace is not None:
             self.pace(float(item.t))
         return item
+
+    def _report_problem(self) -> None:
+        """While a device says why it delivers nothing (reconnecting ...), its modalities are absent with that reason."""
+        problem = getattr(self.source, "problem", None)
+        if not problem or self.source.t0 is None:
+            return
+        now = self.clock.now()
+        for modality in self.modalities:
+            self.post(Observation(modality, now - self.source.t0, now, None, problem))
 
     def _ended(self, end_t: float) -> None:
         """The source has no more data (post end observations here)."""

@@ -12,11 +12,22 @@ import time
 from collections import deque
 from typing import Any
 
+import numpy as np
+
 from ..capture.base import Frame
 from .aligner import Observation
 from .stage import QueueStage, SourceStage
 
-__all__ = ["VideoReader", "FaceStage", "SceneStage"]
+__all__ = ["VideoReader", "FaceStage", "SceneStage", "is_blank"]
+
+# A frame whose sampled grey levels span less than this is blank (lens covered, camera off, black video).
+_BLANK_RANGE = 6
+
+
+def is_blank(image: np.ndarray) -> bool:
+    """Whether a frame is one flat colour (black, white ...): nothing a model can read, checked on a sparse grid."""
+    sample = image[::8, ::8]
+    return sample.size == 0 or int(sample.max()) - int(sample.min()) < _BLANK_RANGE
 
 
 def _ms(start: float) -> float:
@@ -97,6 +108,13 @@ class VideoReader(SourceStage):
         with self._lock:
             self._latest = frame
             self._recent.append(frame)
+        if is_blank(frame.image):  # no label from a black frame: both visual tokens are absent, with the reason
+            reason = (f"{getattr(self.source, 'name', 'the video')} delivers blank frames (all one colour): uncover the "
+                      "lens, switch on the light or check the camera")
+            self.log_once(reason)
+            for modality in self.modalities:
+                self.post(Observation(modality, frame.t, frame.captured, None, reason))
+            return
         if self.face is not None:
             self.face.submit(frame, block=self.block)
         if self.scene is not None and frame.t >= self._next_scene_t - 1e-6:

@@ -63,6 +63,8 @@ class LlmOptions:
     seed: int = 0
     # llama-cpp-python chat format ("chatml", "gemma", "llama-3" ...); None uses the GGUF's own template.
     chat_format: str | None = None
+    # After this many failed answers in a row the LLM is switched off (transcripts are embedded alone).
+    max_failures: int = 3
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,10 @@ class ContextEnricher:
         except ImportError:
             raise DependencyError("llama-cpp-python is not installed: run `pip install 'ecmf-edge[llm]'`") from None
         self.path = path
+        self._failures = 0
+        self._logged: set[str] = set()
+        # Why the LLM was switched off after repeated failures (None while it is used).
+        self.disabled: str | None = None
         try:
             self._llm = Llama(model_path=str(path), n_ctx=self.options.context_tokens, n_threads=self.options.threads,
                               seed=self.options.seed, chat_format=self.options.chat_format, verbose=False)
@@ -186,6 +192,8 @@ class ContextEnricher:
             return ContextResult("", "", "", False, "empty transcript")
         opts = self.options
         started = time.perf_counter()
+        if self.disabled is not None:
+            return ContextResult(transcript, "", transcript, False, self.disabled)
         deadline = started + opts.time_limit_s
         pieces: list[str] = []
         first_token: float | None = None
@@ -206,10 +214,9 @@ class ContextEnricher:
                 if time.perf_counter() > deadline:
                     timed_out = True
                     break
-        except (ValueError, RuntimeError) as exc:  # e.g. prompt longer than the context window
-            logger.warning("LLM context failed (%s); using the transcript alone", str(exc)[:120])
-            return ContextResult(transcript, "", transcript, False, f"the LLM failed: {str(exc)[:80]}",
-                                 latency_ms=(time.perf_counter() - started) * 1000.0)
+        except Exception as exc:  # a prompt longer than the context window, a crashed backend: never the stream's end
+            return self._failed(transcript, exc, started)
+        self._failures = 0
         raw = "".join(pieces)
         context, reason = postprocess(raw, transcript, opts.max_chars)
         latency = (time.perf_counter() - started) * 1000.0
@@ -218,6 +225,22 @@ class ContextEnricher:
         if reason:
             return ContextResult(transcript, "", transcript, False, reason, latency, ttft, tokens, raw, notes)
         return ContextResult(transcript, context, f"{context} {transcript}", True, None, latency, ttft, tokens, raw, notes)
+
+    def _failed(self, transcript: str, exc: Exception, started: float) -> ContextResult:
+        """The fallback for a failed answer; logged once per message, and the LLM is switched off after repeats."""
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:120]
+        self._failures += 1
+        reason = f"the LLM failed: {detail[:80]}"
+        if detail not in self._logged:
+            self._logged.add(detail)
+            logger.warning("LLM context failed (%s); using the transcript alone", detail)
+        if self._failures >= max(1, self.options.max_failures):
+            self.disabled = (f"the LLM is switched off after {self._failures} failures in a row ({detail[:80]}): "
+                             "restart to retry, or pass --no-llm")
+            logger.warning("%s", self.disabled)
+            reason = self.disabled
+        return ContextResult(transcript, "", transcript, False, reason,
+                             latency_ms=(time.perf_counter() - started) * 1000.0)
 
     def reset(self) -> None:
         """Forget llama.cpp's prompt cache, so the next answer evaluates its whole prompt."""

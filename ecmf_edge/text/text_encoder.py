@@ -51,6 +51,9 @@ class TextEncoder:
             InputError: a text is not a string or is empty after stripping whitespace.
         """
         single = isinstance(texts, str)
+        if not single and not isinstance(texts, (list, tuple)):  # bytes, numbers, generators ...
+            raise InputError(f"text must be str (or a list of str), got {type(texts).__name__}: pass the words as a "
+                             "string (decode bytes with .decode('utf-8') first)")
         items = [texts] if single else list(texts)
         if not items:
             raise InputError("no text given: pass a non-empty string or list of strings")
