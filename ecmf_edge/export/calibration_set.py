@@ -181,9 +181,9 @@ def build_calibration_set(
         sources["texts"] = f"ecmf_edge/assets/calibration_sentences.txt [{split}]"
     if not (faces or frames or speech or lines):
         raise InputError("the calibration sources gave nothing usable: pass clips with visible faces and speech")
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    from .common import staged_dir
+
+    with staged_dir(out) as partial:
         files = _write(partial, faces, frames, speech, lines)
         manifest = {
             "format": FORMAT, "version": VERSION, "name": name or out.name, "split": split,
@@ -194,12 +194,6 @@ def build_calibration_set(
             "files": files,
         }
         (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
     logger.info("calibration set written to %s (%s)", out, manifest["counts"])
     return out
 

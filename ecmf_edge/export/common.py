@@ -10,9 +10,11 @@ the sha256 of every file.
 from __future__ import annotations
 
 import logging
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -136,3 +138,20 @@ def json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """Write a folder as ``<out>.partial`` and move it to ``out`` only when the block succeeds
+    (a failed or interrupted build never leaves a half-written ``out`` behind)."""
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)

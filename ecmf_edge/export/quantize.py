@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import InputError
 from ..runtime.bundle import MANIFEST, Bundle, load_bundle, sha256_file
 from ..runtime.sessions import create_session
+from .common import staged_dir
 from .calibration import CALIBRATION_KINDS, CalibrationBatcher, load_image_dir
 from .calibration_set import CalibrationSet, default_calibration_set, is_calibration_set, load_calibration_set
 
@@ -105,18 +106,9 @@ def quantize_bundle(
     bundle.verify()
     source = _calibration_source(calibration) if precision == "int8" else None
     out = Path(out_dir)
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with staged_dir(out) as partial:
         manifest = _convert_all(bundle, precision, partial, wanted, source)
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
     logger.info("%s bundle written to %s", precision, out)
     return out
 

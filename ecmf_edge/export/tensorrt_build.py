@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Sequence
 from ..errors import InputError, ModelError
 from ..runtime.bundle import MANIFEST, Bundle, bundle_dir, load_bundle, sha256_file
 from ..runtime.tensorrt import EngineKey, current_engine_key, import_tensorrt
+from .common import staged_dir
 
 __all__ = ["build_engine", "build_engine_bundle", "optimization_profile", "make_entropy_calibrator",
            "ENGINE_MODELS", "PROFILE_DIMS", "DEFAULT_WORKSPACE_MB"]
@@ -220,12 +220,9 @@ def build_engine_bundle(src_bundle: Bundle | str | Path, precision: str, out_dir
         raise InputError(f"bundle at {bundle.root} is {bundle.precision}: build engines from the fp32 bundle")
     bundle.verify()
     out = Path(out_dir) if out_dir else bundle_dir(bundle.name, "tensorrt", precision)
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     timing_cache = out.parent / f"timing-{engine_key.slug}.cache"
     calibration_set = None
-    try:
+    with staged_dir(out) as partial:
         manifest = json.loads(json.dumps(bundle.manifest))
         manifest.update(precision=precision, backend="tensorrt", engine_key=engine_key.to_dict(),
                         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -280,12 +277,6 @@ def build_engine_bundle(src_bundle: Bundle | str | Path, precision: str, out_dir
                 files[relative] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         manifest["files"] = files
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
     logger.info("TensorRT %s bundle for %s written to %s", precision, engine_key.slug, out)
     return out
 
