@@ -144,3 +144,31 @@ class RecordBundle:
         from ecmf_edge.runtime.sessions import create_session
 
         return create_session(self.root / relative)
+
+
+@pytest.fixture(scope="session")
+def face_frames(face_video) -> list[np.ndarray]:
+    """The frames of ``face_video`` as BGR arrays."""
+    from ecmf_edge.capture.video import iter_video_frames
+
+    return [frame for _, frame in iter_video_frames(face_video)]
+
+
+@pytest.fixture(scope="session")
+def speech(speech_wav) -> np.ndarray:
+    """The espeak sentence as 16 kHz float32 samples."""
+    return load_audio(speech_wav)
+
+
+@pytest.fixture(scope="session")
+def parts(bundle) -> dict:
+    """The stream's vision, speech and fusion models of the default bundle."""
+    from ecmf_edge.audio.speech_encoder import SpeechEncoder
+    from ecmf_edge.fusion.runtime import FusionHead
+    from ecmf_edge.vision.face_detector import FaceDetector
+    from ecmf_edge.vision.face_encoder import FaceEncoder
+    from ecmf_edge.vision.frame_encoder import FrameEncoder
+
+    return {"face_detector": FaceDetector.from_bundle(bundle, min_face_size=40), "face_encoder": FaceEncoder.from_bundle(bundle),
+            "frame_encoder": FrameEncoder.from_bundle(bundle), "speech_encoder": SpeechEncoder.from_bundle(bundle),
+            "fusion": FusionHead.from_bundle(bundle).predict}

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from ecmf_edge.audio.io import load_audio, resample
+from ecmf_edge.audio.io import resample
 from ecmf_edge.capture import (
     AudioFileSource,
     CameraOptions,
@@ -28,20 +28,9 @@ from ecmf_edge.capture import (
 from ecmf_edge.capture.microphone import load_sounddevice
 from ecmf_edge.capture.resampler import StreamingResampler
 from ecmf_edge.capture.ring import AudioRing
-from ecmf_edge.capture.video import iter_video_frames
 from ecmf_edge.errors import DependencyError, DeviceError, InputError
 
 FAST_WATCH = CameraOptions(stall_timeout_s=0.3, backoff_s=0.05, max_backoff_s=0.1, max_reconnects=2)
-
-
-@pytest.fixture(scope="module")
-def face_frames(face_video):
-    return [frame for _, frame in iter_video_frames(face_video)]
-
-
-@pytest.fixture(scope="module")
-def speech(speech_wav):
-    return load_audio(speech_wav)
 
 
 def _read_for(source, seconds, timeout=0.05):

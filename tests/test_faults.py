@@ -17,10 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ecmf_edge.audio.io import load_audio
 from ecmf_edge.capture import CameraOptions, CameraSource, FakeCamera, FakeMicrophone, MicrophoneOptions, MicrophoneSource
 from ecmf_edge.capture.files import AudioFileSource, VideoFileSource
-from ecmf_edge.capture.video import iter_video_frames
 from ecmf_edge.cli import main
 from ecmf_edge.errors import DeviceError
 from ecmf_edge.fusion.runtime import FusionHead
@@ -34,26 +32,6 @@ WATCH = CameraOptions(stall_timeout_s=0.3, backoff_s=0.4, max_backoff_s=0.4, max
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-@pytest.fixture(scope="module")
-def parts(bundle):
-    from ecmf_edge.audio.speech_encoder import SpeechEncoder
-    from ecmf_edge.vision.face_detector import FaceDetector
-    from ecmf_edge.vision.face_encoder import FaceEncoder
-    from ecmf_edge.vision.frame_encoder import FrameEncoder
-
-    return {"face_detector": FaceDetector.from_bundle(bundle, min_face_size=40), "face_encoder": FaceEncoder.from_bundle(bundle),
-            "frame_encoder": FrameEncoder.from_bundle(bundle), "speech_encoder": SpeechEncoder.from_bundle(bundle),
-            "fusion": FusionHead.from_bundle(bundle).predict}
-
-
-@pytest.fixture(scope="module")
-def face_frames(face_video):
-    return [frame for _, frame in iter_video_frames(face_video)]
-
-
-@pytest.fixture(scope="module")
-def speech(speech_wav):
-    return load_audio(speech_wav)
 
 
 def models(bundle, parts, *, text=None, **overrides) -> StreamModels:

@@ -22,9 +22,7 @@ from ecmf_edge.capture import (
     MicrophoneSource,
 )
 from ecmf_edge.capture.files import AudioFileSource, VideoFileSource
-from ecmf_edge.capture.video import iter_video_frames
 from ecmf_edge.errors import InputError
-from ecmf_edge.fusion.runtime import FusionHead
 from ecmf_edge.stream.aligner import Aligner, Observation
 from ecmf_edge.stream.options import SmootherOptions, StreamOptions
 from ecmf_edge.stream.pipeline import EmotionStream, StreamModels
@@ -33,18 +31,6 @@ from ecmf_edge.stream.sinks import JsonLinesSink
 from ecmf_edge.stream.smoother import Smoother
 
 FAST_WATCH = CameraOptions(stall_timeout_s=0.3, backoff_s=0.05, max_backoff_s=0.1, max_reconnects=2)
-
-
-@pytest.fixture(scope="module")
-def parts(bundle):
-    from ecmf_edge.audio.speech_encoder import SpeechEncoder
-    from ecmf_edge.vision.face_detector import FaceDetector
-    from ecmf_edge.vision.face_encoder import FaceEncoder
-    from ecmf_edge.vision.frame_encoder import FrameEncoder
-
-    return {"face_detector": FaceDetector.from_bundle(bundle, min_face_size=40), "face_encoder": FaceEncoder.from_bundle(bundle),
-            "frame_encoder": FrameEncoder.from_bundle(bundle), "speech_encoder": SpeechEncoder.from_bundle(bundle),
-            "fusion": FusionHead.from_bundle(bundle).predict}
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +57,6 @@ def text_path(asr):
     from ecmf_edge.text.text_path import TextPath
 
     return TextPath(asr[0], asr[1])
-
-
-@pytest.fixture(scope="module")
-def face_frames(face_video):
-    return [frame for _, frame in iter_video_frames(face_video)]
 
 
 def run_files(bundle, parts, video=None, audio=None, text=None, options=None, **overrides):
