@@ -116,13 +116,7 @@ def _ours_per_frame(detector: Any, encoder: Any, frames: list[np.ndarray]) -> tu
             return None
         return encoder.encode(align_face(frame, faces[0], size=encoder.input_size)).top()[0]
 
-    one(frames[0])
-    labels, times = [], []
-    for frame in frames:
-        label, ms = _timed(lambda f=frame: one(f))
-        labels.append(label)
-        times.append(ms)
-    return labels, times
+    return _label_each(one, frames)
 
 
 def _fer_per_frame(detector: Any, frames: list[np.ndarray]) -> tuple[list[str | None], list[float]]:
@@ -133,6 +127,11 @@ def _fer_per_frame(detector: Any, frames: list[np.ndarray]) -> tuple[list[str | 
         largest = max(found, key=lambda f: int(f["box"][2]) * int(f["box"][3]))
         return _fer_label(largest["emotions"])
 
+    return _label_each(one, frames)
+
+
+def _label_each(one: Any, frames: list[np.ndarray]) -> tuple[list[str | None], list[float]]:
+    """Label every frame with ``one`` after one untimed warm-up call; labels and ms per frame."""
     one(frames[0])
     labels, times = [], []
     for frame in frames:

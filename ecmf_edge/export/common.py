@@ -10,6 +10,7 @@ the sha256 of every file.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -155,3 +156,13 @@ def staged_dir(out: Path) -> Iterator[Path]:
     if out.exists():
         shutil.rmtree(out)
     partial.rename(out)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link an unchanged file into a derived bundle (bundles are never edited in place);
+    copy across file systems."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import tempfile
 import warnings
 from datetime import datetime, timezone
@@ -35,11 +33,11 @@ import numpy as np
 from ..errors import InputError
 from ..runtime.bundle import MANIFEST, Bundle, load_bundle, sha256_file
 from ..runtime.sessions import create_session
-from .common import staged_dir
+from .common import link_or_copy, staged_dir
 from .calibration import CALIBRATION_KINDS, CalibrationBatcher, load_image_dir
 from .calibration_set import CalibrationSet, default_calibration_set, is_calibration_set, load_calibration_set
 
-__all__ = ["quantize_bundle", "measure_gate", "CONVERTED_MODELS", "GATES", "INT8_SETTINGS", "KEPT_FP32"]
+__all__ = ["quantize_bundle", "measure_gate", "resolve_calibration", "CONVERTED_MODELS", "GATES", "INT8_SETTINGS", "KEPT_FP32"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -104,7 +102,7 @@ def quantize_bundle(
     if unknown:
         raise InputError(f"cannot convert {', '.join(unknown)}: choose from {', '.join(CONVERTED_MODELS)}")
     bundle.verify()
-    source = _calibration_source(calibration) if precision == "int8" else None
+    source = resolve_calibration(calibration) if precision == "int8" else None
     out = Path(out_dir)
     with staged_dir(out) as partial:
         manifest = _convert_all(bundle, precision, partial, wanted, source)
@@ -113,7 +111,7 @@ def quantize_bundle(
     return out
 
 
-def _calibration_source(calibration: str | Path | CalibrationSet | None) -> CalibrationSet:
+def resolve_calibration(calibration: str | Path | CalibrationSet | None) -> CalibrationSet:
     """The calibration set to read: given, loaded from a set folder, wrapped around an image folder, or the default."""
     if isinstance(calibration, CalibrationSet):
         return calibration
@@ -140,11 +138,11 @@ def _convert_all(bundle: Bundle, precision: str, partial: Path, wanted: Sequence
             spec["precision"] = "fp32"
             spec["quantization"] = converted or {"kept_fp32": KEPT_FP32.get(key, "not selected for conversion")}
             for relative in [spec["file"], *spec.get("extra_files", [])]:
-                _link_or_copy(bundle.path(relative), partial / relative)
+                link_or_copy(bundle.path(relative), partial / relative)
         else:
             spec["precision"], spec["quantization"] = precision, converted
             for relative in spec.get("extra_files", []):
-                _link_or_copy(bundle.path(relative), partial / relative)
+                link_or_copy(bundle.path(relative), partial / relative)
     manifest["files"] = {rel: {"sha256": sha256_file(partial / rel), "bytes": (partial / rel).stat().st_size}
                          for rel in manifest["files"]}
     return manifest
@@ -230,7 +228,7 @@ def measure_gate(bundle: Bundle, key: str, converted_path: Path, precision: str,
     a, b = ({n: np.concatenate(v) for n, v in store.items()} for store in outs)
     fa, fb = a[feat], b[feat]
     if top is None:
-        pa, pb = (_head_probs(bundle, key, f, held_out) for f in (fa, fb))
+        pa, pb = _head_probs(bundle, key, (fa, fb), held_out)
         probs = "fusion head probabilities with only this modality present"
     else:
         pa, pb = (x[top] if top == "probs" else _softmax(x[top]) for x in (a, b))
@@ -264,20 +262,24 @@ def measure_gate(bundle: Bundle, key: str, converted_path: Path, precision: str,
     return gate
 
 
-def _head_probs(bundle: Bundle, key: str, features: np.ndarray, held_out: CalibrationSet) -> np.ndarray:
-    """The fusion head's probabilities for each feature row with only its modality present."""
+def _head_probs(bundle: Bundle, key: str, feature_sets: Sequence[np.ndarray], held_out: CalibrationSet) -> list[np.ndarray]:
+    """The fusion head's probabilities for each feature row of each set, with only its modality present."""
     from ..fusion.runtime import FusionHead
 
     head = FusionHead.from_bundle(bundle)
     if key == "audio_encoder":
         from ..audio.prosody import prosody_features
 
-        extra = [prosody_features(np.asarray(w, np.float32)) for w in held_out.speech]
-        rows = [{"audio": np.concatenate([f, p])} for f, p in zip(features, extra)]
+        prosody = [prosody_features(np.asarray(w, np.float32)) for w in held_out.speech]  # the same for every set
+
+        def token(row: np.ndarray, i: int) -> dict[str, np.ndarray]:
+            return {"audio": np.concatenate([row, prosody[i]])}
     else:
         half = head.dims["text"] // 2  # [enriched context; transcript]: the sentence stands for both
-        rows = [{"text": np.concatenate([f[:half], f[:half]])} for f in features]
-    return np.stack([head.predict(row).probabilities for row in rows])
+
+        def token(row: np.ndarray, i: int) -> dict[str, np.ndarray]:
+            return {"text": np.concatenate([row[:half], row[:half]])}
+    return [np.stack([head.predict(token(row, i)).probabilities for i, row in enumerate(rows)]) for rows in feature_sets]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -342,12 +344,3 @@ def _isolate_outputs(model: Any) -> None:
                 node.input[i] = f"{name}__inner"
     for name in outputs:
         model.graph.node.append(helper.make_node("Identity", [f"{name}__inner"], [name], name=f"{name}__output"))
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Hard-link an unchanged file (bundles are never edited in place); copy across file systems."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)

@@ -24,8 +24,8 @@ from typing import Any, Sequence
 
 from ..errors import InputError, ModelError
 from ..runtime.bundle import MANIFEST, Bundle, bundle_dir, load_bundle, sha256_file
-from ..runtime.tensorrt import EngineKey, current_engine_key, import_tensorrt
-from .common import staged_dir
+from ..runtime.tensorrt import current_engine_key, import_tensorrt
+from .common import link_or_copy, staged_dir
 
 __all__ = ["build_engine", "build_engine_bundle", "optimization_profile", "make_entropy_calibrator",
            "ENGINE_MODELS", "PROFILE_DIMS", "DEFAULT_WORKSPACE_MB"]
@@ -235,16 +235,16 @@ def build_engine_bundle(src_bundle: Bundle | str | Path, precision: str, out_dir
                 spec["tensorrt"] = {"kept": "runs on ONNX Runtime / CTranslate2" if key in ENGINE_MODELS else
                                     "not built as an engine (stateful or not a neural graph)"}
                 for relative in sources:
-                    _link_or_copy(bundle.path(relative), partial / relative)
+                    link_or_copy(bundle.path(relative), partial / relative)
                 continue
             calibrator = None
             model_precision = precision
             if precision == "int8":
                 from .calibration import CALIBRATION_KINDS, CalibrationBatcher
-                from .quantize import _calibration_source
+                from .quantize import resolve_calibration
 
                 if key in CALIBRATION_KINDS:
-                    calibration_set = calibration_set or _calibration_source(calibration)
+                    calibration_set = calibration_set or resolve_calibration(calibration)
                     batcher = CalibrationBatcher.from_set(bundle, key, calibration_set)
                     shapes = {n: r[1] for n, r in optimization_profile(key, spec["inputs"]).items()}
                     shapes = shapes or {i["name"]: tuple(i["shape"]) for i in spec["inputs"]}
@@ -254,7 +254,7 @@ def build_engine_bundle(src_bundle: Bundle | str | Path, precision: str, out_dir
             records, renamed = [], {}
             for relative in sources:
                 if not relative.endswith(".onnx"):
-                    _link_or_copy(bundle.path(relative), partial / relative)
+                    link_or_copy(bundle.path(relative), partial / relative)
                     continue
                 engine_name = relative[: -len(".onnx")] + ".engine"
                 records.append(build_engine(bundle.path(relative), partial / engine_name, key=key,
@@ -296,14 +296,3 @@ def _inputs_of(bundle: Bundle, key: str, relative: str, spec: dict[str, Any]) ->
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in value.type.tensor_type.shape.dim]
         found.append({"name": value.name, "shape": dims})
     return found
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    from .quantize import _link_or_copy as link
-
-    link(source, target)
-
-
-def engine_key_of(bundle: Bundle) -> EngineKey:
-    """The key recorded by a TensorRT bundle."""
-    return EngineKey.from_dict(bundle.manifest.get("engine_key"))
