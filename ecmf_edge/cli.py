@@ -39,7 +39,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
     source = load_bundle(args.bundle)
     target = Path(args.out) if args.out else bundle_dir(args.bundle, "onnxruntime", args.precision)
-    path = quantize_bundle(source, args.precision, target, calibration=args.calibration)
+    path = quantize_bundle(source, args.precision, target, calibration=args.calibration, models=args.models)
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     print(f"bundle: {path}")
     for key, spec in manifest["models"].items():
@@ -307,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", default="default", help="fp32 bundle name or folder")
     p.add_argument("--calibration", metavar="DIR", help="calibration set from `ecmf-edge calibrate`, or a folder of images "
                    "(default: the default set: scikit-image faces and photos, espeak-ng speech, packaged sentences)")
+    p.add_argument("--models", nargs="+", help="convert only these models (default for int8: audio_encoder text_encoder; "
+                   "for fp16: the four encoders)")
     p.add_argument("--out", help="bundle folder (default: $ECMF_EDGE_ENGINES/<bundle>/onnxruntime-<precision>)")
     p.set_defaults(func=_cmd_quantize)
 
