@@ -90,7 +90,7 @@ def prosody_features(pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndar
     semis = 12.0 * np.log2(f0[has_f0] / 100.0) if has_f0.any() else np.zeros(0)
     mag = np.abs(np.fft.rfft(frames * np.hanning(_FRAME), axis=1))
     freqs = np.fft.rfftfreq(_FRAME, 1.0 / SAMPLE_RATE)
-    centroid = (mag @ freqs) / np.maximum(mag.sum(axis=1), 1e-12) / 1000.0
+    centroid = np.einsum("tb,b->t", mag, freqs, optimize=False) / np.maximum(mag.sum(axis=1), 1e-12) / 1000.0  # no BLAS threads (see speech_encoder)
     duration = x.size / SAMPLE_RATE
 
     def stat(values: np.ndarray, fn, empty: float = 0.0) -> float:

@@ -65,7 +65,9 @@ def _log_power_mel(audio: np.ndarray) -> np.ndarray:
     window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)
     spectrum = np.fft.rfft(frames * window, n=N_FFT, axis=-1).astype(np.complex64)
     power = (np.abs(spectrum[:-1]) ** 2).T  # (freq, frames); last frame dropped as Whisper does
-    return np.log10(np.clip(mel_filters() @ power, 1e-10, None))
+    # einsum, not ``@``: a BLAS call wakes numpy's OpenBLAS threads, which then spin and take the cores
+    # from the ONNX Runtime session that runs right after (4 s window: 59 ms with ``@``, 23 ms with einsum).
+    return np.log10(np.clip(np.einsum("mf,ft->mt", mel_filters(), power, optimize=False), 1e-10, None))
 
 
 def log_mel(audio: np.ndarray) -> np.ndarray:
