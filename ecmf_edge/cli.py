@@ -22,7 +22,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .runtime.bundle import DEFAULT_BUNDLE, bundle_dir
 
     target = Path(args.out) if args.out else bundle_dir(DEFAULT_BUNDLE)
-    path = export_bundle(target, force=args.force, progress=not args.quiet, head_dir=Path(args.head) if args.head else None)
+    path = export_bundle(target, force=args.force, progress=not args.quiet, head_dir=Path(args.head) if args.head else None,
+                         branches_dir=Path(args.branches) if args.branches else None)
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     print(f"bundle: {path}")
     for key, spec in manifest["models"].items():
@@ -198,6 +199,8 @@ def _corpus_paths(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.branch != "fusion":
+        return _train_branch(args)
     from .features import FeatureExtractor
     from .fusion.head import HeadConfig
     from .fusion.pipeline import TrainPlan, run_training
@@ -231,6 +234,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_branch(args: argparse.Namespace) -> int:
+    from .branches.run import train_branch
+
+    extractor = None
+    if args.branch == "speech":
+        from .features import FeatureExtractor
+        from .runtime.bundle import load_bundle
+
+        extractor = FeatureExtractor(load_bundle(args.bundle))
+    out = Path(args.out if args.out != "trained-head" else f"trained-{args.branch}")
+    lines = train_branch(args.branch, _corpus_paths(args), out, extractor=extractor, cache=Path(args.cache),
+                         epochs=args.epochs if args.epochs != 30 else None, seed=args.seed, progress=not args.quiet,
+                         llm_context_file=args.llm_context_file)
+    print(f"{args.branch} branch (test splits as in MODEL_CARD.md):")
+    for line in lines:
+        print(f"  {line}")
+    print(f"written: {out}/ (use it with `ecmf-edge export --branches {out}`)")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -238,7 +261,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .fusion.corpora import load_splits
     from .fusion.corpus_features import extract_table
     from .fusion.metrics import evaluate, format_report, render_confusion_png
-    from .fusion.pipeline import DIMS, FAMILIES
+    from .fusion.pipeline import DIMS, FAMILIES, speech_branch_tokens, token_dims
     from .runtime.bundle import load_bundle
     from .runtime.sessions import create_session
 
@@ -250,7 +273,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     splits = load_splits(_corpus_paths(args))
     if not splits:
         raise InputError("no corpus given: pass --data DIR or per-corpus paths")
-    test = extract_table([s for sp in splits.values() for s in sp.test], extractor, Path(args.cache), DIMS, not args.quiet)
+    dims = {**token_dims(bundle), "audio": DIMS["audio"]}
+    test = speech_branch_tokens(extract_table([s for sp in splits.values() for s in sp.test], extractor, Path(args.cache), dims,
+                                              not args.quiet), bundle)
     feeds = {m: test.features[m] for m in ("frame", "face", "audio", "text")}
     probs = session.run(["probs"], {**feeds, "mask": test.mask})[0]
     index = {l: i for i, l in enumerate(labels)}
@@ -300,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if the bundle exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--head", help="folder of a fusion head trained with `ecmf-edge train` (default: the shipped one)")
+    p.add_argument("--branches", help="folder with branches trained with `ecmf-edge train --branch face|speech|text` "
+                   "(default: the shipped ones)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("quantize", help="derive an INT8 or FP16 ONNX Runtime bundle from the fp32 one, with accuracy gates")
@@ -355,10 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_llm_options(p)
     p.set_defaults(func=_cmd_transcribe)
 
-    p = sub.add_parser("train", help="train the ECMF fusion head on local corpora, evaluate, ablate, save ONNX")
+    p = sub.add_parser("train", help="train the ECMF fusion head or one modality branch on local corpora, evaluate, save ONNX")
     _add_data_options(p)
-    p.add_argument("--out", default="trained-head", help="output folder for the head, its record and reports")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--branch", choices=("fusion", "face", "speech", "text"), default="fusion",
+                   help="what to train: the fusion head (default) or one branch (see MODEL_CARD.md)")
+    p.add_argument("--out", default="trained-head", help="output folder (default trained-head, or trained-<branch>)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs (fusion head; a branch uses its own default unless given)")
+    p.add_argument("--llm-context-file", help="text branch: JSON of LLM context sentences per MELD utterance "
+                   "(\"<split>:<dialogue>:<utterance>\": \"...\"), added to the context segment")
     p.add_argument("--d-model", type=int, default=128, help="width of the shared token space")
     p.add_argument("--layers", type=int, default=1, help="self-attention layers")
     p.add_argument("--seed", type=int, default=0)

@@ -136,7 +136,11 @@ class FeatureExtractor:
             elif key == "text_featurizer":
                 from .text.text_path import TextFeaturizer
 
-                self._models[key] = TextFeaturizer(self._model("text_encoder"), self.enricher)
+                from .text.text_branch import TextBranch
+
+                branch = TextBranch.from_bundle(self.bundle)
+                encoder = None if branch is not None else self._model("text_encoder")
+                self._models[key] = TextFeaturizer(encoder, self.enricher, branch=branch)
                 return self._models[key]
             else:  # pragma: no cover - programming error
                 raise KeyError(key)
@@ -234,10 +238,10 @@ class FeatureExtractor:
         return self.from_audio(load_audio(path), SAMPLE_RATE, into)
 
     # -- text -----------------------------------------------------------------------------
-    def from_text(self, text: str, into: ModalityFeatures | None = None) -> ModalityFeatures:
-        """Text feature ``[embed(enriched); embed(text)]`` (768); empty text leaves the modality absent.
-
-        Without an enricher the text is embedded twice (enriched = original).
+    def from_text(self, text: str, into: ModalityFeatures | None = None, history: tuple[str, ...] = ()) -> ModalityFeatures:
+        """Text feature of one utterance (``history``: earlier utterances of the conversation);
+        empty text leaves the modality absent. With the bundle's text branch: its embedding of the
+        utterance in context; in bundles without one: ``[embed(enriched); embed(text)]`` (768).
 
         Raises:
             InputError: text that is not a string.
@@ -248,7 +252,7 @@ class FeatureExtractor:
         if not text.strip():
             out.info["text_absent"] = "empty text"
             return out
-        feature = self._model("text_featurizer").featurize(text.strip())
+        feature = self._model("text_featurizer").featurize(text.strip(), tuple(history))
         out.text = feature.vector
         out.info["transcript"] = feature.transcript
         out.info["llm_context"] = feature.context.context or None

@@ -307,7 +307,13 @@ class Recognizer:
         if found.audio is None:
             absent["audio"] = found.info.get("audio_absent", "no speech")
             return
-        features["audio"] = np.concatenate([found.audio, found.prosody]).astype(np.float32)
+        token = np.concatenate([found.audio, found.prosody]).astype(np.float32)
+        branch = self.models.get("speech_branch")
+        if branch is not None:  # speaker statistics accumulate over this recognizer's calls (reset_speaker())
+            started = time.perf_counter()
+            token = branch(token)[0]
+            latency["speech_head"] = round((time.perf_counter() - started) * 1000.0, 3)
+        features["audio"] = token
 
     def _predict_text(self, text: Any, features: dict, absent: dict, latency: dict, extra: dict) -> None:
         started = time.perf_counter()
@@ -320,6 +326,14 @@ class Recognizer:
         extra["transcript"] = found.info.get("transcript")
 
     # -- lifecycle --------------------------------------------------------------------------------
+    def reset_speaker(self) -> None:
+        """Start a new speaker for :meth:`predict`: the speech branch normalises each speaker's voice with
+        statistics gathered from that speaker's earlier audio, beginning from a typical speaker's.
+        (Each :meth:`stream` has a speaker state of its own.)"""
+        branch = self.models.get("speech_branch")
+        if branch is not None:
+            branch.reset_speaker()
+
     def close(self) -> None:
         """Close every open stream (each within about a second) and free the LLM."""
         with self._lock:

@@ -158,6 +158,12 @@ class SpeechEncoder:
         self.max_frames = int(pre.get("max_frames", MAX_FRAMES))
         self.min_frames = int(pre.get("min_frames", MIN_FRAMES))
         self.dim = int(self.spec.get("attributes", {}).get("pooled_dim", 2 * 512))
+        # Which pooled output is the audio token (the speech branch's input): bundles from
+        # this version pool a middle layer ("pooled_mid"); older ones only the last ("pooled").
+        self.token_output = str(self.spec.get("attributes", {}).get("token_output", "pooled"))
+        if self.token_output not in outputs:
+            raise ModelError(f"audio encoder model has no '{self.token_output}' output named in its manifest: "
+                             "run `ecmf-edge export --force`")
 
     @classmethod
     def from_bundle(cls, bundle) -> "SpeechEncoder":
@@ -177,14 +183,16 @@ class SpeechEncoder:
             logger.debug("speech encoder: %.1f s of audio truncated to %.1f s", audio.size / SAMPLE_RATE, self.max_frames * HOP / SAMPLE_RATE)
         mel = prepare_mel(audio, self.max_frames, self.min_frames)
         try:
-            states, pooled = self.session.run(["states", "pooled"], {"mel": mel})
+            states, pooled = self.session.run(["states", self.token_output], {"mel": mel})
         except Exception as exc:  # onnxruntime raises its own exception types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"audio encoder failed on a {mel.shape} input ({first[:160]}): run `ecmf-edge export --force`") from None
         return states[0].astype(np.float32, copy=False), pooled[0].astype(np.float32, copy=False)
 
     def encode(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Pooled vector (1024,) float32: concat(mean, std) over time of the encoder states.
+        """Pooled vector (1024,) float32: concat(mean, std) over time of the encoder states of the
+        layer the manifest names as the audio token (``token_output``: a middle layer in bundles of
+        this version, the last layer in older ones).
 
         ``pcm`` is 1-D float audio in [-1, 1] or int16 PCM at 16 kHz, at least 0.1 s long;
         audio after 30 s is ignored.

@@ -28,6 +28,8 @@ class Sample:
     # A face image (already a crop: FER2013, CK+).
     image: Path | None = None
     text: str | None = None
+    # Earlier utterances of the conversation (oldest first), read by the text branch.
+    history: tuple[str, ...] = ()
 
 
 def check_root(root: str | Path, what: str, layout: str) -> Path:

@@ -31,6 +31,9 @@ class MeldUtterance:
     source_label: str
     dialogue_id: int
     utterance_id: int
+    # Earlier utterances of the same dialogue, oldest first (at most ``history`` of them; dropped
+    # labels such as disgust still count as conversation).
+    history: tuple[str, ...] = ()
 
 
 def _clean(text: str) -> str:
@@ -40,8 +43,9 @@ def _clean(text: str) -> str:
     return " ".join(text.replace("\u2019", "'").split())
 
 
-def read_meld(root: str | Path, split: str = "train") -> list[MeldUtterance]:
-    """Utterances of one split with labels mapped to the default label set.
+def read_meld(root: str | Path, split: str = "train", history: int = 2) -> list[MeldUtterance]:
+    """Utterances of one split with labels mapped to the default label set, each with up to
+    ``history`` earlier utterances of its dialogue.
 
     Raises:
         InputError: unknown split, or the CSV is missing or lacks the expected columns.
@@ -52,6 +56,7 @@ def read_meld(root: str | Path, split: str = "train") -> list[MeldUtterance]:
     if not path.is_file():
         raise InputError(f"{path} not found: put MELD's data/MELD/{SPLITS[split]} there")
     out: list[MeldUtterance] = []
+    said: dict[int, list[str]] = {}
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         need = {"Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID"}
@@ -60,7 +65,11 @@ def read_meld(root: str | Path, split: str = "train") -> list[MeldUtterance]:
         for row in reader:
             label = map_label("meld", row["Emotion"].strip().lower())
             text = _clean(row["Utterance"])
-            if label is None or not text:
-                continue
-            out.append(MeldUtterance(text, row["Speaker"], label, row["Emotion"], int(row["Dialogue_ID"]), int(row["Utterance_ID"])))
+            dialogue = said.setdefault(int(row["Dialogue_ID"]), [])
+            if label is not None and text:
+                earlier = tuple(dialogue[-history:]) if history > 0 else ()
+                out.append(MeldUtterance(text, row["Speaker"], label, row["Emotion"], int(row["Dialogue_ID"]),
+                                         int(row["Utterance_ID"]), earlier))
+            if text:
+                dialogue.append(text)
     return out

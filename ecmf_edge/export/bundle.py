@@ -35,16 +35,24 @@ EXPORTERS: tuple[tuple[str, str, str], ...] = (
     ("vad", "ecmf_edge.export.silero_vad", "export_vad"),
     ("audio_encoder", "ecmf_edge.export.whisper_encoder", "export_audio_encoder"),
     ("text_encoder", "ecmf_edge.export.minilm", "export_text_encoder"),
+    ("speech_head", "ecmf_edge.export.branches", "export_speech_head"),
+    ("text_branch", "ecmf_edge.export.branches", "export_text_branch"),
     ("fusion_head", "ecmf_edge.export.fusion_head", "export_fusion_head"),
 )
+# Exporters that read trained files (default: the shipped ones in ecmf_edge/weights).
+# key -> (which folder option, the file that must be in it); a folder without that file leaves the
+# shipped one in use, so `--branches DIR` may hold one branch only.
+_TRAINED = {"face_encoder": ("branches", "face_encoder_finetuned.npz"), "speech_head": ("branches", "speech_head.onnx"),
+            "text_branch": ("branches", "text_branch.npz"), "fusion_head": ("head", "fusion_head.onnx")}
 
 # The feature vector each modality token carries into the fusion head: model key and output.
 MODALITIES: dict[str, dict[str, str]] = {
     "frame": {"model": "frame_encoder", "output": "features", "pooling": "mean over sampled frames"},
     "face": {"model": "face_encoder", "output": "features", "pooling": "mean over frames with a face"},
-    "audio": {"model": "audio_encoder", "output": "pooled", "extra": "prosody (16 statistics)", "pooling": "speech segments found by the VAD"},
-    "text": {"model": "text_encoder", "output": "embedding",
-             "pooling": "[embedding of the LLM-enriched text; embedding of the transcript] per utterance (768)"},
+    "audio": {"model": "speech_head", "output": "embedding", "input": "audio_encoder.pooled_mid + prosody (16 statistics), "
+              "speaker-normalised", "pooling": "speech segments found by the VAD"},
+    "text": {"model": "text_branch", "output": "embedding",
+             "pooling": "mean over the utterance's tokens, read with its conversational context"},
 }
 
 
@@ -60,6 +68,7 @@ def export_bundle(
     keys: Sequence[str] | None = None,
     on_step: Callable[[str], None] | None = None,
     head_dir: Path | None = None,
+    branches_dir: Path | None = None,
 ) -> Path:
     """Export every model of the default bundle into ``target`` and write its manifest.
 
@@ -70,6 +79,8 @@ def export_bundle(
         keys: export only these models (for development; the bundle is then partial).
         on_step: called with each model key before it is exported.
         head_dir: folder of a head trained with `ecmf-edge train` (default: the shipped head).
+        branches_dir: folder with branches trained with `ecmf-edge train --branch ...` (face encoder,
+            speech head, text branch; default: the shipped ones).
 
     Raises:
         ModelError: a source package is missing or a parity check failed.
@@ -95,7 +106,11 @@ def export_bundle(
                 on_step(key)
             start = time.perf_counter()
             exporter = getattr(importlib.import_module(module_name), function)
-            records.append(exporter(partial, head_dir) if key == "fusion_head" and head_dir else exporter(partial))
+            option, needed = _TRAINED.get(key, ("", ""))
+            source = {"head": head_dir, "branches": branches_dir}.get(option)
+            if source is not None and option == "branches" and not (Path(source) / needed).is_file():
+                source = None
+            records.append(exporter(partial, source) if source else exporter(partial))
             timings[key] = round(time.perf_counter() - start, 2)
     except BaseException:
         bar.close()

@@ -79,11 +79,12 @@ def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def build_efficientnet_lite0(weights_path: Path | None = None):
+def build_efficientnet_lite0(weights_path: Path | None = None, input_size: int = INPUT_SIZE):
     """EfficientNet-Lite0 in torch with the package's ImageNet weights loaded (eval mode).
 
-    ``forward(x)`` takes (N, 3, 224, 224) normalised RGB and returns
-    ``(features (N, 1280), logits (N, 1000))``.
+    ``forward(x)`` takes (N, 3, input_size, input_size) normalised RGB and returns
+    ``(features (N, 1280), logits (N, 1000))``. TensorFlow's 'same' padding depends on the
+    input size, so a network built for one size is exported and run at that size only.
 
     Raises:
         DependencyError: torch is not installed.
@@ -98,8 +99,17 @@ def build_efficientnet_lite0(weights_path: Path | None = None):
         (F.pad makes the TorchScript exporter emit a chain of shape ops instead)."""
 
         @staticmethod
-        def forward(ctx, x, before: int, after: int):
+        def forward(x, before: int, after: int):
             return F.pad(x, (before, after, before, after))
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.before, ctx.after = inputs[1], inputs[2]
+
+        @staticmethod
+        def backward(ctx, grad):  # fine-tuning (the face branch) trains through the padding
+            h, w = grad.shape[2] - ctx.after, grad.shape[3] - ctx.after
+            return grad[:, :, ctx.before:h, ctx.before:w], None, None
 
         @staticmethod
         def symbolic(g, x, before: int, after: int):
@@ -142,7 +152,7 @@ def build_efficientnet_lite0(weights_path: Path | None = None):
     class EfficientNetLite0(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            size = INPUT_SIZE
+            size = input_size
             self.stem = ConvBN(3, 32, 3, 2, size)
             size = -(-size // 2)
             blocks = []

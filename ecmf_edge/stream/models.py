@@ -34,6 +34,8 @@ class StreamModels:
     # A VoiceActivityDetector of this stream's own (it carries state).
     vad: Any = None
     speech_encoder: Any = None
+    # The trained speech branch (speaker normalisation + head) of this stream, or None (older bundles).
+    speech_branch: Any = None
     # A TextPath (ASR + LLM context + text encoder), or None.
     text_path: Any = None
     # Modalities that cannot be had at all, with the reason (e.g. "text": "speech recognition unavailable ...").
@@ -112,10 +114,16 @@ class ModelLoader:
 
             return FeatureExtractor(bundle, enricher=self.get("enricher"))
         if key == "featurizer":
+            from ..text.text_branch import TextBranch
             from ..text.text_encoder import TextEncoder
             from ..text.text_path import TextFeaturizer
 
-            return TextFeaturizer(TextEncoder.from_bundle(bundle), self.get("enricher"))
+            branch = TextBranch.from_bundle(bundle)
+            return TextFeaturizer(None if branch is not None else TextEncoder.from_bundle(bundle), self.get("enricher"), branch=branch)
+        if key == "speech_branch":
+            from ..audio.speech_branch import SpeechBranch
+
+            return SpeechBranch.from_bundle(bundle)
         raise KeyError(key)  # pragma: no cover - programming error
 
     def _load_enricher(self) -> Any:
@@ -159,6 +167,9 @@ class ModelLoader:
 
             models.vad = VoiceActivityDetector.from_bundle(self.bundle)  # each stream has its own VAD state
             models.speech_encoder = self.get("speech_encoder")
+            from ..audio.speech_branch import SpeechBranch
+
+            models.speech_branch = SpeechBranch.from_bundle(self.bundle)  # each stream has its own speaker statistics
             if not self.text:
                 models.unavailable["text"] = "the text modality is turned off (text=False)"
             else:

@@ -100,7 +100,8 @@ class EmotionStream:
                                             text_path=models.text_path, **common)
             self.audio_stage = AudioStage(time_limit_s=opts.time_limit("audio"), source=self.audio, pace=pace,
                                           on_unavailable=aligner.set_unavailable, vad=models.vad,
-                                          encoder=models.speech_encoder, options=opts, text=self.text_stage,
+                                          encoder=models.speech_encoder, branch=models.speech_branch,
+                                          options=opts, text=self.text_stage,
                                           block=block, **common)
         no_video, no_audio = "no camera or video given", "no microphone or audio file given"
         defaults = {"face": no_video if self.video is None else "the face models are not loaded",

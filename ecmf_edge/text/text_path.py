@@ -1,5 +1,9 @@
 """The text modality: transcript -> LLM context -> embedding, and its asynchronous worker.
 
+With the bundle's trained text branch (:mod:`.text_branch`) the feature is the branch's
+embedding of the utterance read with its conversational context (earlier utterances, and
+the LLM's sentence when the branch was trained with it). Bundles without a branch use:
+
 The text feature the fusion head reads is ``[embed(enriched text); embed(transcript)]``
 (768 values): the enriched representation beside the original one, as ECMF keeps both.
 Features are cached per utterance. In a live stream the whole path (ASR + LLM + encoder)
@@ -33,7 +37,8 @@ TEXT_FEATURE_DIM = 768
 class TextFeature:
     """One utterance's text feature and where it came from."""
 
-    # [embedding of the enriched text; embedding of the transcript], float32 (768,).
+    # The text token: the branch embedding (384,), or [embed(enriched); embed(transcript)] (768,)
+    # for bundles without a text branch; float32.
     vector: np.ndarray
     transcript: str
     context: ContextResult
@@ -49,10 +54,14 @@ class TextFeature:
 
 
 class TextFeaturizer:
-    """Transcript -> (optional) LLM context -> 768-d text feature, cached per utterance."""
+    """Transcript -> (optional) LLM context -> text feature, cached per utterance."""
 
-    def __init__(self, encoder, enricher: ContextEnricher | None = None, cache_size: int = 256) -> None:
+    def __init__(self, encoder, enricher: ContextEnricher | None = None, cache_size: int = 256, branch=None) -> None:
+        """``branch``: a :class:`~ecmf_edge.text.text_branch.TextBranch` (used instead of ``encoder``)."""
+        if encoder is None and branch is None:
+            raise ModelError("no text model: the bundle has neither text_branch nor text_encoder: run `ecmf-edge export --force`")
         self.encoder = encoder
+        self.branch = branch
         self.enricher = enricher
         self._cache: OrderedDict[tuple, tuple[np.ndarray, ContextResult, dict]] = OrderedDict()
         self._cache_size = cache_size
@@ -77,8 +86,11 @@ class TextFeaturizer:
                 context = ContextResult(transcript, "", transcript, False, "no LLM loaded")
             llm_ms = (time.perf_counter() - started) * 1000.0
             started = time.perf_counter()
-            vectors = self.encoder.encode([context.enriched or transcript, transcript])
-            vector = np.concatenate([vectors[0], vectors[1]]).astype(np.float32)
+            if self.branch is not None:
+                vector = self.branch(transcript, history, context.context if context.used_llm else "")[0]
+            else:
+                vectors = self.encoder.encode([context.enriched or transcript, transcript])
+                vector = np.concatenate([vectors[0], vectors[1]]).astype(np.float32)
             hit = (vector, context, {"llm": round(llm_ms, 2), "text_encoder": round((time.perf_counter() - started) * 1000.0, 2)})
             with self._lock:
                 self._cache[key] = hit

@@ -1,0 +1,73 @@
+"""Runtime of the trained speech branch: speaker normalisation + the speech head.
+
+The raw audio token (``audio_encoder``'s ``pooled_mid`` + 16 prosody statistics) is
+standardised with the running statistics of the current speaker
+(:class:`~ecmf_edge.branches.speaker_norm.SpeakerNormalizer`, starting from the training
+population) and passed through ``speech_head.onnx``. Its ``embedding`` is the audio token
+the fusion head reads; its ``probs`` are the branch's own emotion estimate. Call
+:meth:`SpeechBranch.reset_speaker` when a different person starts talking.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..branches.speaker_norm import SpeakerNormalizer
+from ..errors import ModelError
+
+__all__ = ["SpeechBranch", "MODEL_KEY"]
+
+MODEL_KEY = "speech_head"
+
+
+class SpeechBranch:
+    """Speaker-normalised speech head on ONNX Runtime (one speaker state per instance)."""
+
+    def __init__(self, session: Any, spec: dict[str, Any]) -> None:
+        """Raises: ModelError when the session or its manifest entry is not a speech head."""
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = {o.name for o in session.get_outputs()}
+        if inputs != ["features"] or not {"embedding", "probs"} <= outputs:
+            raise ModelError(f"speech head has inputs {inputs} and outputs {sorted(outputs)}, expected features -> "
+                             "embedding, probs: run `ecmf-edge export --force`")
+        try:
+            attrs = spec["attributes"]
+            norm = attrs["speaker_normalisation"]
+            self.labels = tuple(attrs["labels"])
+            self.dim = int(attrs["dim"])
+            self.embedding_dim = int(attrs["embedding_dim"])
+            self.normalizer = SpeakerNormalizer(np.asarray(norm["prior_mean"]), np.asarray(norm["prior_std"]),
+                                                float(norm["prior_windows"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"speech_head manifest entry is incomplete ({exc!r}): run `ecmf-edge export --force`") from None
+        if self.normalizer.dim != self.dim:
+            raise ModelError("speech_head speaker statistics do not match its input size: run `ecmf-edge export --force`")
+        self._session = session
+
+    @classmethod
+    def from_bundle(cls, bundle: Any) -> "SpeechBranch | None":
+        """The bundle's speech branch, or None for bundles without one (older versions)."""
+        if not bundle.has(MODEL_KEY):
+            return None
+        spec = bundle.spec(MODEL_KEY)
+        return cls(bundle.session(spec["file"]), spec)
+
+    def reset_speaker(self) -> None:
+        """Forget the current speaker's statistics (a new person or session)."""
+        self.normalizer.reset()
+
+    def __call__(self, raw: np.ndarray, observe: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(embedding, probs) of one raw audio token; ``observe`` adds it to the speaker's statistics.
+
+        Raises:
+            InputError: a token of the wrong size or with NaN/Inf.
+            ModelError: ONNX Runtime fails.
+        """
+        x = self.normalizer.normalize(raw, observe=observe)[None]
+        try:
+            embedding, probs = self._session.run(["embedding", "probs"], {"features": x})
+        except Exception as exc:  # onnxruntime's own exception types
+            raise ModelError(f"speech head failed in ONNX Runtime ({str(exc).splitlines()[0][:160]}): "
+                             "run `ecmf-edge export --force`") from None
+        return embedding[0].astype(np.float32), probs[0].astype(np.float32)

