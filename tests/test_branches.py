@@ -114,36 +114,77 @@ def test_branch_without_its_corpus_is_a_clear_error(capsys, bundle_root, tmp_pat
         assert code == 2 and needs in capsys.readouterr().err
 
 
-def test_text_branch_trains_and_exports(capsys, bundle_root, tmp_path):
+# espeak-ng voices standing in for "emotions" of a RAVDESS-format layout: real speech through the real
+# pipeline; the labels only have to be consistent, not acted.
+_STYLES = {"01": ("en-us", 140, 40), "03": ("en-us+f3", 190, 80), "04": ("en-us", 110, 20), "05": ("en-us+m3", 200, 60)}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, bundle_root):
+    """`train --branch speech` and `train --branch text` on tiny corpora, into one folder."""
     pytest.importorskip("torch")
-    from test_train_cli import _write_meld
+    from conftest import espeak
     from test_fusion import FIXTURE
+    from test_train_cli import _write_meld
 
     from ecmf_edge.cli import main
-    from ecmf_edge.runtime.bundle import load_bundle
 
-    root = tmp_path / "data"
-    (root / "meld").mkdir(parents=True)
+    root = tmp_path_factory.mktemp("corpora")
+    (root / "meld").mkdir()
     train, dev = [], []
     for label, sentences in FIXTURE.items():
         for i, text in enumerate(sentences):
             (dev if i >= 6 else train).append((text, label, i))
     _write_meld(root / "meld" / "train_sent_emo.csv", train)
     _write_meld(root / "meld" / "dev_sent_emo.csv", dev)
-    out = tmp_path / "text"
-    code = main(["train", "--branch", "text", "--data", str(root), "--out", str(out), "--epochs", "2", "--quiet", "--no-llm"])
-    assert code == 0, capsys.readouterr().err
-    assert "MELD dev: weighted F1" in capsys.readouterr().out
+    for actor in ("01", "02", "03", "15", "16"):
+        folder = root / "ravdess" / f"Actor_{actor}"
+        folder.mkdir(parents=True)
+        for emotion, (voice, speed, pitch) in _STYLES.items():
+            for n, text in enumerate(("Kids are talking by the door.", "Dogs are sitting by the door.")):
+                name = f"03-01-{emotion}-01-0{n + 1}-01-{actor}.wav"
+                espeak(text, folder / name, voice=f"{voice}", speed=speed + 7 * int(actor) % 20)
+    out = root / "branches"
+    cache = root / "cache"
+    logs = {}
+    for branch in ("speech", "text"):
+        code = main(["train", "--branch", branch, "--bundle", str(bundle_root), "--data", str(root), "--cache", str(cache),
+                     "--out", str(out), "--epochs", "2", "--quiet", "--no-llm"])
+        assert code == 0, branch
+    return out, logs
+
+
+def test_speech_branch_trains(trained):
+    out, _ = trained
+    record = json.loads((out / "speech_head.json").read_text())
+    assert record["data"]["ravdess"]["test"] == 16 and record["data"]["ravdess"]["test_speakers"] == ["ravdess:15", "ravdess:16"]
+    assert set(record["metrics"]) == {"speaker_stats_from_all_clips", "streaming_running_stats", "population_prior_only", "baselines"}
+    norm = record["speaker_normalisation"]
+    assert len(norm["prior_mean"]) == len(norm["prior_std"]) == record["dim"] == 1040
+    assert record["parity"]["max_abs_diff"] <= 1e-4
+
+
+def test_text_branch_trains(trained):
+    out, _ = trained
     record = json.loads((out / "text_branch.json").read_text())
     assert record["data"]["dev"] == 12 and len(record["history"]) == 2
     with np.load(out / "text_branch.npz") as weights:
         assert all(weights[k].dtype == np.float16 for k in weights.files)
         assert any(k.startswith("layers.1.") for k in weights.files) and "classifier.weight" in weights.files
 
-    # a bundle built from the trained folder uses the new branch, and its ONNX matches torch
+
+def test_export_uses_trained_branches(trained, tmp_path):
+    from ecmf_edge.cli import main
+    from ecmf_edge.runtime.bundle import load_bundle
+
+    out, _ = trained
     target = tmp_path / "bundle"
-    code = main(["export", "--out", str(target), "--branches", str(out), "--quiet"])
-    assert code == 0
-    spec = load_bundle(target).spec("text_branch")
-    assert spec["parity"]["max_abs_diff"] <= 1e-4
-    assert spec["attributes"]["metrics"]["meld_dev_weighted_f1"] == record["metrics"]["dev"]["weighted_f1"]
+    assert main(["export", "--out", str(target), "--branches", str(out), "--quiet"]) == 0
+    bundle = load_bundle(target)
+    text = json.loads((out / "text_branch.json").read_text())
+    speech = json.loads((out / "speech_head.json").read_text())
+    assert bundle.spec("text_branch")["parity"]["max_abs_diff"] <= 1e-4
+    assert bundle.spec("text_branch")["attributes"]["metrics"]["meld_dev_weighted_f1"] == text["metrics"]["dev"]["weighted_f1"]
+    assert bundle.spec("speech_head")["attributes"]["speaker_normalisation"]["prior_mean"] == speech["speaker_normalisation"]["prior_mean"]
+    # the face encoder was not in the folder: the shipped fine-tuned one is used
+    assert bundle.spec("face_encoder")["attributes"].get("fine_tuned") is True

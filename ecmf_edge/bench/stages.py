@@ -149,15 +149,30 @@ def measure_stages(recognizer: Any, clip: ReplayClip, repeats: int = 30, warmup:
         results["llm"], enriched = _measure_llm(transcript, heavy_repeats)
     else:
         results["llm"] = {"skipped": "turned off (--no-llm)"}
-    text_encoder = TextEncoder.from_bundle(bundle)
-    texts = [enriched, transcript]  # what the live text path encodes: LLM-enriched text and the transcript
-    run("text_encoder", f"enriched text + transcript ({len(enriched.split())} + {len(transcript.split())} words)",
-        lambda: text_encoder.encode(texts))
+    from ..audio.speech_branch import SpeechBranch
+    from ..text.text_branch import TextBranch
+
+    branch = TextBranch.from_bundle(bundle)
+    if branch is not None:  # what the live text path runs: the utterance with its context
+        context = enriched[: max(0, len(enriched) - len(transcript))].strip()
+        run("text_encoder", f"text branch: transcript + context ({len(transcript.split())} + {len(context.split())} words)",
+            lambda: branch(transcript, (), context))
+        text_token = branch(transcript, (), context)[0]
+    else:
+        text_encoder = TextEncoder.from_bundle(bundle)
+        texts = [enriched, transcript]  # LLM-enriched text and the transcript
+        run("text_encoder", f"enriched text + transcript ({len(enriched.split())} + {len(transcript.split())} words)",
+            lambda: text_encoder.encode(texts))
+        text_token = np.asarray(text_encoder.encode(texts), dtype=np.float32).reshape(-1)
 
     head = FusionHead.from_bundle(bundle)
-    features = {"frame": frame_encoder.encode(frame)[0], "text": np.asarray(text_encoder.encode(texts), dtype=np.float32).reshape(-1),
+    audio_token = _audio_token(speech_encoder, inputs.window_1s)
+    speech_branch = SpeechBranch.from_bundle(bundle)
+    if speech_branch is not None:
+        audio_token = speech_branch(audio_token, observe=False)[0]
+    features = {"frame": frame_encoder.encode(frame)[0], "text": text_token,
                 "face": encoder.encode(align_face(frame, faces[0], size=encoder.input_size)).features[0] if faces else None,
-                "audio": _audio_token(speech_encoder, inputs.window_1s)}
+                "audio": audio_token}
     run("fusion", "4 modality tokens", lambda: head.predict(features), n=repeats * 3)
     return {name: results[name] for name in STAGES if name in results}
 

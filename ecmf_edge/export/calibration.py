@@ -26,7 +26,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 # Picture models: manifest key -> input name.
 CALIBRATED_MODELS = {"face_encoder": "face", "frame_encoder": "image"}
 # Every model this module builds inputs for: manifest key -> kind of calibration item.
-CALIBRATION_KINDS = {"face_encoder": "faces", "frame_encoder": "frames", "audio_encoder": "speech", "text_encoder": "texts"}
+CALIBRATION_KINDS = {"face_encoder": "faces", "frame_encoder": "frames", "audio_encoder": "speech", "text_encoder": "texts",
+                     "text_branch": "texts"}
 # skimage photographs used for calibration and, disjoint from them, for the held-out gate.
 _CALIB_PHOTOS = ("astronaut", "chelsea", "coffee", "camera", "rocket", "immunohistochemistry", "colorwheel", "brick", "grass")
 _HELD_OUT_PHOTOS = ("cat", "hubble_deep_field", "moon", "page", "retina", "text", "gravel", "logo")
@@ -169,7 +170,7 @@ class CalibrationBatcher(CalibrationDataReader):
         if key not in CALIBRATION_KINDS:
             raise InputError(f"no calibration inputs for model '{key}': calibrate one of {', '.join(CALIBRATION_KINDS)}")
         spec = bundle.spec(key)
-        tokenizer = bundle.path(spec["extra_files"][0]) if key == "text_encoder" else None
+        tokenizer = bundle.path("text_tokenizer.json") if CALIBRATION_KINDS[key] == "texts" else None
         return cls(key, spec, calibration_set.items(CALIBRATION_KINDS[key]), batch_size, tokenizer_path=tokenizer)
 
     def __len__(self) -> int:

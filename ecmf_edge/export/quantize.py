@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..runtime.bundle import MANIFEST, Bundle, load_bundle, sha256_file
 from ..runtime.sessions import create_session
 from .common import link_or_copy, staged_dir
@@ -63,10 +63,13 @@ INT8_SETTINGS: dict[str, dict[str, Any]] = {
     # 0.977 with every layer quantized, 0.990 with layers 0-1 kept float).
     "text_encoder": {"dynamic": True, "op_types": ["MatMul", "Gemm"], "nodes_to_exclude": [
         f"/layers.{layer}/{part}/MatMul" for layer in (0, 1) for part in ("key", "query", "value", "attn_out", "up", "down")]},
+    # The fine-tuned text branch is the same MiniLM: the same two layers stay float.
+    "text_branch": {"dynamic": True, "op_types": ["MatMul", "Gemm"], "nodes_to_exclude": [
+        f"/base/layers.{layer}/{part}/MatMul" for layer in (0, 1) for part in ("key", "query", "value", "attn_out", "up", "down")]},
 }
 # What ``quantize --precision int8`` converts by default, and why the vision encoders stay fp32 there
 # (both are still converted when named in ``models``; TensorRT INT8 engines calibrate them).
-INT8_DEFAULT_MODELS = ("audio_encoder", "text_encoder")
+INT8_DEFAULT_MODELS = ("audio_encoder", "text_encoder", "text_branch")
 INT8_KEPT_FP32 = {
     "face_encoder": "INT8 is slower than fp32 on the CPU (0.26 vs 0.18 ms per face) and agreed with fp32 on only "
                     "95.5-96.7 % of 2000 real FER2013 training faces for every calibration method/setting tried",
@@ -214,7 +217,7 @@ def _convert_one(bundle: Bundle, key: str, spec: dict[str, Any], precision: str,
 
 # The output whose top-1 is gated, and the features output, per converted model.
 _OUTPUTS = {"face_encoder": ("probs", "features"), "frame_encoder": ("logits", "features"),
-            "audio_encoder": (None, "pooled"), "text_encoder": (None, "embedding")}
+            "audio_encoder": (None, "pooled"), "text_encoder": (None, "embedding"), "text_branch": ("probs", "embedding")}
 
 
 def measure_gate(bundle: Bundle, key: str, converted_path: Path, precision: str,
@@ -232,6 +235,8 @@ def measure_gate(bundle: Bundle, key: str, converted_path: Path, precision: str,
     batcher = CalibrationBatcher.from_set(bundle, key, held_out, batch_size=16)
     ref, new = create_session(bundle.path(bundle.spec(key)["file"])), create_session(converted_path)
     top, feat = _OUTPUTS[key]
+    if key == "audio_encoder":  # the pooled output that is the audio token (a middle layer in this version's bundles)
+        feat = bundle.spec(key).get("attributes", {}).get("token_output", feat)
     names = [n for n in (top, feat) if n]
     outs: list[dict[str, list[np.ndarray]]] = [{n: [] for n in names}, {n: [] for n in names}]
     for feed in batcher.feeds():
@@ -282,12 +287,19 @@ def _head_probs(bundle: Bundle, key: str, feature_sets: Sequence[np.ndarray], he
     head = FusionHead.from_bundle(bundle)
     if key == "audio_encoder":
         from ..audio.prosody import prosody_features
+        from ..audio.speech_branch import SpeechBranch
 
         prosody = [prosody_features(np.asarray(w, np.float32)) for w in held_out.speech]  # the same for every set
+        branch = SpeechBranch.from_bundle(bundle)
+        if branch is not None:  # the speech branch is a classifier: its own probabilities (population statistics)
+            return [np.stack([branch(np.concatenate([row, prosody[i]]), observe=False)[1] for i, row in enumerate(rows)])
+                    for rows in feature_sets]
 
         def token(row: np.ndarray, i: int) -> dict[str, np.ndarray]:
             return {"audio": np.concatenate([row, prosody[i]])}
     else:
+        if head.dims["text"] != 2 * feature_sets[0].shape[1]:
+            raise ModelError("this bundle's fusion head reads the text branch, not text_encoder: quantize text_branch")
         half = head.dims["text"] // 2  # [enriched context; transcript]: the sentence stands for both
 
         def token(row: np.ndarray, i: int) -> dict[str, np.ndarray]:
