@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from ecmf_edge.fusion.corpora import CorpusPaths, load_splits
     from ecmf_edge.fusion.corpus_features import extract_table
     from ecmf_edge.fusion.metrics import evaluate
-    from ecmf_edge.fusion.pipeline import DIMS
+    from ecmf_edge.fusion.pipeline import DIMS, speech_branch_tokens, token_dims
     from ecmf_edge.runtime.bundle import MANIFEST, bundle_dir, load_bundle
 
     root = Path(args.data)
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                 warnings.simplefilter("ignore", UserWarning)
                 quantize_bundle(base, precision, bundle_dir(args.bundle, "onnxruntime", precision))
         bundle = base if precision == "fp32" else load_bundle(args.bundle, precision=precision)
-        table = extract_table(samples, FeatureExtractor(bundle), args.cache, DIMS, progress=True)
+        dims = {**token_dims(bundle), "audio": DIMS["audio"]}
+        table = speech_branch_tokens(extract_table(samples, FeatureExtractor(bundle), args.cache, dims, progress=True), bundle)
         feeds = {m: table.features[m] for m in ("frame", "face", "audio", "text")}
         probs = head.run(["probs"], {**feeds, "mask": table.mask})[0]
         predictions[precision] = probs.argmax(1)

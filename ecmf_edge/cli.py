@@ -46,8 +46,9 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     for key, spec in manifest["models"].items():
         record = spec.get("quantization", {})
         gate = record.get("gate") or record.get("tried", {}).get("gate")
-        detail = (f"top-1 agreement {gate['top1_agreement']:.3f}, probs max abs diff {gate['probs_max_abs_diff']:.2e}, "
-                  f"features cosine >= {gate['features_min_cosine']:.4f} on {gate['inputs']} held-out inputs") if gate else ""
+        detail = ((f"top-1 agreement {gate['top1_agreement']:.3f}, probs max abs diff {gate['probs_max_abs_diff']:.2e}, "
+                   if gate.get("top1_agreement") is not None else "")
+                  + f"features cosine >= {gate['features_min_cosine']:.4f} on {gate['inputs']} held-out inputs") if gate else ""
         reason = record.get("kept_fp32", "")
         print(f"  {key:<14} {spec['precision']:<5} {detail}{' (' + reason + ')' if reason and detail else reason}")
     return 0
@@ -213,7 +214,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     extractor = FeatureExtractor(bundle, enricher=_enricher(args))
     plan = TrainPlan(paths=paths, cache_dir=Path(args.cache), out_dir=Path(args.out),
                      head=HeadConfig(d_model=args.d_model, layers=args.layers),
-                     train=TrainOptions(epochs=args.epochs, seed=args.seed),
+                     train=TrainOptions(epochs=args.epochs or 30, seed=args.seed),
                      refine=None if args.no_refine else RefineOptions(), ablations=not args.no_ablation)
     summary = run_training(plan, extractor, progress=not args.quiet)
     if summary.get("refinement"):
@@ -245,7 +246,7 @@ def _train_branch(args: argparse.Namespace) -> int:
         extractor = FeatureExtractor(load_bundle(args.bundle))
     out = Path(args.out if args.out != "trained-head" else f"trained-{args.branch}")
     lines = train_branch(args.branch, _corpus_paths(args), out, extractor=extractor, cache=Path(args.cache),
-                         epochs=args.epochs if args.epochs != 30 else None, seed=args.seed, progress=not args.quiet,
+                         epochs=args.epochs, seed=args.seed, progress=not args.quiet,
                          llm_context_file=args.llm_context_file)
     print(f"{args.branch} branch (test splits as in MODEL_CARD.md):")
     for line in lines:
@@ -387,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--branch", choices=("fusion", "face", "speech", "text"), default="fusion",
                    help="what to train: the fusion head (default) or one branch (see MODEL_CARD.md)")
     p.add_argument("--out", default="trained-head", help="output folder (default trained-head, or trained-<branch>)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs (fusion head; a branch uses its own default unless given)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: 30 for the fusion head, each branch its own)")
     p.add_argument("--llm-context-file", help="text branch: JSON of LLM context sentences per MELD utterance "
                    "(\"<split>:<dialogue>:<utterance>\": \"...\"), added to the context segment")
     p.add_argument("--d-model", type=int, default=128, help="width of the shared token space")

@@ -51,6 +51,11 @@ class SpeechBranch:
         if not bundle.has(MODEL_KEY):
             return None
         spec = bundle.spec(MODEL_KEY)
+        wanted = spec.get("attributes", {}).get("token_output", "pooled_mid")
+        made = bundle.spec("audio_encoder").get("attributes", {}).get("token_output", "pooled") if bundle.has("audio_encoder") else None
+        if made != wanted:
+            raise ModelError(f"the speech head was trained on the audio encoder's '{wanted}' output but this bundle's encoder "
+                             f"gives '{made}': run `ecmf-edge export --force`")
         return cls(bundle.session(spec["file"]), spec)
 
     def reset_speaker(self) -> None:
@@ -68,6 +73,6 @@ class SpeechBranch:
         try:
             embedding, probs = self._session.run(["embedding", "probs"], {"features": x})
         except Exception as exc:  # onnxruntime's own exception types
-            raise ModelError(f"speech head failed in ONNX Runtime ({str(exc).splitlines()[0][:160]}): "
+            raise ModelError(f"speech head failed in ONNX Runtime ({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]}): "
                              "run `ecmf-edge export --force`") from None
         return embedding[0].astype(np.float32), probs[0].astype(np.float32)

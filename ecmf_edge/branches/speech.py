@@ -108,8 +108,11 @@ def run_speech_branch(splits: dict, extractor, plan: SpeechPlan, labels: tuple[s
     if not used:
         raise InputError("the speech branch needs RAVDESS and/or EmoDB: pass --data DIR with ravdess/ and emodb/ "
                          "(or --ravdess / --emodb)")
-    train = extract_table([s for sp in used.values() for s in sp.train], extractor, plan.cache_dir, DIMS, progress)
-    test = extract_table([s for sp in used.values() for s in sp.test], extractor, plan.cache_dir, DIMS, progress)
+    from ..fusion.pipeline import token_dims
+
+    dims = {**token_dims(extractor.bundle), "audio": DIMS["audio"]}
+    train = extract_table([s for sp in used.values() for s in sp.train], extractor, plan.cache_dir, dims, progress)
+    test = extract_table([s for sp in used.values() for s in sp.test], extractor, plan.cache_dir, dims, progress)
     extract_seconds = time.perf_counter() - started
     index = {l: i for i, l in enumerate(labels)}
     keep_tr, keep_te = train.mask[:, 2] > 0, test.mask[:, 2] > 0  # clips where the VAD found speech
@@ -149,6 +152,7 @@ def run_speech_branch(splits: dict, extractor, plan: SpeechPlan, labels: tuple[s
         "branch": "speech", "labels": list(labels),
         "input": "speaker-normalised concat(audio_encoder.pooled_mid, prosody 16) over VAD speech at -23 dBFS",
         "feature_key": feature_key(extractor.bundle, extractor, with_text=False),
+        "token_output": extractor.bundle.spec("audio_encoder").get("attributes", {}).get("token_output", "pooled"),
         "audio_encoder_sha256": extractor.bundle.manifest["files"][extractor.bundle.spec("audio_encoder")["file"]]["sha256"],
         "dim": int(x_tr.shape[1]), "embedding_dim": plan.head.hidden,
         "speaker_normalisation": {"prior_mean": prior[0].astype(np.float32).tolist(), "prior_std": prior[1].astype(np.float32).tolist(),

@@ -65,6 +65,7 @@ def export_speech_head(out_dir: Path, source: Path | None = None) -> ExportedMod
         parity={**record.get("parity", {}), "bundle_copy_max_abs_diff": diff},
         extra_files=[SPEECH_FILES[1]],
         attributes={"labels": record["labels"], "dim": record["dim"], "embedding_dim": record["embedding_dim"],
+                    "token_output": record.get("token_output", "pooled_mid"),
                     "speaker_normalisation": record["speaker_normalisation"],
                     "metrics": {k: {c: v["weighted_f1"] for c, v in table.items()}
                                 for k, table in record["metrics"].items() if k != "baselines"}},

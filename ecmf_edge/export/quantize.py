@@ -207,9 +207,10 @@ def _convert_one(bundle: Bundle, key: str, spec: dict[str, Any], precision: str,
         return {"kept_fp32": f"{precision} conversion failed ({reason})"}
     record["gate"] = gate
     if not gate["passed"]:
-        warnings.warn(f"{key} {precision} failed its accuracy gate (top-1 {gate['top1_agreement']:.3f}, "
-                      f"features cosine {gate['features_min_cosine']:.4f}, probs diff {gate['probs_max_abs_diff']:.4f}); "
-                      "the fp32 model is kept", RuntimeWarning, stacklevel=3)
+        top1 = "n/a" if gate["top1_agreement"] is None else f"{gate['top1_agreement']:.3f}"
+        diff = "n/a" if gate["probs_max_abs_diff"] is None else f"{gate['probs_max_abs_diff']:.4f}"
+        warnings.warn(f"{key} {precision} failed its accuracy gate (top-1 {top1}, features cosine "
+                      f"{gate['features_min_cosine']:.4f}, probs diff {diff}); the fp32 model is kept", RuntimeWarning, stacklevel=3)
         target.unlink()
         return {"kept_fp32": f"{precision} failed its accuracy gate against fp32 on held-out real inputs", "tried": record}
     return record
@@ -246,19 +247,25 @@ def measure_gate(bundle: Bundle, key: str, converted_path: Path, precision: str,
     a, b = ({n: np.concatenate(v) for n, v in store.items()} for store in outs)
     fa, fb = a[feat], b[feat]
     if top is None:
-        pa, pb = _head_probs(bundle, key, (fa, fb), held_out)
-        probs = "fusion head probabilities with only this modality present"
+        head_probs = _head_probs(bundle, key, (fa, fb), held_out)
+        if head_probs is None:  # a model no classifier of this bundle reads (text_encoder beside a text branch)
+            pa = pb = None
+            probs = "not applicable: no classifier of this bundle reads this model's output"
+        else:
+            pa, pb = head_probs
+            probs = ("speech branch probabilities (population speaker statistics)" if key == "audio_encoder" and bundle.has("speech_head")
+                     else "fusion head probabilities with only this modality present")
     else:
         pa, pb = (x[top] if top == "probs" else _softmax(x[top]) for x in (a, b))
         probs = "probs output" if top == "probs" else "softmax of the ImageNet logits"
     cosine = (fa * fb).sum(1) / np.maximum(np.linalg.norm(fa, axis=1) * np.linalg.norm(fb, axis=1), 1e-12)
-    diff = np.abs(pa - pb)
+    diff = None if pa is None else np.abs(pa - pb)
     gate: dict[str, Any] = {
         "held_out": f"{held_out.name}: {held_out.manifest.get('sources', {}).get(CALIBRATION_KINDS[key], '?')}",
         "inputs": int(len(fa)),
-        "top1_agreement": float(np.mean(pa.argmax(1) == pb.argmax(1))),
-        "probs_max_abs_diff": float(diff.max()),
-        "probs_mean_abs_diff": float(diff.mean()),
+        "top1_agreement": None if pa is None else float(np.mean(pa.argmax(1) == pb.argmax(1))),
+        "probs_max_abs_diff": None if diff is None else float(diff.max()),
+        "probs_mean_abs_diff": None if diff is None else float(diff.mean()),
         "probs": probs,
         "features_min_cosine": float(cosine.min()),
         "features_max_abs_diff": float(np.abs(fa - fb).max()),
@@ -280,8 +287,9 @@ def measure_gate(bundle: Bundle, key: str, converted_path: Path, precision: str,
     return gate
 
 
-def _head_probs(bundle: Bundle, key: str, feature_sets: Sequence[np.ndarray], held_out: CalibrationSet) -> list[np.ndarray]:
-    """The fusion head's probabilities for each feature row of each set, with only its modality present."""
+def _head_probs(bundle: Bundle, key: str, feature_sets: Sequence[np.ndarray], held_out: CalibrationSet) -> list[np.ndarray] | None:
+    """Probabilities for each feature row of each set: the speech branch's for the speech encoder, else the
+    fusion head's with only this modality present; None when no classifier of the bundle reads the output."""
     from ..fusion.runtime import FusionHead
 
     head = FusionHead.from_bundle(bundle)
@@ -299,7 +307,7 @@ def _head_probs(bundle: Bundle, key: str, feature_sets: Sequence[np.ndarray], he
             return {"audio": np.concatenate([row, prosody[i]])}
     else:
         if head.dims["text"] != 2 * feature_sets[0].shape[1]:
-            raise ModelError("this bundle's fusion head reads the text branch, not text_encoder: quantize text_branch")
+            return None  # the fusion head reads the text branch's embedding, not this encoder's
         half = head.dims["text"] // 2  # [enriched context; transcript]: the sentence stands for both
 
         def token(row: np.ndarray, i: int) -> dict[str, np.ndarray]:

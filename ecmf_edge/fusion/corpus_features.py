@@ -135,7 +135,13 @@ def extract_table(samples: Sequence[Sample], extractor: FeatureExtractor, cache_
         if shard.is_file():
             with np.load(shard, allow_pickle=False) as data:  # read each array once (NpzFile re-reads on every access)
                 arrays = {name: data[name] for name in (*MODALITY_ORDER, "ids", "mask", "face_probs")}
-            for i, sid in enumerate(arrays["ids"]):
+            stale = False
+            for j, m in enumerate(MODALITY_ORDER):  # absent tokens are zeros of whatever width the caller asks for
+                if arrays[m].shape[1] != dims[m]:
+                    if np.any(arrays["mask"][:, j] > 0):
+                        stale = True  # present features of another width: made by another encoder set
+                    arrays[m] = np.zeros((len(arrays["ids"]), dims[m]), np.float32)
+            for i, sid in enumerate([] if stale else arrays["ids"]):
                 cached[str(sid)] = ({m: arrays[m][i] for m in MODALITY_ORDER}, arrays["mask"][i], arrays["face_probs"][i])
         missing = [s for s in items if s.id not in cached]
         failed = 0

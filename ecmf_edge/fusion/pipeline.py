@@ -51,18 +51,21 @@ def token_dims(bundle) -> dict[str, int]:
 
 
 def speech_branch_tokens(table: FeatureTable, bundle) -> FeatureTable:
-    """Replace raw audio tokens by the speech branch's embeddings, each speaker normalised with the
-    statistics of all of that speaker's clips (as the branch was trained and evaluated)."""
+    """Replace raw audio tokens by the speech branch's embeddings, normalised as the live loop does it:
+    each speaker's clips in turn, with the running statistics of the clips so far shrunk towards the
+    population prior (so the head learns from the tokens it will see, early windows included)."""
     if not bundle.has("speech_head"):
         return table
-    from ..branches.speaker_norm import normalize_by_group
+    from ..branches.speech import streaming_normalize
 
     spec = bundle.spec("speech_head")
+    norm = spec["attributes"]["speaker_normalisation"]
     session = bundle.session(spec["file"])
     rows = np.flatnonzero(table.mask[:, MODALITY_ORDER.index("audio")] > 0)
     out = np.zeros((len(table), int(spec["attributes"]["embedding_dim"])), np.float32)
     if rows.size:
-        normalised = normalize_by_group(table.features["audio"][rows], table.groups[rows])
+        prior = (np.asarray(norm["prior_mean"], np.float64), np.asarray(norm["prior_std"], np.float64))
+        normalised = streaming_normalize(table.features["audio"][rows], table.groups[rows], prior, float(norm["prior_windows"]))
         out[rows] = session.run(["embedding"], {"features": normalised})[0]
     table.features["audio"] = out
     return table

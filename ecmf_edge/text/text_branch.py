@@ -73,6 +73,6 @@ class TextBranch:
         try:
             embedding, probs = self._session.run(["embedding", "probs"], feeds)
         except Exception as exc:  # onnxruntime's own exception types
-            raise ModelError(f"text branch failed in ONNX Runtime ({str(exc).splitlines()[0][:160]}): "
+            raise ModelError(f"text branch failed in ONNX Runtime ({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]}): "
                              "run `ecmf-edge export --force`") from None
         return embedding[0].astype(np.float32), probs[0].astype(np.float32)

@@ -225,5 +225,8 @@ def build_text_path(bundle, *, use_llm: bool = True, llm_options: LlmOptions | N
             enricher = ContextEnricher(llm_options)
         except (DependencyError, ModelError) as exc:
             warnings.warn(f"running without LLM context enrichment: {exc}", RuntimeWarning, stacklevel=2)
-    featurizer = TextFeaturizer(TextEncoder.from_bundle(bundle), enricher)
+    from .text_branch import TextBranch
+
+    branch = TextBranch.from_bundle(bundle)
+    featurizer = TextFeaturizer(None if branch is not None else TextEncoder.from_bundle(bundle), enricher, branch=branch)
     return TextPath(recognizer, featurizer, max_age_s=max_age_s)
