@@ -24,7 +24,7 @@ import numpy as np
 
 from _common import measure, peak_rss_mb, print_table, write_report
 
-MODELS = ("face_encoder", "frame_encoder", "audio_encoder", "text_encoder", "pipeline")
+MODELS = ("face_encoder", "frame_encoder", "audio_encoder", "text_encoder", "text_branch", "pipeline")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -61,6 +61,11 @@ def child(bundle_name: str, precision: str, model: str, repeats: int, warmup: in
     elif model == "text_encoder":
         encoder = TextEncoder.from_bundle(bundle)
         fn, what = (lambda: encoder.encode(sentence)), "12-word sentence"
+    elif model == "text_branch":
+        from ecmf_edge.text.text_branch import TextBranch
+
+        branch = TextBranch.from_bundle(bundle)
+        fn, what = (lambda: branch(sentence, ("How was your day?",))), "12-word sentence + one earlier utterance"
     else:
         fn, what = _pipeline(bundle, frame, speech, sentence), "640x480 frame + 4 s speech + sentence -> label"
     spec = bundle.spec("fusion_head" if model == "pipeline" else model)
@@ -75,7 +80,7 @@ def child(bundle_name: str, precision: str, model: str, repeats: int, warmup: in
             "rss_model_mb": round(peak_rss_mb() - rss_before, 1)}
 
 
-_PIPELINE_MODELS = ("face_detector", "face_encoder", "frame_encoder", "audio_encoder", "text_encoder", "fusion_head")
+_PIPELINE_MODELS = ("face_detector", "face_encoder", "frame_encoder", "audio_encoder", "speech_head", "text_branch", "fusion_head")
 
 
 def _pipeline(bundle, frame, speech, sentence):
@@ -89,16 +94,26 @@ def _pipeline(bundle, frame, speech, sentence):
     from ecmf_edge.vision.face_encoder import FaceEncoder
     from ecmf_edge.vision.frame_encoder import FrameEncoder
 
+    from ecmf_edge.audio.speech_branch import SpeechBranch
+    from ecmf_edge.text.text_branch import TextBranch
+
     detector, faces, frames = FaceDetector.from_bundle(bundle), FaceEncoder.from_bundle(bundle), FrameEncoder.from_bundle(bundle)
-    speech_encoder, text_encoder, head = SpeechEncoder.from_bundle(bundle), TextEncoder.from_bundle(bundle), FusionHead.from_bundle(bundle)
+    speech_encoder, head = SpeechEncoder.from_bundle(bundle), FusionHead.from_bundle(bundle)
+    speech_branch, text_branch = SpeechBranch.from_bundle(bundle), TextBranch.from_bundle(bundle)
+    text_encoder = None if text_branch is not None else TextEncoder.from_bundle(bundle)
 
     def step():
         found = detector.detect(frame, max_faces=1)
         face = faces.encode([align_face(frame, found[0], size=64)]).features[0] if found else None
         scene = frames.encode([frame])[0]
         audio = np.concatenate([speech_encoder.encode(speech, 16000), prosody_features(speech)])
-        text = text_encoder.encode(sentence)
-        return head.predict({"frame": scene, "face": face, "audio": audio, "text": np.concatenate([text, text])})
+        if speech_branch is not None:
+            audio = speech_branch(audio, observe=False)[0]
+        if text_branch is not None:
+            text = text_branch(sentence)[0]
+        else:
+            text = np.concatenate([text_encoder.encode(sentence)] * 2)
+        return head.predict({"frame": scene, "face": face, "audio": audio, "text": text})
 
     return step
 

@@ -23,7 +23,8 @@ def extractor(bundle):
 def test_manifest_describes_the_trained_head(bundle):
     spec = bundle.spec("fusion_head")
     assert spec["attributes"]["labels"] == bundle.labels
-    assert spec["attributes"]["dims"] == {"frame": 1280, "face": 128, "audio": 1040, "text": 768}
+    assert spec["attributes"]["dims"] == {"frame": 1280, "face": 128, "audio": bundle.spec("speech_head")["attributes"]["embedding_dim"],
+                                          "text": bundle.spec("text_branch")["attributes"]["embedding_dim"]}
     assert spec["parity"]["bundle_copy_max_abs_diff"] <= 1e-4
     record = json.loads(bundle.path("fusion_head.json").read_text())
     assert record["data"]["fer2013"]["train"] > 20000 and record["data"]["ravdess"]["train"] > 500
@@ -52,7 +53,10 @@ def test_all_four_tokens_are_used(head, extractor, astronaut_bgr, speech_wav):
     visual = extractor.from_frames([astronaut_bgr])
     audio = extractor.from_audio_file(speech_wav)
     text = extractor.from_text("I am so happy that you came to visit me today.")
-    result = head.predict({"frame": visual.frame, "face": visual.face, "audio": audio.token("audio"), "text": text.text})
+    from ecmf_edge.audio.speech_branch import SpeechBranch
+
+    token = SpeechBranch.from_bundle(extractor.bundle)(audio.token("audio"))[0]  # what the live loop feeds
+    result = head.predict({"frame": visual.frame, "face": visual.face, "audio": token, "text": text.text})
     assert set(result.modality_weights) == {"frame", "face", "audio", "text"}
     assert all(w > 0 for w in result.modality_weights.values())
     assert np.isclose(result.probabilities.sum(), 1.0, atol=1e-5)

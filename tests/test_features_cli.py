@@ -30,7 +30,7 @@ def test_features_command_writes_every_modality(capsys, bundle_root, face_video,
     data = np.load(out)
     assert list(data["modalities"]) == list(MODALITY_ORDER)
     assert data["present"].tolist() == [True, True, True, True]
-    assert data["frame"].shape == (1280,) and data["text"].shape == (768,) and data["audio"].shape == (1024,)
+    assert data["frame"].shape == (1280,) and data["text"].shape == (384,) and data["audio"].shape == (1024,)
     assert data["prosody"].shape == (16,)
     assert data["face_probs"].shape == (7,) and abs(float(data["face_probs"].sum()) - 1) < 1e-3
     info = json.loads(str(data["info"]))
