@@ -163,6 +163,7 @@ def speech(speech_wav) -> np.ndarray:
 @pytest.fixture(scope="session")
 def parts(bundle) -> dict:
     """The stream's vision, speech and fusion models of the default bundle."""
+    from ecmf_edge.audio.speech_branch import SpeechBranch
     from ecmf_edge.audio.speech_encoder import SpeechEncoder
     from ecmf_edge.fusion.runtime import FusionHead
     from ecmf_edge.vision.face_detector import FaceDetector
@@ -171,4 +172,4 @@ def parts(bundle) -> dict:
 
     return {"face_detector": FaceDetector.from_bundle(bundle, min_face_size=40), "face_encoder": FaceEncoder.from_bundle(bundle),
             "frame_encoder": FrameEncoder.from_bundle(bundle), "speech_encoder": SpeechEncoder.from_bundle(bundle),
-            "fusion": FusionHead.from_bundle(bundle).predict}
+            "speech_branch": SpeechBranch.from_bundle(bundle), "fusion": FusionHead.from_bundle(bundle).predict}

@@ -282,9 +282,9 @@ def llm_parts(bundle):
     pytest.importorskip("faster_whisper", reason="faster-whisper is not installed (pip install 'ecmf-edge[asr]')")
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'ecmf-edge[llm]')")
     from ecmf_edge.text.asr import SpeechRecognizer
-    from ecmf_edge.text.text_encoder import TextEncoder
+    from ecmf_edge.text.text_branch import TextBranch
 
-    return SpeechRecognizer.from_bundle(bundle), TextEncoder.from_bundle(bundle)
+    return SpeechRecognizer.from_bundle(bundle), TextBranch.from_bundle(bundle)
 
 
 class _DeadLlm:
@@ -328,7 +328,7 @@ def _enricher(**options):
 def _speech_stream(bundle, parts, llm_parts, enricher, face_video, speech_wav, options=None):
     from ecmf_edge.text.text_path import TextFeaturizer, TextPath
 
-    path = TextPath(llm_parts[0], TextFeaturizer(llm_parts[1], enricher))
+    path = TextPath(llm_parts[0], TextFeaturizer(None, enricher, branch=llm_parts[1]))
     return EmotionStream(models(bundle, parts, text=path), video=VideoFileSource(face_video, realtime=False),
                          audio=AudioFileSource(speech_wav, realtime=False), options=options, realtime=False)
 

@@ -37,10 +37,10 @@ FAST_WATCH = CameraOptions(stall_timeout_s=0.3, backoff_s=0.05, max_backoff_s=0.
 def asr(bundle):
     pytest.importorskip("faster_whisper", reason="faster-whisper is not installed (pip install 'ecmf-edge[asr]')")
     from ecmf_edge.text.asr import SpeechRecognizer
-    from ecmf_edge.text.text_encoder import TextEncoder
+    from ecmf_edge.text.text_branch import TextBranch
     from ecmf_edge.text.text_path import TextFeaturizer
 
-    return SpeechRecognizer.from_bundle(bundle), TextFeaturizer(TextEncoder.from_bundle(bundle))
+    return SpeechRecognizer.from_bundle(bundle), TextFeaturizer(None, branch=TextBranch.from_bundle(bundle))
 
 
 def make_models(bundle, parts, *, text=None, **overrides):

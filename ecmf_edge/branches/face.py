@@ -47,7 +47,7 @@ class FaceTrainOptions:
     """How the face branch is fine-tuned."""
 
     # Passes over the training images.
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 128
     # Peak learning rate of the one-cycle schedule (AdamW).
     lr: float = 2e-3

@@ -18,13 +18,12 @@ logger = logging.getLogger("ecmf_edge")
 BRANCHES = ("face", "speech", "text")
 
 
-def _face(paths, out: Path, epochs: int | None, seed: int, progress: bool) -> list[str]:
-    from ..datasets.images import read_ckplus, read_label_folders
-    from ..export.common import json_default
-    from ..export.mini_xception import build_mini_xception
-    from ..fusion.corpora import CKPLUS_RESERVED
+def face_corpora(paths):
+    """(training FaceData, {test name: FaceData}) from FER2013 (+ CK+) in the documented layout."""
     from ..datasets.base import group_split
-    from .face import FaceTrainOptions, export_face_branch, load_face_data, predict_fer7, score, train_face_branch
+    from ..datasets.images import read_ckplus, read_label_folders
+    from ..fusion.corpora import CKPLUS_RESERVED
+    from .face import load_face_data
 
     if paths.fer2013 is None:
         raise InputError("the face branch needs FER2013: pass --data DIR with fer2013/ (or --fer2013)")
@@ -35,15 +34,21 @@ def _face(paths, out: Path, epochs: int | None, seed: int, progress: bool) -> li
                                   overrides={"disgust": "disgust"})  # kept: the encoder's FER2013 output has the class
 
     ck_train, ck_test = [], []
-    if paths.ckplus is not None:
+    if paths.ckplus is not None:  # the same subject split as the fusion head's (fusion.corpora.load_splits)
         ck_train, ck_test = group_split(read_ckplus(paths.ckplus, exclude_subjects=set(CKPLUS_RESERVED)), test_fraction=0.2, seed=0)
-    started = time.perf_counter()
-    train = load_face_data(fer("train") + ck_train)
     tests = {"fer2013_publictest": load_face_data(fer("publictest"))}
     if ck_test:
         tests["ckplus_heldout_subjects"] = load_face_data(ck_test)
-    opts = FaceTrainOptions(seed=seed, **({"epochs": epochs} if epochs else {}))
-    model, history, best_epoch, val_report = train_face_branch(train, opts, progress)
+    return load_face_data(fer("train") + ck_train), tests
+
+
+def save_face_branch(model, out: Path, train, tests: dict, opts, history: list, best_epoch: int, val_report,
+                     seconds: float) -> list[str]:
+    """Score the fine-tuned and the pretrained network on the test splits; write the ONNX, the weights and the record."""
+    from ..export.common import json_default
+    from ..export.mini_xception import build_mini_xception
+    from .face import export_face_branch, predict_fer7, score
+
     pretrained = build_mini_xception()
     metrics = {}
     for name, data in tests.items():
@@ -56,11 +61,21 @@ def _face(paths, out: Path, epochs: int | None, seed: int, progress: bool) -> li
     record = {"branch": "face", "labels_out": "FER2013 7 classes (scored on the 6 MER2025 classes)", "options": opts.to_dict(),
               "history": history, "best_epoch": best_epoch, "val_weighted_f1": round(val_report.weighted_f1, 4),
               "data": {"train": len(train), **{k: len(v) for k, v in tests.items()}}, "metrics": metrics, "parity": parity,
-              "seconds": round(time.perf_counter() - started, 1)}
+              "seconds": round(seconds, 1)}
     (out / "face_encoder.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n", encoding="utf-8")
     return [f"{name}: weighted F1 {m['fine_tuned']['weighted_f1']:.3f} fine-tuned vs {m['pretrained']['weighted_f1']:.3f} "
             f"pretrained ({m['pretrained_flip_tta']['weighted_f1']:.3f} with flip averaging), n={m['fine_tuned']['n']}"
             for name, m in metrics.items()]
+
+
+def _face(paths, out: Path, epochs: int | None, seed: int, progress: bool) -> list[str]:
+    from .face import FaceTrainOptions, train_face_branch
+
+    started = time.perf_counter()
+    train, tests = face_corpora(paths)
+    opts = FaceTrainOptions(seed=seed, **({"epochs": epochs} if epochs else {}))
+    model, history, best_epoch, val_report = train_face_branch(train, opts, progress)
+    return save_face_branch(model, out, train, tests, opts, history, best_epoch, val_report, time.perf_counter() - started)
 
 
 def _speech(paths, out: Path, extractor, cache: Path, seed: int, progress: bool) -> list[str]:
