@@ -100,8 +100,8 @@ def test_peers_and_scaling_are_reported(quick_run):
     for peer in peers["peers"]:
         agreement = peer["agreement"]["onnxruntime-fp32"]["per_face"]
         assert agreement["compared"] == 24
-        # fer's TFLite file is the same network as our face encoder (int8 weights): labels must mostly agree.
-        assert agreement["top1_agreement"] >= 0.9
+        # our face encoder is fer's network fine-tuned on FER2013 + CK+: on these faces it mostly agrees with it.
+        assert agreement["top1_agreement"] >= 0.75
         assert _finite_positive(peer["per_face"]["p50_ms"])
     tables = report["scaling"]["tables"]
     assert [r["input"] for r in tables["frame_size"]] == ["320x240", "640x480", "1280x720", "1920x1080"]

@@ -22,6 +22,7 @@ from ecmf_edge.export.mini_xception import (
     EMOTION_LABELS,
     build_mini_xception,
     export_face_encoder,
+    export_pretrained_face_encoder,
     load_tflite_reference,
     parity_crops,
 )
@@ -35,7 +36,7 @@ TFLITE_MAX_DIFF = 0.06
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("face_encoder")
-    return root, export_face_encoder(root)
+    return root, export_pretrained_face_encoder(root)  # fer's network: checked against fer's own TFLite file
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +133,24 @@ def test_parity_with_torch(encoder, real_crops):
 def test_bad_inputs(encoder, bad, match):
     with pytest.raises(InputError, match=match):
         encoder.encode(bad)
+
+
+def test_bundle_face_encoder_is_the_fine_tuned_branch(tmp_path, astronaut_face):
+    """The default export uses the shipped fine-tuned weights, with the same interface as fer's network."""
+    import onnxruntime as ort
+
+    record = export_face_encoder(tmp_path)
+    assert record.attributes["fine_tuned"] is True and record.attributes["labels"] == list(EMOTION_LABELS)
+    assert record.parity["max_abs_diff"] <= 1e-4
+    assert {o["name"]: o["shape"] for o in record.outputs} == {
+        "features": ["batch", 128], "logits": ["batch", 7], "probs": ["batch", 7]}
+    assert record.attributes["metrics"]["fer2013_publictest"] > 0.6
+    from ecmf_edge.export.mini_xception import cv2_grey64, preprocess_faces
+
+    session = ort.InferenceSession(str(tmp_path / "face_encoder.onnx"), providers=["CPUExecutionProvider"])
+    grey = cv2_grey64(astronaut_face)
+    probs = session.run(["probs"], {"face": preprocess_faces([grey])})[0]
+    assert EMOTION_LABELS[int(probs.argmax())] == "happy"
+    # mirror-averaged inside the graph: a crop and its mirror image give the same answer
+    mirrored = session.run(["probs"], {"face": preprocess_faces([np.ascontiguousarray(grey[:, ::-1])])})[0]
+    np.testing.assert_allclose(probs, mirrored, atol=1e-5)

@@ -51,7 +51,7 @@ def test_features_transcribe_fills_text_from_speech(capsys, bundle_root, speech_
     assert data["present"].tolist() == [False, False, True, True]
     info = json.loads(str(data["info"]))
     assert "happy" in info["transcript"].lower() and info["llm_fallback"] == "no LLM loaded"
-    assert np.allclose(data["text"][:384], data["text"][384:])  # no LLM: enriched == transcript
+    assert data["text"].shape == (384,) and np.all(np.isfinite(data["text"]))  # the text branch's embedding
 
 
 def test_transcribe_command_json(capsys, bundle_root, speech_wav):

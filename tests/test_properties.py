@@ -417,10 +417,24 @@ def test_vad_on_odd_chunks(rec, chunk):
 @FAST
 @given(texts=st.one_of(TEXTS, st.lists(st.one_of(st.text(max_size=20), st.none(), st.integers()), max_size=4)))
 def test_text_encoder_on_odd_text(rec, texts):
-    encoder = rec.models.get("featurizer").encoder
+    from ecmf_edge.text.text_encoder import TextEncoder
+
+    encoder = TextEncoder.from_bundle(rec.bundle)
     result = one_line_error(encoder.encode, texts)
     if not isinstance(result, EcmfError):
         assert np.all(np.isfinite(result)) and np.allclose(np.linalg.norm(result, axis=-1), 1.0, atol=1e-3)
+
+
+@FAST
+@given(texts=st.one_of(TEXTS, st.lists(st.one_of(st.text(max_size=20), st.none(), st.integers()), max_size=4)))
+def test_text_branch_on_odd_text(rec, texts):
+    branch = rec.models.get("featurizer").branch
+    items = texts if isinstance(texts, list) else [texts]
+    for item in items:
+        result = one_line_error(branch, item, ("and what happened next?",))
+        if not isinstance(result, EcmfError):
+            embedding, probs = result
+            assert np.all(np.isfinite(embedding)) and np.isclose(float(probs.sum()), 1.0, atol=1e-4)
 
 
 @settings(FAST, max_examples=10)
