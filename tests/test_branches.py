@@ -188,3 +188,12 @@ def test_export_uses_trained_branches(trained, tmp_path):
     assert bundle.spec("speech_head")["attributes"]["speaker_normalisation"]["prior_mean"] == speech["speaker_normalisation"]["prior_mean"]
     # the face encoder was not in the folder: the shipped fine-tuned one is used
     assert bundle.spec("face_encoder")["attributes"].get("fine_tuned") is True
+
+
+def test_branches_have_tensorrt_profiles(bundle):
+    from ecmf_edge.export.tensorrt_build import ENGINE_MODELS, optimization_profile
+
+    assert {"speech_head", "text_branch"} <= set(ENGINE_MODELS)
+    text = optimization_profile("text_branch", bundle.spec("text_branch")["inputs"])
+    assert text["input_ids"] == ((1, 1), (1, 32), (8, 256)) and set(text) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert optimization_profile("speech_head", bundle.spec("speech_head")["inputs"])["features"] == ((1, 1040), (1, 1040), (8, 1040))

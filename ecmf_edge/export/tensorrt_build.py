@@ -34,7 +34,8 @@ logger = logging.getLogger("ecmf_edge")
 
 DEFAULT_WORKSPACE_MB = 1024
 # Models built as engines; every other model of the bundle is carried over unchanged.
-ENGINE_MODELS = ("face_detector", "face_encoder", "frame_encoder", "audio_encoder", "text_encoder", "fusion_head")
+ENGINE_MODELS = ("face_detector", "face_encoder", "frame_encoder", "audio_encoder", "text_encoder", "speech_head", "text_branch",
+                 "fusion_head")
 # (min, opt, max) for each named dynamic axis. "frames" are 10 ms mel frames of the Whisper
 # encoder (0.5 s .. 30 s, opt 4 s: the live loop's window), "tokens" MiniLM word pieces.
 PROFILE_DIMS: dict[str, tuple[int, int, int]] = {
