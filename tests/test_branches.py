@@ -116,7 +116,7 @@ def test_branch_without_its_corpus_is_a_clear_error(capsys, bundle_root, tmp_pat
 
 # espeak-ng voices standing in for "emotions" of a RAVDESS-format layout: real speech through the real
 # pipeline; the labels only have to be consistent, not acted.
-_STYLES = {"01": ("en-us", 140, 40), "03": ("en-us+f3", 190, 80), "04": ("en-us", 110, 20), "05": ("en-us+m3", 200, 60)}
+_STYLES = {"01": ("en-us", 140), "03": ("en-us+f3", 190), "04": ("en-us", 110), "05": ("en-us+m3", 200)}
 
 
 @pytest.fixture(scope="module")
@@ -124,38 +124,29 @@ def trained(tmp_path_factory, bundle_root):
     """`train --branch speech` and `train --branch text` on tiny corpora, into one folder."""
     pytest.importorskip("torch")
     from conftest import espeak
-    from test_fusion import FIXTURE
-    from test_train_cli import _write_meld
+    from test_train_cli import write_meld_fixture
 
     from ecmf_edge.cli import main
 
-    root = tmp_path_factory.mktemp("corpora")
-    (root / "meld").mkdir()
-    train, dev = [], []
-    for label, sentences in FIXTURE.items():
-        for i, text in enumerate(sentences):
-            (dev if i >= 6 else train).append((text, label, i))
-    _write_meld(root / "meld" / "train_sent_emo.csv", train)
-    _write_meld(root / "meld" / "dev_sent_emo.csv", dev)
+    root = write_meld_fixture(tmp_path_factory.mktemp("corpora"))
     for actor in ("01", "02", "03", "15", "16"):
         folder = root / "ravdess" / f"Actor_{actor}"
         folder.mkdir(parents=True)
-        for emotion, (voice, speed, pitch) in _STYLES.items():
+        for emotion, (voice, speed) in _STYLES.items():
             for n, text in enumerate(("Kids are talking by the door.", "Dogs are sitting by the door.")):
                 name = f"03-01-{emotion}-01-0{n + 1}-01-{actor}.wav"
                 espeak(text, folder / name, voice=f"{voice}", speed=speed + 7 * int(actor) % 20)
     out = root / "branches"
     cache = root / "cache"
-    logs = {}
     for branch in ("speech", "text"):
         code = main(["train", "--branch", branch, "--bundle", str(bundle_root), "--data", str(root), "--cache", str(cache),
                      "--out", str(out), "--epochs", "2", "--quiet", "--no-llm"])
         assert code == 0, branch
-    return out, logs
+    return out
 
 
 def test_speech_branch_trains(trained):
-    out, _ = trained
+    out = trained
     record = json.loads((out / "speech_head.json").read_text())
     assert record["data"]["ravdess"]["test"] == 16 and record["data"]["ravdess"]["test_speakers"] == ["ravdess:15", "ravdess:16"]
     assert set(record["metrics"]) == {"speaker_stats_from_all_clips", "streaming_running_stats", "population_prior_only", "baselines"}
@@ -165,7 +156,7 @@ def test_speech_branch_trains(trained):
 
 
 def test_text_branch_trains(trained):
-    out, _ = trained
+    out = trained
     record = json.loads((out / "text_branch.json").read_text())
     assert record["data"]["dev"] == 12 and len(record["history"]) == 2
     with np.load(out / "text_branch.npz") as weights:
@@ -177,7 +168,7 @@ def test_export_uses_trained_branches(trained, tmp_path):
     from ecmf_edge.cli import main
     from ecmf_edge.runtime.bundle import load_bundle
 
-    out, _ = trained
+    out = trained
     target = tmp_path / "bundle"
     assert main(["export", "--out", str(target), "--branches", str(out), "--quiet"]) == 0
     bundle = load_bundle(target)

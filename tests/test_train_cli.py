@@ -22,10 +22,9 @@ def _write_meld(path, rows):
             writer.writerow([i + 1, text, "A", EMOTION[label], "x", dialogue, i])
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    (root / "meld").mkdir()
+def write_meld_fixture(root):
+    """A MELD-format train/dev pair from the clearly labelled fixture sentences (6 train, 2 dev per class)."""
+    (root / "meld").mkdir(parents=True, exist_ok=True)
     train, dev = [], []
     for label, sentences in FIXTURE.items():
         for i, text in enumerate(sentences):
@@ -33,6 +32,11 @@ def data_root(tmp_path_factory):
     _write_meld(root / "meld" / "train_sent_emo.csv", train)
     _write_meld(root / "meld" / "dev_sent_emo.csv", dev)
     return root
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_meld_fixture(tmp_path_factory.mktemp("data"))
 
 
 def test_train_then_eval(capsys, bundle_root, data_root, tmp_path):

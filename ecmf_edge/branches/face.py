@@ -180,12 +180,9 @@ def score(probs: np.ndarray, labels: np.ndarray) -> Report:
 
 def _val_split(data: FaceData, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Hold out whole CK+ subjects and a random share of FER2013 images (one image per person there)."""
-    rng = np.random.default_rng(seed)
-    val = np.zeros(len(data), bool)
-    for corpus in np.unique(data.corpora):
-        groups = np.unique(data.groups[data.corpora == corpus])
-        chosen = rng.choice(groups, size=max(1, int(round(len(groups) * fraction))), replace=False)
-        val |= (data.corpora == corpus) & np.isin(data.groups, chosen)
+    from ..datasets.base import held_out_groups
+
+    val = held_out_groups(data.groups, data.corpora, fraction, seed)
     return np.flatnonzero(~val), np.flatnonzero(val)
 
 

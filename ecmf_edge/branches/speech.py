@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets.base import held_out_groups
 from ..errors import InputError
 from ..export.common import json_default
 from ..fusion.metrics import Report, evaluate
@@ -78,16 +79,6 @@ def streaming_normalize(features: np.ndarray, groups: np.ndarray, prior: tuple[n
     return out
 
 
-def _val_groups(groups: np.ndarray, corpora: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    val = np.zeros(len(groups), bool)
-    for corpus in np.unique(corpora):
-        members = np.unique(groups[corpora == corpus])
-        chosen = rng.choice(members, size=max(1, int(round(len(members) * fraction))), replace=False)
-        val |= np.isin(groups, chosen)
-    return val
-
-
 def _scores(pred: np.ndarray, y: np.ndarray, corpora: np.ndarray, labels) -> dict[str, Report]:
     return {c: evaluate(y[corpora == c], pred[corpora == c], labels) for c in np.unique(corpora)}
 
@@ -123,7 +114,7 @@ def run_speech_branch(splits: dict, extractor, plan: SpeechPlan, labels: tuple[s
 
     t0 = time.perf_counter()
     n_tr = normalize_by_group(x_tr, g_tr)
-    val = _val_groups(g_tr, c_tr, plan.val_fraction, plan.seed)
+    val = held_out_groups(g_tr, c_tr, plan.val_fraction, plan.seed)
     module, members = train_classifier(n_tr[~val], y_tr[~val], n_tr[val], y_tr[val], labels, plan.head)
     train_seconds = time.perf_counter() - t0
     prior = population_prior(x_tr.astype(np.float64), g_tr)

@@ -8,7 +8,7 @@ from typing import Iterable, Sequence
 
 from ..errors import InputError
 
-__all__ = ["Sample", "group_split", "check_root"]
+__all__ = ["Sample", "group_split", "check_root", "held_out_groups"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,21 @@ def check_root(root: str | Path, what: str, layout: str) -> Path:
 def _bucket(group: str, seed: int) -> float:
     digest = hashlib.sha256(f"{seed}:{group}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def held_out_groups(groups, corpora, fraction: float, seed: int):
+    """Boolean mask of the rows whose group (person, dialogue) is held out: ``fraction`` of each
+    corpus' groups (at least one), drawn with ``seed`` (for early stopping on unseen people)."""
+    import numpy as np
+
+    groups, corpora = np.asarray(groups), np.asarray(corpora)
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(groups), bool)
+    for corpus in np.unique(corpora):
+        members = np.unique(groups[corpora == corpus])
+        chosen = rng.choice(members, size=max(1, int(round(len(members) * fraction))), replace=False)
+        held |= (corpora == corpus) & np.isin(groups, chosen)
+    return held
 
 
 def group_split(samples: Sequence[Sample], test_groups: Iterable[str] | None = None, test_fraction: float = 0.2,

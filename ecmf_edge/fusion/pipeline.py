@@ -87,12 +87,9 @@ class TrainPlan:
 
 
 def _val_split(table: FeatureTable, fraction: float = 0.1, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    val = np.zeros(len(table), bool)
-    for corpus in np.unique(table.corpora):
-        groups = np.unique(table.groups[table.corpora == corpus])
-        chosen = rng.choice(groups, size=max(1, int(round(len(groups) * fraction))), replace=False)
-        val |= (table.corpora == corpus) & np.isin(table.groups, chosen)
+    from ..datasets.base import held_out_groups
+
+    val = held_out_groups(table.groups, table.corpora, fraction, seed)
     return np.flatnonzero(~val), np.flatnonzero(val)
 
 
