@@ -136,11 +136,7 @@ class FeatureExtractor:
             elif key == "text_featurizer":
                 from .text.text_path import TextFeaturizer
 
-                from .text.text_branch import TextBranch
-
-                branch = TextBranch.from_bundle(self.bundle)
-                encoder = None if branch is not None else self._model("text_encoder")
-                self._models[key] = TextFeaturizer(encoder, self.enricher, branch=branch)
+                self._models[key] = TextFeaturizer.from_bundle(self.bundle, self.enricher)
                 return self._models[key]
             else:  # pragma: no cover - programming error
                 raise KeyError(key)

@@ -21,6 +21,7 @@ import numpy as np
 
 from .._assets import asset_path
 from ..errors import InputError
+from ..runtime.bundle import sha256_file
 
 __all__ = ["ReplayClip", "build_replay_clip", "replay_frame", "REPLAY_FPS", "REPLAY_SIZE"]
 
@@ -51,14 +52,6 @@ class ReplayClip:
         return {"video": self.video.name, "audio": self.audio.name, "seconds": self.seconds, "fps": self.fps,
                 "size": list(self.size), "sha256": dict(self.sha256),
                 "content": "astronaut photograph panning in a 640x480 frame + espeak-ng English speech, 1 s pauses"}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def replay_frame(photo: np.ndarray, index: int, fps: float = REPLAY_FPS, size: tuple[int, int] = REPLAY_SIZE) -> np.ndarray:
@@ -115,7 +108,7 @@ def _write_video(path: Path, seconds: float, fps: float, size: tuple[int, int]) 
 def _cache_key(seconds: float, fps: float, size: tuple[int, int]) -> str:
     digest = hashlib.sha256()
     for name in ("astronaut.jpg", "speech_en.wav"):
-        digest.update(_sha256(asset_path(name)).encode())
+        digest.update(sha256_file(asset_path(name)).encode())
     digest.update(f"{_RECIPE}:{seconds:.3f}:{fps:.3f}:{size[0]}x{size[1]}".encode())
     return digest.hexdigest()[:12]
 
@@ -149,4 +142,4 @@ def build_replay_clip(seconds: float = 10.0, cache_dir: str | Path | None = None
             os.replace(tmp_audio, audio)
             os.replace(tmp_video, video)
     return ReplayClip(video=video, audio=audio, seconds=seconds, fps=fps, size=size,
-                      sha256={"video": _sha256(video), "audio": _sha256(audio)})
+                      sha256={"video": sha256_file(video), "audio": sha256_file(audio)})

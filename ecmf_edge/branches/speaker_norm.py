@@ -72,7 +72,7 @@ class SpeakerNormalizer:
 
     def reset(self) -> None:
         """Forget the current speaker (a new person, a new session)."""
-        with getattr(self, "_lock", threading.Lock()):
+        with self._lock:
             self._n = 0
             self._sum = np.zeros_like(self._mean0)
             self._sumsq = np.zeros_like(self._mean0)

@@ -158,22 +158,14 @@ def staged_dir(out: Path) -> Iterator[Path]:
     partial.rename(out)
 
 
-def sha256_of(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def link_or_copy(source: Path, target: Path) -> None:
     """Hard-link an unchanged file into a derived bundle (bundles are never edited in place);
     copy across file systems. A file shared by several models (a tokenizer) is placed once."""
+    from ..runtime.bundle import sha256_file
+
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and target.stat().st_size == source.stat().st_size and (
-            os.path.samefile(source, target) or sha256_of(source) == sha256_of(target)):
+            os.path.samefile(source, target) or sha256_file(source) == sha256_file(target)):
         return
     try:
         os.link(source, target)

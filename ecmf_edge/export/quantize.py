@@ -292,7 +292,6 @@ def _head_probs(bundle: Bundle, key: str, feature_sets: Sequence[np.ndarray], he
     fusion head's with only this modality present; None when no classifier of the bundle reads the output."""
     from ..fusion.runtime import FusionHead
 
-    head = FusionHead.from_bundle(bundle)
     if key == "audio_encoder":
         from ..audio.prosody import prosody_features
         from ..audio.speech_branch import SpeechBranch
@@ -302,10 +301,12 @@ def _head_probs(bundle: Bundle, key: str, feature_sets: Sequence[np.ndarray], he
         if branch is not None:  # the speech branch is a classifier: its own probabilities (population statistics)
             return [np.stack([branch(np.concatenate([row, prosody[i]]), observe=False)[1] for i, row in enumerate(rows)])
                     for rows in feature_sets]
+        head = FusionHead.from_bundle(bundle)
 
         def token(row: np.ndarray, i: int) -> dict[str, np.ndarray]:
             return {"audio": np.concatenate([row, prosody[i]])}
     else:
+        head = FusionHead.from_bundle(bundle)
         if head.dims["text"] != 2 * feature_sets[0].shape[1]:
             return None  # the fusion head reads the text branch's embedding, not this encoder's
         half = head.dims["text"] // 2  # [enriched context; transcript]: the sentence stands for both

@@ -114,12 +114,9 @@ class ModelLoader:
 
             return FeatureExtractor(bundle, enricher=self.get("enricher"))
         if key == "featurizer":
-            from ..text.text_branch import TextBranch
-            from ..text.text_encoder import TextEncoder
             from ..text.text_path import TextFeaturizer
 
-            branch = TextBranch.from_bundle(bundle)
-            return TextFeaturizer(None if branch is not None else TextEncoder.from_bundle(bundle), self.get("enricher"), branch=branch)
+            return TextFeaturizer.from_bundle(bundle, self.get("enricher"))
         if key == "speech_branch":
             from ..audio.speech_branch import SpeechBranch
 

@@ -67,6 +67,19 @@ class TextFeaturizer:
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
+    @classmethod
+    def from_bundle(cls, bundle, enricher: ContextEnricher | None = None) -> "TextFeaturizer":
+        """The bundle's text branch, or its text encoder for bundles without one.
+
+        Raises:
+            ModelError: the bundle has neither, or its files are corrupt.
+        """
+        from .text_branch import TextBranch
+        from .text_encoder import TextEncoder
+
+        branch = TextBranch.from_bundle(bundle)
+        return cls(None if branch is not None else TextEncoder.from_bundle(bundle), enricher, branch=branch)
+
     def featurize(self, transcript: str, history: Sequence[str] = (), utterance_end: float | None = None) -> TextFeature:
         """Feature for one transcript (cached on transcript + history).
 
@@ -212,7 +225,6 @@ def build_text_path(bundle, *, use_llm: bool = True, llm_options: LlmOptions | N
     enrichment. Each degradation is announced once with ``warnings.warn``.
     """
     from .asr import SpeechRecognizer
-    from .text_encoder import TextEncoder
 
     try:
         recognizer = SpeechRecognizer.from_bundle(bundle, asr_options)
@@ -225,8 +237,4 @@ def build_text_path(bundle, *, use_llm: bool = True, llm_options: LlmOptions | N
             enricher = ContextEnricher(llm_options)
         except (DependencyError, ModelError) as exc:
             warnings.warn(f"running without LLM context enrichment: {exc}", RuntimeWarning, stacklevel=2)
-    from .text_branch import TextBranch
-
-    branch = TextBranch.from_bundle(bundle)
-    featurizer = TextFeaturizer(None if branch is not None else TextEncoder.from_bundle(bundle), enricher, branch=branch)
-    return TextPath(recognizer, featurizer, max_age_s=max_age_s)
+    return TextPath(recognizer, TextFeaturizer.from_bundle(bundle, enricher), max_age_s=max_age_s)
