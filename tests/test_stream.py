@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 
@@ -129,6 +130,38 @@ def test_aligner_masks_stale_and_unavailable_modalities():
     al.set_unavailable("face", "face stage hung")
     assert al.snapshot(1.4).absent["face"] == "face stage hung"
     assert al.snapshot(1.4, newest=True).present == ("audio",)
+
+
+def test_aligner_records_observations_posted_together_at_once():
+    """A lost camera posts both visual tokens absent in one call: no tick may see one absent and the other present."""
+    al = Aligner({"frame": 10.0, "face": 10.0, "audio": 10.0, "text": 10.0})
+    vector, stop, mixed = np.ones(4, np.float32), threading.Event(), []
+
+    def poster():
+        t = 0.0
+        while not stop.is_set():
+            t += 0.01
+            al.update(*(Observation(m, t, 0.0, vector) for m in ("face", "frame")))
+            t += 0.01
+            al.update(*(Observation(m, t, 0.0, None, "camera lost") for m in ("face", "frame")))
+            al.set_unavailable(("face", "frame"), "camera gone")
+            al.clear_unavailable(("face", "frame"), "camera gone")
+
+    thread = threading.Thread(target=poster)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, so a split update would be seen
+    try:
+        thread.start()
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            snap = al.snapshot(0.0, newest=True)
+            if snap.absent.get("face") != snap.absent.get("frame"):
+                mixed.append(snap.absent)
+    finally:
+        sys.setswitchinterval(old)
+        stop.set()
+        thread.join()
+    assert not mixed, mixed[:3]
 
 
 def test_options_are_validated():

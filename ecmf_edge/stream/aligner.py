@@ -74,28 +74,36 @@ class Aligner:
         self._unavailable: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def update(self, observation: Observation) -> None:
-        """Record an observation (ignored for unknown modalities); at most ``history`` are kept per modality."""
-        if observation.modality not in self._history:
-            return
-        with self._lock:
-            history = self._history[observation.modality]
-            # Kept sorted by stream time (stages finish out of order at the end of a file); equal times keep arrival order.
-            bisect.insort_right(history, observation, key=lambda o: o.t)
-            self.version += observation.vector is not None
-            if len(history) > self._limit:
-                del history[: len(history) - self._limit]
+    def update(self, *observations: Observation) -> None:
+        """Record observations (unknown modalities are ignored); at most ``history`` are kept per modality.
 
-    def set_unavailable(self, modality: str, reason: str) -> None:
-        """Mark ``modality`` absent with ``reason`` for every later tick (first reason wins)."""
+        Several observations passed together are recorded at once: no snapshot sees some of them without
+        the others (a lost camera makes both visual tokens absent at the same tick).
+        """
         with self._lock:
-            self._unavailable.setdefault(modality, reason)
+            for observation in observations:
+                history = self._history.get(observation.modality)
+                if history is None:
+                    continue
+                # Kept sorted by stream time (stages finish out of order at the end of a file); equal times keep
+                # arrival order.
+                bisect.insort_right(history, observation, key=lambda o: o.t)
+                self.version += observation.vector is not None
+                if len(history) > self._limit:
+                    del history[: len(history) - self._limit]
 
-    def clear_unavailable(self, modality: str, reason: str) -> None:
-        """Lift the mark set by :meth:`set_unavailable`, if ``reason`` is still the one in force."""
+    def set_unavailable(self, modalities: str | tuple[str, ...], reason: str) -> None:
+        """Mark the modality (or modalities, at once) absent with ``reason`` for every later tick (first reason wins)."""
         with self._lock:
-            if self._unavailable.get(modality) == reason:
-                del self._unavailable[modality]
+            for modality in (modalities,) if isinstance(modalities, str) else modalities:
+                self._unavailable.setdefault(modality, reason)
+
+    def clear_unavailable(self, modalities: str | tuple[str, ...], reason: str) -> None:
+        """Lift the mark set by :meth:`set_unavailable` from each modality where ``reason`` is still the one in force."""
+        with self._lock:
+            for modality in (modalities,) if isinstance(modalities, str) else modalities:
+                if self._unavailable.get(modality) == reason:
+                    del self._unavailable[modality]
 
     def unavailable(self, modality: str) -> str | None:
         with self._lock:

@@ -250,8 +250,7 @@ class EmotionStream:
         for stage in self.stages:
             reason = stage.check_hang(now)
             if reason is not None:
-                for modality in stage.modalities:
-                    self.aligner.set_unavailable(modality, reason)
+                self.aligner.set_unavailable(stage.modalities, reason)
 
     def _drained(self) -> bool:
         for stage in self.stages:

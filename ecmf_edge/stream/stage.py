@@ -32,9 +32,9 @@ logger = logging.getLogger("ecmf_edge")
 class Stage:
     """A supervised thread producing :class:`Observation` objects for ``modalities``."""
 
-    def __init__(self, name: str, modalities: tuple[str, ...], post: Callable[[Observation], None], clock: Clock,
+    def __init__(self, name: str, modalities: tuple[str, ...], post: Callable[..., None], clock: Clock,
                  time_limit_s: float, stop: threading.Event, progress: threading.Condition | None = None,
-                 on_recover: Callable[[str, str], None] | None = None) -> None:
+                 on_recover: Callable[[tuple[str, ...], str], None] | None = None) -> None:
         self.name = name
         self.modalities = tuple(modalities)
         self.post = post
@@ -131,8 +131,7 @@ class Stage:
         reason = f"{self.name} stage failed: {detail.splitlines()[0][:200] if detail else type(exc).__name__}"
         self.log_once(reason)
         t, captured = self.item_time(item)
-        for modality in self.modalities:
-            self.post(Observation(modality, t, captured, None, reason))
+        self.post(*(Observation(modality, t, captured, None, reason) for modality in self.modalities))
 
     def check_hang(self, now: float) -> str | None:
         """Declare the stage hung when its current item has run past the time limit; returns the new reason."""
@@ -151,8 +150,7 @@ class Stage:
             return
         self.failed = None
         if self.on_recover is not None:
-            for modality in self.modalities:
-                self.on_recover(modality, reason)
+            self.on_recover(self.modalities, reason)
         logger.warning("%s stage recovered: its call returned after %.1f s", self.name, self.clock.now() - since)
 
 
@@ -214,7 +212,7 @@ class SourceStage(Stage):
     """
 
     def __init__(self, *args: Any, source: Any, pace: Callable[[float], None] | None = None,
-                 on_unavailable: Callable[[str, str], None] | None = None, **kwargs: Any) -> None:
+                 on_unavailable: Callable[[tuple[str, ...], str], None] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.source = source
         self.pace = pace
@@ -238,9 +236,8 @@ class SourceStage(Stage):
             self.device_error = exc
             self.failed = str(exc)
             self.log_once(str(exc))
-            for modality in self.modalities:
-                if self.on_unavailable is not None:
-                    self.on_unavailable(modality, str(exc))
+            if self.on_unavailable is not None:
+                self.on_unavailable(self.modalities, str(exc))
             return None
         if item is None:
             self._report_problem()
@@ -254,8 +251,7 @@ class SourceStage(Stage):
         if not problem or self.source.t0 is None:
             return
         now = self.clock.now()
-        for modality in self.modalities:
-            self.post(Observation(modality, now - self.source.t0, now, None, problem))
+        self.post(*(Observation(modality, now - self.source.t0, now, None, problem) for modality in self.modalities))
 
     def _ended(self, end_t: float) -> None:
         """The source has no more data (post end observations here)."""

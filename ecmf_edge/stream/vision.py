@@ -112,8 +112,7 @@ class VideoReader(SourceStage):
             reason = (f"{getattr(self.source, 'name', 'the video')} delivers blank frames (all one colour): uncover the "
                       "lens, switch on the light or check the camera")
             self.log_once(reason)
-            for modality in self.modalities:
-                self.post(Observation(modality, frame.t, frame.captured, None, reason))
+            self.post(*(Observation(modality, frame.t, frame.captured, None, reason) for modality in self.modalities))
             return
         if self.face is not None:
             self.face.submit(frame, block=self.block)
@@ -127,6 +126,5 @@ class VideoReader(SourceStage):
 
     def _ended(self, end_t: float) -> None:
         now = self.clock.now()
-        for modality in self.modalities:
-            # Just after the last frame's span, so a closing tick at end_t still sees the last frame.
-            self.post(Observation(modality, end_t + 1e-3, now, None, "the video ended"))
+        # Just after the last frame's span, so a closing tick at end_t still sees the last frame.
+        self.post(*(Observation(modality, end_t + 1e-3, now, None, "the video ended") for modality in self.modalities))
