@@ -164,6 +164,25 @@ def test_model_that_cannot_be_converted_keeps_fp32(bundle, tmp_path, monkeypatch
     assert FaceEncoder.from_bundle(kept).encode(face_crops("held_out")[:4]).probs.shape == (4, 7)
 
 
+def test_int8_settings_name_nodes_the_models_have(bundle):
+    """Every node an INT8 setting keeps float is found in the exported model; a missing one is refused, never ignored."""
+    from ecmf_edge.errors import ModelError
+    from ecmf_edge.export.quantize import INT8_SETTINGS, _excluded_nodes
+
+    for key, settings in INT8_SETTINGS.items():
+        if bundle.has(key):
+            found = _excluded_nodes(bundle.path(bundle.spec(key)["file"]), settings)
+            assert len(found) == len(settings["nodes_to_exclude"]), key
+    # the fine-tuned face encoder wraps fer's network ("/net/..."): settings name its nodes by their tail
+    face = bundle.path(bundle.spec("face_encoder")["file"])
+    assert _excluded_nodes(face, {"nodes_to_exclude": ["/conv1/Conv", "/Softmax"]}) == ["/net/conv1/Conv", "/Softmax"]
+    text = bundle.path(bundle.spec("text_branch")["file"])
+    with pytest.raises(ModelError, match="has no node /base/layers.0/key/MatMul .*update INT8_SETTINGS"):
+        _excluded_nodes(text, {"nodes_to_exclude": ["/base/layers.0/key/MatMul"]})
+    with pytest.raises(ModelError, match="has 6 nodes ending in key/MatMul"):
+        _excluded_nodes(text, {"nodes_to_exclude": ["key/MatMul"]})
+
+
 def test_int8_speech_and_text_encoders_stay_close_to_fp32(bundle, converted, speech_wav):
     from ecmf_edge.audio.io import load_audio
     from ecmf_edge.audio.speech_encoder import SpeechEncoder
