@@ -97,7 +97,12 @@ def test_camera_lost_and_back(bundle, parts, face_frames, speech, caplog, freeze
     reason = f"camera 0 {what}: reconnecting"
     lost = [i for i, e in enumerate(events) if e.absent.get("face") == reason]
     assert lost, [e.absent.get("face") for e in events]
-    assert all(events[i].absent["frame"] == reason for i in lost)
+    # During the outage both visual tokens carry the reason. When the camera is back, the scene (frame encoder)
+    # result for its first frame may land a tick before the face detector's: only the last ticks of the outage
+    # may show the frame token back while the face token still has the reason.
+    same = [events[i].absent.get("frame") == reason for i in lost]
+    assert same[0] and same == sorted(same, reverse=True), [events[i].absent.get("frame") for i in lost]
+    assert all("frame" in events[i].present for i, s in zip(lost, same) if not s)
     before, after = events[:lost[0]], events[lost[-1] + 1:]
     assert any("face" in e.present for e in before) and sum("face" in e.present for e in after) >= 3, "video comes back"
     assert warnings_with(caplog, what) == 1, "the outage is logged once"
@@ -110,8 +115,15 @@ def test_black_frames_give_no_visual_label(bundle, parts, face_frames, caplog):
     with caplog.at_level(logging.WARNING, logger="ecmf_edge"):
         events = collect(EmotionStream(models(bundle, parts), video=camera(FakeCamera(frames, fps=30)), realtime=True), 2.6)
     assert_steady(events)
-    blank = [e for e in events if "blank frames" in e.absent.get("face", "")]
-    assert len(blank) >= 3 and all("blank frames" in e.absent["frame"] for e in blank)
+    blank_at = [i for i, e in enumerate(events) if "blank frames" in e.absent.get("face", "")]
+    # Both visual tokens carry the reason, except on the tick where the video is back and the scene result for the
+    # first face frame landed before the face detector's (the next tick then has the face token back too).
+    for i in blank_at:
+        if "blank frames" not in events[i].absent.get("frame", ""):
+            assert "frame" in events[i].present and i + 1 < len(events), [e.absent for e in events[i - 1:i + 2]]
+            assert "blank frames" not in events[i + 1].absent.get("face", ""), [e.absent for e in events[i - 1:i + 2]]
+    blank = [events[i] for i in blank_at if "blank frames" in events[i].absent.get("frame", "")]
+    assert len(blank) >= 3
     assert all(e.label is None and e.present == () for e in blank), "a black frame never yields a label"
     assert "uncover the lens" in blank[0].absent["face"]
     assert sum("face" in e.present for e in events) >= 3, "faces are read between the black stretches"
