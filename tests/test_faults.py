@@ -145,12 +145,14 @@ def test_microphone_lost_leaves_video_running(bundle, parts, face_frames, speech
 
 
 def test_microphone_lost_and_back(bundle, parts, face_frames, speech, caplog):
-    fake = FakeMicrophone(speech, 16000, loop=True, stop_after_s=1.0)  # every opened stream stops after 1 s
+    # Every opened stream stops after 1.2 s: lost at ~1.2 s, noticed at ~1.5 s, reopened at ~1.8 s; the second
+    # stream then runs past the end of the 3 s collection.
+    fake = FakeMicrophone(speech, 16000, loop=True, stop_after_s=1.2)
     options = MicrophoneOptions(stall_timeout_s=0.3, max_reconnects=2, backoff_s=0.3)
     mic = microphone(fake, options)
     with caplog.at_level(logging.WARNING, logger="ecmf_edge"):
         events = collect(EmotionStream(models(bundle, parts), video=camera(FakeCamera(face_frames)), audio=mic,
-                                       realtime=True), 2.4)
+                                       realtime=True), 3.0)
     assert_steady(events)
     reason = "microphone stopped delivering audio: reconnecting"
     lost = [i for i, e in enumerate(events) if e.absent.get("audio") == reason]
