@@ -108,7 +108,7 @@ def test_the_page_shows_live_events_in_headless_chromium(bundle, face_video, spe
         command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                    "--disable-component-update", "--disable-sync", "--no-first-run",
                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=800,600",
-                   "--virtual-time-budget=5000", server.url]
+                   "--virtual-time-budget=5000", "--timeout=20000", server.url]
         for _ in range(2):  # headless chromium now and then hangs at start or lingers after the screenshot: one retry
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             deadline = time.monotonic() + 90
