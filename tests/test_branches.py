@@ -155,13 +155,48 @@ def test_speech_branch_trains(trained):
     assert record["parity"]["max_abs_diff"] <= 1e-4
 
 
+def test_text_training_batches_group_similar_lengths():
+    from ecmf_edge.branches.text import length_buckets
+
+    lengths = np.random.default_rng(3).integers(5, 128, 1000)
+    rng = np.random.default_rng(0)
+    first, second = length_buckets(lengths, 32, rng), length_buckets(lengths, 32, rng)
+    for batches in (first, second):
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))  # every sequence once per epoch
+        assert all(len(b) <= 32 for b in batches) and sum(len(b) < 32 for b in batches) == 1
+        spread = np.mean([np.ptp(lengths[b]) for b in batches])
+        assert spread <= 12, f"batches mix lengths (mean spread {spread:.1f} tokens)"
+    assert [b.tolist() for b in first] != [b.tolist() for b in second]  # a new order each epoch
+
+
 def test_text_branch_trains(trained):
     out = trained
     record = json.loads((out / "text_branch.json").read_text())
     assert record["data"]["dev"] == 12 and len(record["history"]) == 2
     with np.load(out / "text_branch.npz") as weights:
-        assert all(weights[k].dtype == np.float16 for k in weights.files)
-        assert any(k.startswith("layers.1.") for k in weights.files) and "classifier.weight" in weights.files
+        assert weights["layers.3.up.weight.delta_int8"].dtype == np.int8
+        assert weights["layers.3.up.weight.delta_scale"].shape == (weights["layers.3.up.weight.delta_int8"].shape[0],)
+        assert weights["classifier.weight"].dtype == np.float16 and weights["layers.3.out_norm.bias"].dtype == np.float16
+
+
+def test_text_branch_tensors_round_trip_as_int8_differences():
+    from ecmf_edge.branches.text import pack_tuned_tensors, unpack_tuned_tensors
+
+    rng = np.random.default_rng(0)
+    package = {"layers.0.up.weight": rng.normal(0, 0.07, (64, 32)).astype(np.float32),
+               "layers.0.up.bias": rng.normal(0, 0.02, 64).astype(np.float32)}
+    tuned = {"layers.0.up.weight": package["layers.0.up.weight"] + rng.normal(0, 1e-3, (64, 32)),
+             "layers.0.up.bias": package["layers.0.up.bias"] + 1e-3, "classifier.weight": rng.normal(0, 0.1, (6, 32))}
+    tuned["layers.0.up.weight"][5] = package["layers.0.up.weight"][5]  # a row the training left alone
+    stored = pack_tuned_tensors(tuned, package)
+    assert stored["layers.0.up.weight.delta_int8"].dtype == np.int8 and "layers.0.up.weight" not in stored
+    assert stored["layers.0.up.bias"].dtype == np.float16 and stored["classifier.weight"].dtype == np.float16
+    back = unpack_tuned_tensors(stored, package)
+    assert set(back) == set(tuned)
+    delta_step = np.abs(tuned["layers.0.up.weight"] - package["layers.0.up.weight"]).max(axis=1) / 127
+    assert np.all(np.abs(back["layers.0.up.weight"] - tuned["layers.0.up.weight"]) <= delta_step[:, None] / 2 + 1e-7)
+    assert np.array_equal(back["layers.0.up.weight"][5], package["layers.0.up.weight"][5])
+    assert np.allclose(back["classifier.weight"], tuned["classifier.weight"], atol=1e-3)
 
 
 def test_export_uses_trained_branches(trained, tmp_path):

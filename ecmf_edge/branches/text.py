@@ -4,18 +4,23 @@ Input: the utterance as the first segment and its conversational context as the 
 (the two earlier utterances of the dialogue, and the LLM's context sentence when one is
 used), ``[CLS] utterance [SEP] context [SEP]``, at most :data:`MAX_TOKENS` tokens. The
 bottom layers stay as the package ships them; the top :attr:`TextTrainOptions.top_layers`
-layers and a linear classifier are fine-tuned on MELD train (early stopping on 10 % of
-the training dialogues), and scored on MELD dev. The embedding (the branch's token for the
+layers and a linear classifier are fine-tuned on MELD train in batches of similar length
+(an exponential moving average of the weights is kept; the epoch is chosen on 10 % of the
+training dialogues), and scored on MELD dev. The embedding (the branch's token for the
 fusion head) is the mean of the last layer over the *utterance's* tokens, so the context
 informs it through attention without being averaged in.
 
-Only the fine-tuned tensors are saved (``text_branch.npz``, float16, a few MB);
+Only the fine-tuned tensors are saved (``text_branch.npz``, a few MB): each fine-tuned weight
+matrix as its int8 difference from the package's matrix with one float32 scale per row (the
+rounding error, under 3e-5, is below float16's resolution of these weights), the other tensors
+as float16;
 :func:`build_text_branch` puts them on top of the package's weights and exports
 ``text_branch.onnx`` (inputs ``input_ids``, ``attention_mask``, ``token_type_ids``;
 outputs ``embedding``, ``logits``, ``probs``).
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -30,7 +35,7 @@ from ..export.common import check_parity, json_default, onnx_export, require_tor
 from ..fusion.metrics import evaluate
 
 __all__ = ["TextTrainOptions", "run_text_branch", "build_text_branch", "encode_pairs", "context_text", "tune_class_bias",
-           "WEIGHTS_FILE", "RECORD_FILE", "ONNX_FILE", "MAX_TOKENS"]
+           "length_buckets", "pack_tuned_tensors", "unpack_tuned_tensors", "WEIGHTS_FILE", "RECORD_FILE", "ONNX_FILE", "MAX_TOKENS"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -46,10 +51,10 @@ class TextTrainOptions:
     """How the text branch is fine-tuned."""
 
     # Fine-tuned top layers of the six (the rest stay frozen).
-    top_layers: int = 2
+    top_layers: int = 4
     # Earlier utterances of the dialogue given as context (0 = the utterance alone).
     history: int = 2
-    epochs: int = 3
+    epochs: int = 4
     batch_size: int = 32
     # Peak learning rates (one-cycle) of the fine-tuned layers and of the classifier.
     lr: float = 4e-5
@@ -57,6 +62,9 @@ class TextTrainOptions:
     weight_decay: float = 0.01
     label_smoothing: float = 0.05
     val_fraction: float = 0.1
+    # Decay of the exponential moving average of the weights, which is what is scored and saved
+    # (0 = the raw weights).
+    ema_decay: float = 0.995
     threads: int = 2
     seed: int = 0
 
@@ -180,6 +188,49 @@ def tune_class_bias(probs: np.ndarray, y: np.ndarray, labels: Sequence[str], rou
     return bias, before, best
 
 
+def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, jitter: float = 8.0) -> list[np.ndarray]:
+    """One epoch's batches: indices sorted by length (plus up to ``jitter`` tokens of noise, so batches
+    differ between epochs), cut into batches, the batches shuffled. Each batch is padded only to its own
+    longest sequence instead of to the longest of a random draw."""
+    order = np.argsort(np.asarray(lengths, np.float64) + rng.uniform(0.0, jitter, len(lengths)), kind="stable")
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def pack_tuned_tensors(tuned: dict[str, np.ndarray], package: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What ``text_branch.npz`` stores: a matrix that ``package`` also has as its int8 difference from
+    it (``<name>.delta_int8``) with a float32 scale per row (``<name>.delta_scale``); any other tensor
+    as float16."""
+    out = {}
+    for name, value in tuned.items():
+        value = np.asarray(value, np.float32)
+        if value.ndim == 2 and name in package:
+            delta = value - np.asarray(package[name], np.float32)
+            scale = np.abs(delta).max(axis=1) / 127.0
+            scale[scale == 0] = 1.0
+            out[f"{name}.delta_int8"] = np.round(delta / scale[:, None]).astype(np.int8)
+            out[f"{name}.delta_scale"] = scale.astype(np.float32)
+        else:
+            out[name] = value.astype(np.float16)
+    return out
+
+
+def unpack_tuned_tensors(stored: dict[str, np.ndarray], package: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Inverse of :func:`pack_tuned_tensors` (plain float16 tensors, as older files hold, load as they are)."""
+    out = {}
+    for name, value in stored.items():
+        if name.endswith(".delta_scale"):
+            continue
+        if name.endswith(".delta_int8"):
+            name = name[:-len(".delta_int8")]
+            scale = stored[f"{name}.delta_scale"].astype(np.float32)
+            out[name] = np.asarray(package[name], np.float32) + value.astype(np.float32) * scale[:, None]
+        else:
+            out[name] = value.astype(np.float32)
+    return out
+
+
 def _val_dialogues(dialogues: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     unique = np.unique(dialogues)
@@ -221,30 +272,35 @@ def run_text_branch(train: Sequence, dev: Sequence, out_dir: Path, labels: tuple
     cache_seconds = time.perf_counter() - started
 
     top = _build_top(torch, model, opts.top_layers, len(labels))
+    package = {k: v.detach().numpy().copy() for k, v in top.state_dict().items() if k.startswith("layers.")}
     params = [{"params": top.layers.parameters(), "lr": opts.lr}, {"params": top.classifier.parameters(), "lr": opts.head_lr}]
     optimizer = torch.optim.AdamW(params, weight_decay=opts.weight_decay)
+    lengths = np.array([len(states) for states, _ in fit])
     steps = opts.epochs * -(-len(fit) // opts.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[opts.lr, opts.head_lr], total_steps=steps, pct_start=0.1)
     rng = np.random.default_rng(opts.seed)
+    averaged = copy.deepcopy(top) if opts.ema_decay > 0 else top
     best, history = (-1.0, None, 0), []
     for epoch in range(opts.epochs):
         top.train()
         t0 = time.perf_counter()
-        order = rng.permutation(len(fit))
-        for start in range(0, len(order), opts.batch_size):
-            idx = order[start:start + opts.batch_size]
+        for idx in length_buckets(lengths, opts.batch_size, rng):
             logits = top(*_batch(torch, [fit[i] for i in idx]))[1]
             loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(fit_y[idx]), label_smoothing=opts.label_smoothing)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
-        f1 = evaluate(tr_y[val], _predict(torch, top, held).argmax(1), labels).weighted_f1
+            if averaged is not top:
+                with torch.no_grad():
+                    for kept, current in zip(averaged.parameters(), top.parameters()):
+                        kept.mul_(opts.ema_decay).add_(current.detach(), alpha=1.0 - opts.ema_decay)
+        f1 = evaluate(tr_y[val], _predict(torch, averaged, held).argmax(1), labels).weighted_f1
         history.append({"epoch": epoch + 1, "val_weighted_f1": round(f1, 4), "seconds": round(time.perf_counter() - t0, 1)})
         if progress:
             logger.info("text branch epoch %d: held-out weighted F1 %.4f (%.0f s)", epoch + 1, f1, history[-1]["seconds"])
         if f1 > best[0]:
-            best = (f1, {k: v.detach().clone() for k, v in top.state_dict().items()}, epoch + 1)
+            best = (f1, {k: v.detach().clone() for k, v in averaged.state_dict().items()}, epoch + 1)
     top.load_state_dict(best[1])
     unadjusted = evaluate(dv_y, _predict(torch, top, dv_states).argmax(1), labels)
     # class offsets chosen on the held-out training dialogues, folded into the classifier's bias
@@ -255,11 +311,13 @@ def run_text_branch(train: Sequence, dev: Sequence, out_dir: Path, labels: tuple
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().numpy().astype(np.float16) for k, v in top.state_dict().items()}
-    np.savez_compressed(out / WEIGHTS_FILE, **tensors)
+    np.savez_compressed(out / WEIGHTS_FILE, **pack_tuned_tensors(
+        {k: v.detach().numpy() for k, v in top.state_dict().items()}, package))
     record = {"branch": "text", "labels": list(labels), "options": opts.to_dict(),
               "input": "[CLS] utterance [SEP] context [SEP]; context = LLM sentence (if any) + earlier utterances",
               "llm_context": bool(llm_context), "history": history, "best_epoch": best[2],
+              "storage": "fine-tuned matrices as int8 differences from the package's (a float32 scale per row), "
+                         "other tensors float16",
               "data": {"train": len(fit), "val": int(val.sum()), "dev": len(dev)},
               "class_offsets": {"values": [round(float(v), 3) for v in offsets], "val_weighted_f1_before": round(val_before, 4),
                                 "val_weighted_f1_after": round(val_after, 4), "dev_weighted_f1_before": round(unadjusted.weighted_f1, 4)},
@@ -280,9 +338,10 @@ def build_text_branch(weights: Path, record: dict, out_path: Path) -> dict:
     top_layers = int(record["options"]["top_layers"])
     top = _build_top(torch, model, top_layers, len(record["labels"]))
     try:
+        package = {k: v.detach().numpy() for k, v in top.state_dict().items()}
         with np.load(weights, allow_pickle=False) as data:
-            state = {k: torch.from_numpy(data[k].astype(np.float32)) for k in data.files}
-        top.load_state_dict(state, strict=True)
+            state = unpack_tuned_tensors({k: data[k] for k in data.files}, package)
+        top.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(f"{weights} does not fit the text branch ({str(exc).splitlines()[0][:120]}): "
                          "reinstall ecmf-edge or retrain with `ecmf-edge train --branch text`") from None

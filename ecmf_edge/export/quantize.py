@@ -68,9 +68,10 @@ INT8_SETTINGS: dict[str, dict[str, Any]] = {
     # 0.977 with every layer quantized, 0.990 with layers 0-1 kept float).
     "text_encoder": {"dynamic": True, "op_types": ["MatMul", "Gemm"], "nodes_to_exclude": [
         f"/layers.{layer}/{part}/MatMul" for layer in (0, 1) for part in ("key", "query", "value", "attn_out", "up", "down")]},
-    # The fine-tuned text branch (frozen layers 0-3, fine-tuned "/top/" layers 4-5): layers 0-2 stay float.
-    # Top-1 agreement with fp32 on 10 % held-out MELD training dialogues: every layer quantized 96.3 %,
-    # layers 0-1 float 96.8 %, layers 0-2 float 98.5 %, layers 0-3 float 97.8 %.
+    # The fine-tuned text branch (frozen layers 0-1, fine-tuned "/top/" layers 2-5; a name matches the end
+    # of a node's name, so "/layers.2/" finds "/top/layers.2/"): layers 0-2 stay float. Top-1 agreement
+    # with fp32 on 10 % held-out MELD training dialogues: layers 0-1 float 97.8 %, layers 0-2 float 99.0 %
+    # (6.6 ms per utterance on one thread, fp32 9.8 ms), layers 0-3 float 99.2 % (7.6 ms).
     "text_branch": {"dynamic": True, "op_types": ["MatMul", "Gemm"], "nodes_to_exclude": [
         f"/layers.{layer}/{part}/MatMul" for layer in (0, 1, 2) for part in ("key", "query", "value", "attn_out", "up", "down")]},
 }
