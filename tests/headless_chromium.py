@@ -18,17 +18,14 @@ class HeadlessChromium:
     def __init__(self, binary: str, profile: str, width: int = 800, height: int = 600):
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
-
-        def wire_pipes():  # in the child: Chromium reads commands on fd 3 and writes replies on fd 4
-            commands, replies = os.dup(to_chrome_r), os.dup(from_chrome_w)
-            os.dup2(commands, 3)
-            os.dup2(replies, 4)
-
+        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+                f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"]
+        # Chromium reads commands on fd 3 and writes replies on fd 4: bash puts the pipe ends there (dash only
+        # redirects single-digit descriptors)
         self.proc = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-             f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=wire_pipes, pass_fds=(3, 4),
+            ["bash", "-c", f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}', binary, *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(to_chrome_r, from_chrome_w),
             start_new_session=True)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
