@@ -170,6 +170,11 @@ def tta_views(torch, x):
     return torch.cat(views, 0)
 
 
+def mean_over_views(y, batch: int):
+    """(N, ...) per sample: the mean of a (V * N, ...) output of :func:`tta_views` input over its views."""
+    return y.reshape(2 * len(TTA_SHIFTS), batch, *y.shape[1:]).mean(0)
+
+
 def predict_fer7(model, images: np.ndarray, batch: int = 256, tta: bool = True) -> np.ndarray:
     """Softmax over FER7 for uint8 (N, 64, 64) crops; with ``tta`` the logits are averaged over the
     views of :data:`TTA_SHIFTS` (shifted crops and their mirror images), as the exported graph does."""
@@ -180,7 +185,7 @@ def predict_fer7(model, images: np.ndarray, batch: int = 256, tta: bool = True) 
         for i in range(0, len(images), batch):
             x = _as_input(torch, images[i:i + batch])
             if tta:
-                logits = model(tta_views(torch, x))[1].reshape(2 * len(TTA_SHIFTS), x.shape[0], -1).mean(0)
+                logits = mean_over_views(model(tta_views(torch, x))[1], x.shape[0])
             else:
                 logits = model(x)[1]
             out.append(torch.softmax(logits, dim=1).numpy())
@@ -262,10 +267,8 @@ def export_face_branch(model, path: Path, reference: np.ndarray) -> dict:
             self.net = net
 
         def forward(self, face):
-            views = 2 * len(TTA_SHIFTS)
             feats, logits, _ = self.net(tta_views(torch, face))
-            features = feats.reshape(views, face.shape[0], feats.shape[-1]).mean(0)
-            logits = logits.reshape(views, face.shape[0], logits.shape[-1]).mean(0)
+            features, logits = mean_over_views(feats, face.shape[0]), mean_over_views(logits, face.shape[0])
             return features, logits, torch.softmax(logits, dim=1)
 
     wrapped = ViewAveraged(model).eval()
