@@ -196,6 +196,12 @@ def test_real_time_file_playback_takes_the_clips_duration(rec, face_video):
     assert all(b.timestamp > a.timestamp for a, b in zip(events, events[1:]))
     with_face = [e for e in events if "face" in e.present]
     assert len(with_face) >= len(events) - 2 and all(e.label == "happy" for e in with_face[2:])
-    assert all(e.absent["face"] == "the video ended" for e in events if "face" not in e.present)
+    # Only the edges may lack the face: the first tick(s) when the scheduler ran before the first face result
+    # (slow start under load), and the ticks after the end of the video.
+    first, last = events.index(with_face[0]), events.index(with_face[-1])
+    reasons = [e.absent.get("face") for e in events]
+    assert all(r == "no face result yet" for r in reasons[:first]), reasons
+    assert all("face" in e.present for e in events[first:last + 1]), reasons
+    assert all(r == "the video ended" for r in reasons[last + 1:]), reasons
     assert stream.stats()["events_dropped"] == 0
     assert max(e.latency_ms["capture_to_event"] for e in with_face) < 500
