@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default="bench-out/llm_choice.json")
     args = parser.parse_args(argv)
 
-    from ecmf_edge.datasets.meld import read_meld
+    from ecmf_edge.train.datasets.meld import read_meld
 
     dev = read_meld(args.meld, "dev")
     random.Random(args.seed).shuffle(dev)

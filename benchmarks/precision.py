@@ -87,7 +87,7 @@ def _pipeline(bundle, frame, speech, sentence):
     """One full update of every model the live loop runs, as one callable."""
     from ecmf_edge.audio.prosody import prosody_features
     from ecmf_edge.audio.speech_encoder import SpeechEncoder
-    from ecmf_edge.fusion.runtime import FusionHead
+    from ecmf_edge.runtime.fusion_head import FusionHead
     from ecmf_edge.text.text_encoder import TextEncoder
     from ecmf_edge.vision.alignment import align_face
     from ecmf_edge.vision.face_detector import FaceDetector
@@ -120,7 +120,7 @@ def _pipeline(bundle, frame, speech, sentence):
 
 def ensure_bundles(bundle_name: str) -> None:
     """Build the int8/fp16 bundles from the fp32 one when they are missing."""
-    from ecmf_edge.export.quantize import quantize_bundle
+    from ecmf_edge.build.quantize import quantize_bundle
     from ecmf_edge.runtime.bundle import MANIFEST, bundle_dir, load_bundle
 
     for precision in ("fp16", "int8"):

@@ -2,7 +2,7 @@
 
 Every precision's encoders extract the test-split features of the local corpora (RAVDESS
 actors 15-18, EmoDB speakers 03/14, FER2013 PublicTest, CK+ held-out subjects, MELD dev;
-see ``ecmf_edge.fusion.corpora``), the fp32 bundle's fusion head classifies them, and the
+see ``ecmf_edge.train.datasets.corpora``), the fp32 bundle's fusion head classifies them, and the
 table gives per corpus the weighted F1 of each precision, its change against fp32 in
 points, and the top-1 agreement of its predictions with fp32's. Text features are made
 without LLM context here (the LLM's answer does not depend on the encoders' precision).
@@ -31,12 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default="bench-out/precision_accuracy.json")
     args = parser.parse_args(argv)
 
-    from ecmf_edge.export.quantize import quantize_bundle
+    from ecmf_edge.build.quantize import quantize_bundle
     from ecmf_edge.features import FeatureExtractor
-    from ecmf_edge.fusion.corpora import CorpusPaths, load_splits
-    from ecmf_edge.fusion.corpus_features import extract_table
-    from ecmf_edge.fusion.metrics import evaluate
-    from ecmf_edge.fusion.pipeline import DIMS, speech_branch_tokens, token_dims
+    from ecmf_edge.train.datasets.corpora import CorpusPaths, load_splits
+    from ecmf_edge.train.corpus_features import extract_table
+    from ecmf_edge.train.metrics import evaluate
+    from ecmf_edge.train.corpus_features import DIMS, token_dims
+    from ecmf_edge.train.fusion.pipeline import speech_branch_tokens
     from ecmf_edge.runtime.bundle import MANIFEST, bundle_dir, load_bundle
 
     root = Path(args.data)

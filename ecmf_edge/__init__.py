@@ -6,11 +6,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import DependencyError, DeviceError, EcmfError, InputError, ModelError
-from .events import EmotionEvent
-from .labels import LABELS
-from .recognizer import Recognizer
-from .runtime.bundle import Bundle, load_bundle
+from ecmf_edge.errors import DependencyError, DeviceError, EcmfError, InputError, ModelError
+from ecmf_edge.events import EmotionEvent
+from ecmf_edge.labels import LABELS
+from ecmf_edge.recognizer import Recognizer
+from ecmf_edge.runtime.bundle import Bundle, load_bundle
 
 __all__ = [
     "__version__",

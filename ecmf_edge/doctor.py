@@ -10,7 +10,7 @@ import platform
 import sys
 from dataclasses import dataclass
 
-from ._resources import package_version
+from ecmf_edge._resources import package_version
 
 __all__ = ["Check", "run_checks", "format_table"]
 
@@ -62,7 +62,7 @@ def _package_rows() -> list[Check]:
 
 def _provider_rows() -> list[Check]:
     try:
-        from .runtime.sessions import available_providers
+        from ecmf_edge.runtime.sessions import available_providers
 
         return [Check("onnxruntime", "providers", True, ", ".join(available_providers()), True)]
     except Exception as exc:
@@ -92,8 +92,8 @@ def _microphone_rows() -> list[Check]:
 
 
 def _bundle_rows(source, verify: bool) -> list[Check]:
-    from .errors import EcmfError
-    from .runtime.bundle import load_bundle
+    from ecmf_edge.errors import EcmfError
+    from ecmf_edge.runtime.bundle import load_bundle
 
     try:
         bundle = load_bundle(source, build_if_missing=False)
@@ -118,10 +118,10 @@ def _smoke_row(bundle) -> Check:
     """Run the fusion head once on neutral inputs: proves ONNX Runtime can load and execute the bundle here."""
     import numpy as np
 
-    from .errors import EcmfError
+    from ecmf_edge.errors import EcmfError
 
     try:
-        from .fusion.runtime import FusionHead
+        from ecmf_edge.runtime.fusion_head import FusionHead
 
         head = FusionHead.from_bundle(bundle)
         features = {m: np.zeros(head.dims[m], np.float32) for m in head.modalities}

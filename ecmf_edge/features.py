@@ -16,15 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from .audio.io import SAMPLE_RATE, check_pcm, load_audio, rms_dbfs
-from .errors import InputError
+from ecmf_edge.audio.io import SAMPLE_RATE, check_pcm, load_audio, rms_dbfs
+from ecmf_edge.errors import InputError
+from ecmf_edge.modalities import MODALITIES
 
 __all__ = ["ModalityFeatures", "FeatureExtractor", "FeatureOptions", "MODALITY_ORDER", "normalize_loudness"]
 
 logger = logging.getLogger("ecmf_edge")
 
 # Modality tokens in the order the fusion head reads them.
-MODALITY_ORDER: tuple[str, ...] = ("frame", "face", "audio", "text")
+MODALITY_ORDER: tuple[str, ...] = MODALITIES  # the token order (ecmf_edge.modalities)
 # Below this loudness (dBFS) audio counts as silent and the VAD is not run.
 SILENCE_DBFS = -60.0
 # Longest stretch of speech fed to the speech encoder at once (Whisper's window).
@@ -120,21 +121,21 @@ class FeatureExtractor:
     def _model(self, key: str):
         if key not in self._models:
             if key == "face_detector":
-                from .vision.face_detector import FaceDetector as cls
+                from ecmf_edge.vision.face_detector import FaceDetector as cls
             elif key == "face_encoder":
-                from .vision.face_encoder import FaceEncoder as cls
+                from ecmf_edge.vision.face_encoder import FaceEncoder as cls
             elif key == "frame_encoder":
-                from .vision.frame_encoder import FrameEncoder as cls
+                from ecmf_edge.vision.frame_encoder import FrameEncoder as cls
             elif key == "vad":
-                from .audio.vad import VoiceActivityDetector as cls
+                from ecmf_edge.audio.vad import VoiceActivityDetector as cls
             elif key == "audio_encoder":
-                from .audio.speech_encoder import SpeechEncoder as cls
+                from ecmf_edge.audio.speech_encoder import SpeechEncoder as cls
             elif key == "text_encoder":
-                from .text.text_encoder import TextEncoder as cls
+                from ecmf_edge.text.text_encoder import TextEncoder as cls
             elif key == "asr":
-                from .text.asr import SpeechRecognizer as cls
+                from ecmf_edge.text.asr import SpeechRecognizer as cls
             elif key == "text_featurizer":
-                from .text.text_path import TextFeaturizer
+                from ecmf_edge.text.text_path import TextFeaturizer
 
                 self._models[key] = TextFeaturizer.from_bundle(self.bundle, self.enricher)
                 return self._models[key]
@@ -151,7 +152,7 @@ class FeatureExtractor:
 
     def face_crop(self, frame: np.ndarray, face) -> np.ndarray:
         """Aligned crop of one detected face, at the face encoder's input size."""
-        from .vision.alignment import align_face
+        from ecmf_edge.vision.alignment import align_face
 
         return align_face(frame, face, size=self._model("face_encoder").input_size, padding=self.options.face_padding)
 
@@ -191,7 +192,7 @@ class FeatureExtractor:
         Raises:
             InputError: missing, unreadable or empty video.
         """
-        from .capture.video import iter_video_frames
+        from ecmf_edge.capture.video import iter_video_frames
 
         frames = [f for _, f in iter_video_frames(path, self.options.sample_fps, self.options.max_frames)]
         if not frames:
@@ -223,7 +224,7 @@ class FeatureExtractor:
         speech = np.concatenate([x[int(s.start * SAMPLE_RATE): int(s.end * SAMPLE_RATE)] for s in segments])
         speech = normalize_loudness(speech[: int(MAX_SPEECH_SECONDS * SAMPLE_RATE)], self.options.speech_target_dbfs)
         out.info["speech_seconds"] = round(speech.size / SAMPLE_RATE, 3)
-        from .audio.prosody import prosody_features
+        from ecmf_edge.audio.prosody import prosody_features
 
         out.audio = np.asarray(self._model("audio_encoder").encode(speech, SAMPLE_RATE), dtype=np.float32)
         out.prosody = prosody_features(speech, SAMPLE_RATE)

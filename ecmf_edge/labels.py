@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from ecmf_edge.errors import InputError
 
 __all__ = ["MER2025_LABELS", "LABELS", "DATASET_MAPPINGS", "map_label", "map_probabilities"]
 

@@ -19,30 +19,30 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .capture.base import AudioSource, VideoSource
-from .capture.camera import CameraOptions, CameraSource
-from .capture.clock import DEFAULT_CLOCK, Clock
-from .capture.files import AudioFileSource, VideoFileSource
-from .capture.microphone import MicrophoneOptions, MicrophoneSource
-from .errors import EcmfError, InputError, ModelError
-from .events import EmotionEvent
-from .stream.models import Locked, ModelLoader
-from .stream.options import MODALITIES, StreamOptions
-from .stream.pipeline import EmotionStream
-from .stream.sinks import CallbackSink, LabelChangeSink
+from ecmf_edge.capture.base import AudioSource, VideoSource
+from ecmf_edge.capture.camera import CameraOptions, CameraSource
+from ecmf_edge.capture.clock import DEFAULT_CLOCK, Clock
+from ecmf_edge.capture.files import AudioFileSource, VideoFileSource
+from ecmf_edge.capture.microphone import MicrophoneOptions, MicrophoneSource
+from ecmf_edge.errors import EcmfError, InputError, ModelError
+from ecmf_edge.events import EmotionEvent
+from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS
+from ecmf_edge.stream.models import Locked, ModelLoader
+from ecmf_edge.stream.options import MODALITIES, StreamOptions
+from ecmf_edge.stream.pipeline import EmotionStream
+from ecmf_edge.stream.sinks import CallbackSink, LabelChangeSink
 
 __all__ = ["Recognizer", "BACKENDS", "PRECISIONS"]
 
 logger = logging.getLogger("ecmf_edge")
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = BACKEND_CHOICES
 
 
 def _resolve_bundle(bundle: Any, backend: str, precision: str, model_threads: int = 1):
     """Load the bundle for a backend/precision, with errors naming the command that builds it."""
-    from .runtime.bundle import MANIFEST, Bundle, bundle_dir, load_bundle
-    from .runtime.sessions import SessionConfig, available_providers
+    from ecmf_edge.runtime.bundle import DEFAULT_BUNDLE, MANIFEST, Bundle, bundle_dir, ensure_default_bundle, load_bundle
+    from ecmf_edge.runtime.sessions import SessionConfig, available_providers
 
     if isinstance(bundle, Bundle):
         loaded = bundle
@@ -61,6 +61,8 @@ def _resolve_bundle(bundle: Any, backend: str, precision: str, model_threads: in
                        f"build it on this machine with `ecmf-edge build-engine --precision {precision}` "
                        "(engines are specific to the TensorRT version and GPU)")
                 raise ModelError(f"no {engine} {precision} bundle '{source}' at {root}: {fix}")
+            if str(source) == DEFAULT_BUNDLE and engine == "onnxruntime" and precision == "fp32":
+                source = ensure_default_bundle()
         loaded = load_bundle(source, backend=engine, precision=precision, session_config=config)
     if loaded.precision != precision:
         raise InputError(f"bundle '{loaded.name}' at {loaded.root} is {loaded.precision} but precision='{precision}' "
@@ -108,7 +110,7 @@ class Recognizer:
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
         if backend == "tensorrt":
-            from .runtime.tensorrt import import_tensorrt
+            from ecmf_edge.runtime.tensorrt import import_tensorrt
 
             import_tensorrt()
         self._callbacks = [CallbackSink(on_event)] if on_event is not None else []
@@ -123,7 +125,7 @@ class Recognizer:
         self.bundle = _resolve_bundle(bundle, backend, precision, model_threads)
         self.labels: tuple[str, ...] = tuple(self.bundle.labels)
         if fusion is None:
-            from .fusion.runtime import FusionHead
+            from ecmf_edge.runtime.fusion_head import FusionHead
 
             fusion = FusionHead.from_bundle(self.bundle).predict
         elif not callable(fusion):
@@ -261,8 +263,8 @@ class Recognizer:
                             raw_label=label, face_box=extra.get("box"))
 
     def _predict_frame(self, frame: Any, detect: bool, features: dict, absent: dict, latency: dict, extra: dict) -> None:
-        from .vision.alignment import align_face
-        from .vision.face_detector import as_bgr
+        from ecmf_edge.vision.alignment import align_face
+        from ecmf_edge.vision.face_detector import as_bgr
 
         image = as_bgr(frame)
         started = time.perf_counter()
@@ -284,7 +286,7 @@ class Recognizer:
         extra["box"] = tuple(float(v) for v in faces[0].box)
 
     def _predict_face(self, face: Any, features: dict, latency: dict) -> None:
-        from .vision.face_encoder import as_image_list
+        from ecmf_edge.vision.face_encoder import as_image_list
 
         crops = as_image_list(face, "face crop")
         if len(crops) != 1:
@@ -294,7 +296,7 @@ class Recognizer:
         latency["face_encode"] = round((time.perf_counter() - started) * 1000.0, 3)
 
     def _predict_audio(self, audio: Any, sample_rate: int, features: dict, absent: dict, latency: dict) -> None:
-        from .audio.io import SAMPLE_RATE, resample, to_float_mono
+        from ecmf_edge.audio.io import SAMPLE_RATE, resample, to_float_mono
 
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
             raise InputError(f"sample_rate={sample_rate!r} is invalid: pass the audio's rate in Hz (e.g. 16000)")

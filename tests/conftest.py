@@ -20,7 +20,7 @@ from ecmf_edge.audio.io import load_audio
 @pytest.fixture(scope="session")
 def bundle_root(tmp_path_factory) -> Path:
     """The default bundle, exported once per test run (or reused from $ECMF_EDGE_TEST_BUNDLE)."""
-    from ecmf_edge.export.bundle import export_bundle
+    from ecmf_edge.build.bundle import export_bundle
 
     reuse = os.environ.get("ECMF_EDGE_TEST_BUNDLE")
     target = Path(reuse) if reuse else tmp_path_factory.mktemp("engines") / "default" / "onnxruntime-fp32"
@@ -165,7 +165,7 @@ def parts(bundle) -> dict:
     """The stream's vision, speech and fusion models of the default bundle."""
     from ecmf_edge.audio.speech_branch import SpeechBranch
     from ecmf_edge.audio.speech_encoder import SpeechEncoder
-    from ecmf_edge.fusion.runtime import FusionHead
+    from ecmf_edge.runtime.fusion_head import FusionHead
     from ecmf_edge.vision.face_detector import FaceDetector
     from ecmf_edge.vision.face_encoder import FaceEncoder
     from ecmf_edge.vision.frame_encoder import FrameEncoder

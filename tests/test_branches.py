@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ecmf_edge.branches.speaker_norm import SpeakerNormalizer, normalize_by_group
+from ecmf_edge.audio.speaker_norm import SpeakerNormalizer, normalize_by_group
 from ecmf_edge.errors import InputError
 
 
@@ -156,7 +156,7 @@ def test_speech_branch_trains(trained):
 
 
 def test_text_training_batches_group_similar_lengths():
-    from ecmf_edge.branches.text import length_buckets
+    from ecmf_edge.train.branches.text import length_buckets
 
     lengths = np.random.default_rng(3).integers(5, 128, 1000)
     rng = np.random.default_rng(0)
@@ -180,7 +180,7 @@ def test_text_branch_trains(trained):
 
 
 def test_text_branch_tensors_round_trip_as_int8_differences():
-    from ecmf_edge.branches.text import pack_tuned_tensors, unpack_tuned_tensors
+    from ecmf_edge.build.text_branch import pack_tuned_tensors, unpack_tuned_tensors
 
     rng = np.random.default_rng(0)
     package = {"layers.0.up.weight": rng.normal(0, 0.07, (64, 32)).astype(np.float32),
@@ -217,7 +217,7 @@ def test_export_uses_trained_branches(trained, tmp_path):
 
 
 def test_branches_have_tensorrt_profiles(bundle):
-    from ecmf_edge.export.tensorrt_build import ENGINE_MODELS, optimization_profile
+    from ecmf_edge.build.tensorrt_build import ENGINE_MODELS, optimization_profile
 
     assert {"speech_head", "text_branch"} <= set(ENGINE_MODELS)
     text = optimization_profile("text_branch", bundle.spec("text_branch")["inputs"])

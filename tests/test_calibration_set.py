@@ -10,8 +10,8 @@ import pytest
 
 from ecmf_edge.cli import main
 from ecmf_edge.errors import InputError
-from ecmf_edge.export.calibration import CalibrationBatcher
-from ecmf_edge.export.calibration_set import (
+from ecmf_edge.build.calibration import CalibrationBatcher
+from ecmf_edge.build.calibration_set import (
     build_calibration_set, default_calibration_set, is_calibration_set, load_calibration_set, sentences,
 )
 from ecmf_edge.text.text_encoder import TextEncoder

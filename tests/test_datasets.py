@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from conftest import write_wav
-from ecmf_edge.datasets.base import group_split
-from ecmf_edge.datasets.images import read_ckplus, read_fer2013, read_label_folders
-from ecmf_edge.datasets.meld import read_meld
-from ecmf_edge.datasets.speech import read_cremad, read_emodb, read_ravdess
-from ecmf_edge.datasets.tabular import read_manifest, read_mer2025
+from ecmf_edge.train.datasets.base import group_split
+from ecmf_edge.train.datasets.images import read_ckplus, read_fer2013, read_label_folders
+from ecmf_edge.train.datasets.meld import read_meld
+from ecmf_edge.train.datasets.speech import read_cremad, read_emodb, read_ravdess
+from ecmf_edge.train.datasets.tabular import read_manifest, read_mer2025
 from ecmf_edge.errors import InputError
 
 
@@ -106,7 +106,7 @@ def test_meld_mer2025_and_manifest(tmp_path):
 
 
 def test_group_split_never_leaks_a_person(tmp_path):
-    from ecmf_edge.datasets.base import Sample
+    from ecmf_edge.train.datasets.base import Sample
 
     samples = [Sample(f"c:{p}:{i}", "c", f"c:{p}", "happy", "happy") for p in range(30) for i in range(5)]
     train, test = group_split(samples, test_fraction=0.2, seed=3)

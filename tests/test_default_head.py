@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ecmf_edge.features import FeatureExtractor
-from ecmf_edge.fusion.runtime import FusionHead
+from ecmf_edge.runtime.fusion_head import FusionHead
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,7 @@ class _Counting:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from ecmf_edge.export.mtcnn import export_face_detector
+    from ecmf_edge.build.mtcnn import export_face_detector
 
     out = tmp_path_factory.mktemp("face_detector")
     return out, export_face_detector(out)
@@ -104,7 +104,7 @@ def test_onnx_matches_torch_on_real_crops(exported, astronaut):
     import onnxruntime as ort
     import torch
 
-    from ecmf_edge.export.mtcnn import load_mtcnn
+    from ecmf_edge.build.mtcnn import load_mtcnn
 
     out, _ = exported
     modules = dict(zip(("pnet", "rnet", "onet"), load_mtcnn()))

@@ -18,7 +18,7 @@ from ecmf_edge.vision.face_encoder import FaceEncoder
 pytest.importorskip("torch")
 pytest.importorskip("h5py")
 
-from ecmf_edge.export.mini_xception import (
+from ecmf_edge.build.mini_xception import (
     EMOTION_LABELS,
     build_mini_xception,
     export_face_encoder,
@@ -145,7 +145,7 @@ def test_bundle_face_encoder_is_the_fine_tuned_branch(tmp_path, astronaut_face):
     assert {o["name"]: o["shape"] for o in record.outputs} == {
         "features": ["batch", 128], "logits": ["batch", 7], "probs": ["batch", 7]}
     assert record.attributes["metrics"]["fer2013_publictest"] > 0.6
-    from ecmf_edge.export.mini_xception import cv2_grey64, preprocess_faces
+    from ecmf_edge.build.mini_xception import cv2_grey64, preprocess_faces
 
     session = ort.InferenceSession(str(tmp_path / "face_encoder.onnx"), providers=["CPUExecutionProvider"])
     grey = cv2_grey64(astronaut_face)

@@ -21,7 +21,7 @@ from ecmf_edge.capture import CameraOptions, CameraSource, FakeCamera, FakeMicro
 from ecmf_edge.capture.files import AudioFileSource, VideoFileSource
 from ecmf_edge.cli import main
 from ecmf_edge.errors import DeviceError
-from ecmf_edge.fusion.runtime import FusionHead
+from ecmf_edge.runtime.fusion_head import FusionHead
 from ecmf_edge.stream.options import StreamOptions
 from ecmf_edge.stream.pipeline import EmotionStream, StreamModels
 from ecmf_edge.stream.recorder import VideoRecorder

@@ -18,7 +18,7 @@ from ecmf_edge.vision.frame_encoder import FrameEncoder
 
 pytest.importorskip("torch")
 
-from ecmf_edge.export.efficientnet_lite import (
+from ecmf_edge.build.efficientnet_lite import (
     CAT_CLASSES,
     CUP_CLASSES,
     build_efficientnet_lite0,

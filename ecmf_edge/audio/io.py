@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ecmf_edge.errors import InputError
+from ecmf_edge.modalities import SAMPLE_RATE
 
 __all__ = ["SAMPLE_RATE", "load_audio", "to_float_mono", "resample", "check_pcm", "rms_dbfs"]
 
 # The rate every audio model of ecmf-edge expects.
-SAMPLE_RATE = 16000
 
 
 def to_float_mono(samples: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io import SAMPLE_RATE, check_pcm
+from ecmf_edge.audio.io import SAMPLE_RATE, check_pcm
 
 __all__ = ["prosody_features", "PROSODY_NAMES"]
 

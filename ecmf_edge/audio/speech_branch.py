@@ -2,7 +2,7 @@
 
 The raw audio token (``audio_encoder``'s ``pooled_mid`` + 16 prosody statistics) is
 standardised with the running statistics of the current speaker
-(:class:`~ecmf_edge.branches.speaker_norm.SpeakerNormalizer`, starting from the training
+(:class:`~ecmf_edge.audio.speaker_norm.SpeakerNormalizer`, starting from the training
 population) and passed through ``speech_head.onnx``. Its ``embedding`` is the audio token
 the fusion head reads; its ``probs`` are the branch's own emotion estimate. Call
 :meth:`SpeechBranch.reset_speaker` when a different person starts talking.
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..branches.speaker_norm import SpeakerNormalizer
-from ..errors import ModelError
+from ecmf_edge.audio.speaker_norm import SpeakerNormalizer
+from ecmf_edge.errors import ModelError
 
 __all__ = ["SpeechBranch", "MODEL_KEY"]
 

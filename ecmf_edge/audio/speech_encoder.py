@@ -10,19 +10,21 @@ Whisper's ASR the input is not padded to 30 s: only the actual audio (at least
 from __future__ import annotations
 
 import logging
+import threading
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import InputError, ModelError
+from ecmf_edge.errors import InputError, ModelError
+from ecmf_edge.modalities import SAMPLE_RATE
 
 __all__ = ["SpeechEncoder", "log_mel", "prepare_mel", "mel_filters", "SAMPLE_RATE", "MODEL_KEY"]
 
 logger = logging.getLogger("ecmf_edge")
 
 MODEL_KEY = "audio_encoder"
-SAMPLE_RATE = 16000
 N_FFT = 400
 HOP = 160
 N_MELS = 80
@@ -137,14 +139,48 @@ def _validate(pcm: Any, sample_rate: Any) -> np.ndarray:
 class SpeechEncoder:
     """Whisper-base encoder on an ONNX Runtime session: PCM -> pooled 1024-d vector or states."""
 
-    def __init__(self, session, spec: Mapping[str, Any] | None = None) -> None:
-        """Wrap an ``onnxruntime.InferenceSession`` of ``audio_encoder.onnx``.
+    def __init__(self, session, spec: Mapping[str, Any] | None = None, token_session=None) -> None:
+        """Wrap an ``onnxruntime.InferenceSession`` of ``audio_encoder.onnx`` and, when given, one of the
+        truncated graph that computes only the audio token (``audio_encoder_token.onnx``), which
+        :meth:`encode` then runs. ``session`` may be a callable that opens the full session on first use.
 
         Raises:
             ModelError: the session does not have the ``mel`` input and ``states``/``pooled`` outputs.
         """
-        self.session = session
         self.spec = dict(spec or {})
+        self._session, self._session_lock = session, threading.Lock()
+        self.token_session = token_session
+        if token_session is not None:
+            names = {o.name for o in token_session.get_outputs()}
+            token = str(self.spec.get("attributes", {}).get("token_output", "pooled"))
+            if names != {token}:
+                raise ModelError(f"truncated audio encoder has outputs {sorted(names)}, expected {token}: "
+                                 "run `ecmf-edge export --force`")
+        if callable(session) and not hasattr(session, "run"):
+            self._check_preprocessing()
+            self.token_output = str(self.spec.get("attributes", {}).get("token_output", "pooled"))
+            return
+        self._check_session(session)
+
+    @property
+    def session(self):
+        """The full encoder's session (opened on first use when only the token graph was needed so far)."""
+        with self._session_lock:
+            if callable(self._session) and not hasattr(self._session, "run"):
+                session = self._session()
+                self._check_session(session)
+                self._session = session
+            return self._session
+
+    def _check_preprocessing(self) -> None:
+        pre = self.spec.get("preprocessing", {})
+        if int(pre.get("sample_rate", SAMPLE_RATE)) != SAMPLE_RATE or int(pre.get("n_mels", N_MELS)) != N_MELS:
+            raise ModelError("audio encoder preprocessing in the manifest is not 16 kHz / 80 mel: run `ecmf-edge export --force`")
+        self.max_frames = int(pre.get("max_frames", MAX_FRAMES))
+        self.min_frames = int(pre.get("min_frames", MIN_FRAMES))
+        self.dim = int(self.spec.get("attributes", {}).get("pooled_dim", 2 * 512))
+
+    def _check_session(self, session) -> None:
         inputs = {i.name for i in session.get_inputs()}
         outputs = {o.name for o in session.get_outputs()}
         if "mel" not in inputs or not {"states", "pooled"} <= outputs:
@@ -152,12 +188,7 @@ class SpeechEncoder:
                 f"audio encoder model has inputs {sorted(inputs)} and outputs {sorted(outputs)}, expected mel -> states, pooled: "
                 "run `ecmf-edge export --force`"
             )
-        pre = self.spec.get("preprocessing", {})
-        if int(pre.get("sample_rate", SAMPLE_RATE)) != SAMPLE_RATE or int(pre.get("n_mels", N_MELS)) != N_MELS:
-            raise ModelError("audio encoder preprocessing in the manifest is not 16 kHz / 80 mel: run `ecmf-edge export --force`")
-        self.max_frames = int(pre.get("max_frames", MAX_FRAMES))
-        self.min_frames = int(pre.get("min_frames", MIN_FRAMES))
-        self.dim = int(self.spec.get("attributes", {}).get("pooled_dim", 2 * 512))
+        self._check_preprocessing()
         # Which pooled output is the audio token (the speech branch's input): bundles from
         # this version pool a middle layer ("pooled_mid"); older ones only the last ("pooled").
         self.token_output = str(self.spec.get("attributes", {}).get("token_output", "pooled"))
@@ -175,6 +206,10 @@ class SpeechEncoder:
         spec = bundle.spec(MODEL_KEY)
         if not spec or "file" not in spec:
             raise ModelError(f"bundle has no '{MODEL_KEY}' model: run `ecmf-edge export --force`")
+        token_file = spec.get("attributes", {}).get("token_file")
+        if token_file and token_file in spec.get("extra_files", []) and Path(token_file).suffix == Path(spec["file"]).suffix:
+            # streams need only the token: the full graph is opened when states or the last layer are asked for
+            return cls(lambda: bundle.session(spec["file"]), spec, token_session=bundle.session(token_file))
         return cls(bundle.session(spec["file"]), spec)
 
     def _run(self, pcm: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -189,6 +224,16 @@ class SpeechEncoder:
             raise ModelError(f"audio encoder failed on a {mel.shape} input ({first[:160]}): run `ecmf-edge export --force`") from None
         return states[0].astype(np.float32, copy=False), pooled[0].astype(np.float32, copy=False)
 
+    def _run_token(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+        audio = _validate(pcm, sample_rate)
+        mel = prepare_mel(audio, self.max_frames, self.min_frames)
+        try:
+            (pooled,) = self.token_session.run([self.token_output], {"mel": mel})
+        except Exception as exc:  # onnxruntime raises its own exception types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"audio encoder failed on a {mel.shape} input ({first[:160]}): run `ecmf-edge export --force`") from None
+        return pooled[0].astype(np.float32, copy=False)
+
     def encode(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
         """Pooled vector (1024,) float32: concat(mean, std) over time of the encoder states of the
         layer the manifest names as the audio token (``token_output``: a middle layer in bundles of
@@ -201,6 +246,8 @@ class SpeechEncoder:
             InputError: empty, too short, non-finite, multi-channel or non-16 kHz audio.
             ModelError: the ONNX session fails.
         """
+        if self.token_session is not None:
+            return self._run_token(pcm, sample_rate)
         return self._run(pcm, sample_rate)[1]
 
     def encode_states(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:

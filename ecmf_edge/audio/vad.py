@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
-from .io import SAMPLE_RATE, check_pcm
+from ecmf_edge.errors import InputError
+from ecmf_edge.audio.io import SAMPLE_RATE, check_pcm
 
 __all__ = ["VoiceActivityDetector", "VadOptions", "SpeechSegment", "CHUNK_SAMPLES"]
 

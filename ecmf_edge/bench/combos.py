@@ -4,12 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..errors import InputError
+from ecmf_edge.errors import InputError
+from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS
 
 __all__ = ["Combo", "BACKENDS", "PRECISIONS", "expand", "plan_combos"]
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = BACKEND_CHOICES
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def expand(values: Iterable[str] | None, allowed: tuple[str, ...], what: str) ->
 
 
 def _auto_resolves_to_cpu() -> bool:
-    from ..runtime.sessions import available_providers
+    from ecmf_edge.runtime.sessions import available_providers
 
     return "CUDAExecutionProvider" not in available_providers()
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .replay import ReplayClip
-from .stats import spread, summarize
-from .system import CpuMeter, current_rss_mb
+from ecmf_edge.bench.replay import ReplayClip
+from ecmf_edge.bench.stats import spread, summarize
+from ecmf_edge.bench.system import CpuMeter, current_rss_mb
 
 __all__ = ["run_stream_once", "measure_end_to_end"]
 

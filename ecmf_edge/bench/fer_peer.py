@@ -18,7 +18,7 @@ import sys
 import types
 from typing import Any
 
-from ..errors import DependencyError
+from ecmf_edge.errors import DependencyError
 
 __all__ = ["load_fer_class", "fer_runtime_note"]
 
@@ -36,7 +36,7 @@ def _litert_interpreter() -> Any:
 
 
 def _stand_ins() -> dict[str, types.ModuleType]:
-    from .._resources import package_dir
+    from ecmf_edge._resources import package_dir
 
     interpreter = _litert_interpreter()
 

@@ -21,9 +21,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import EcmfError
-from ..labels import map_label
-from .stats import summarize
+from ecmf_edge.errors import EcmfError
+from ecmf_edge.labels import map_label
+from ecmf_edge.bench.stats import summarize
 
 __all__ = ["KNOWN_PEERS", "measure_peers", "unavailable_peers"]
 
@@ -108,7 +108,7 @@ def _fer_per_face(detector: Any, crops: list[np.ndarray]) -> tuple[list[str | No
 
 
 def _ours_per_frame(detector: Any, encoder: Any, frames: list[np.ndarray]) -> tuple[list[str | None], list[float]]:
-    from ..vision.alignment import align_face
+    from ecmf_edge.vision.alignment import align_face
 
     def one(frame: np.ndarray) -> str | None:
         faces = detector.detect(frame)
@@ -166,10 +166,10 @@ def measure_peers(bundles: dict[str, Any], clip: Any, max_faces: int | None = No
     ``bundles`` maps a configuration name (e.g. ``onnxruntime-int8``) to a loaded bundle.
     Returns ``{"inputs", "ours": {config: ...}, "peers": [...], "unavailable": [...]}``.
     """
-    from ..export.mini_xception import parity_crops
-    from ..vision.face_detector import FaceDetector
-    from ..vision.face_encoder import FaceEncoder
-    from .fer_peer import fer_runtime_note, load_fer_class
+    from ecmf_edge.build.mini_xception import parity_crops
+    from ecmf_edge.vision.face_detector import FaceDetector
+    from ecmf_edge.vision.face_encoder import FaceEncoder
+    from ecmf_edge.bench.fer_peer import fer_runtime_note, load_fer_class
 
     crops, groups = parity_crops()
     if max_faces is not None:

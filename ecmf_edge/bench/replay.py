@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._assets import asset_path
-from ..errors import InputError
-from ..runtime.bundle import sha256_file
+from ecmf_edge._assets import asset_path
+from ecmf_edge.errors import InputError
+from ecmf_edge.runtime.bundle import sha256_file
+from ecmf_edge.modalities import SAMPLE_RATE
 
 __all__ = ["ReplayClip", "build_replay_clip", "replay_frame", "REPLAY_FPS", "REPLAY_SIZE"]
 
@@ -31,7 +32,7 @@ REPLAY_SIZE = (640, 480)
 # Bump when the way the clip is drawn changes (it changes the cache key).
 _RECIPE = 1
 _SILENCE_S = 1.0
-_SAMPLE_RATE = 16000
+_SAMPLE_RATE = SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def replay_frame(photo: np.ndarray, index: int, fps: float = REPLAY_FPS, size: t
 
 
 def _speech_track(seconds: float) -> np.ndarray:
-    from ..audio.io import load_audio
+    from ecmf_edge.audio.io import load_audio
 
     speech = load_audio(asset_path("speech_en.wav"))
     unit = np.concatenate([speech, np.zeros(int(_SILENCE_S * _SAMPLE_RATE), dtype=np.float32)])
@@ -115,7 +116,7 @@ def _cache_key(seconds: float, fps: float, size: tuple[int, int]) -> str:
 
 def default_cache_dir() -> Path:
     """``<engines>/bench`` (see :func:`ecmf_edge.runtime.bundle.engines_dir`)."""
-    from ..runtime.bundle import engines_dir
+    from ecmf_edge.runtime.bundle import engines_dir
 
     return engines_dir() / "bench"
 

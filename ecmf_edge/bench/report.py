@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..errors import InputError
+from ecmf_edge.errors import InputError
 
 __all__ = ["SCHEMA", "check_report", "end_to_end_rows", "format_tables", "measured", "peer_rows", "read_json",
            "stage_rows", "text_table", "write_json"]

@@ -18,11 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import InputError
-from .combos import Combo, plan_combos
-from .replay import build_replay_clip
-from .report import SCHEMA, check_report, measured, write_json
-from .system import machine, versions
+from ecmf_edge.errors import InputError
+from ecmf_edge.bench.combos import Combo, plan_combos
+from ecmf_edge.bench.replay import build_replay_clip
+from ecmf_edge.bench.report import SCHEMA, check_report, measured, write_json
+from ecmf_edge.bench.system import machine, versions
 
 __all__ = ["BenchOptions", "BenchResult", "run_bench"]
 
@@ -136,8 +136,8 @@ def run_bench(options: BenchOptions | None = None, progress: Callable[[str], Non
     Raises:
         InputError: an unknown backend or precision, or an invalid option.
     """
-    from .plots import latency_cdf_png, stage_bars_png
-    from .report import format_tables
+    from ecmf_edge.bench.plots import latency_cdf_png, stage_bars_png
+    from ecmf_edge.bench.report import format_tables
 
     opts = options or BenchOptions()
     say = progress or (lambda message: None)

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .._assets import asset_path
-from .stats import summarize, time_calls
+from ecmf_edge._assets import asset_path
+from ecmf_edge.bench.stats import summarize, time_calls
 
 __all__ = ["FRAME_SIZES", "FACE_COUNTS", "AUDIO_WINDOWS_S", "TRANSCRIPT_WORDS", "ASR_SECONDS", "measure_scaling"]
 
@@ -68,7 +68,7 @@ def _row(label: str, times: list[float], **extra: Any) -> dict[str, Any]:
 def _frame_sizes(detector: Any, face_encoder: Any, frame_encoder: Any, repeats: int, warmup: int) -> list[dict]:
     import cv2
 
-    from ..vision.alignment import align_face
+    from ecmf_edge.vision.alignment import align_face
 
     photo, rows = _photo(), []
     for w, h in FRAME_SIZES:
@@ -88,7 +88,7 @@ def _frame_sizes(detector: Any, face_encoder: Any, frame_encoder: Any, repeats: 
 
 
 def _face_counts(detector: Any, face_encoder: Any, repeats: int, warmup: int) -> list[dict]:
-    from ..vision.alignment import align_face
+    from ecmf_edge.vision.alignment import align_face
 
     photo, rows = _photo(), []
     for count in FACE_COUNTS:
@@ -108,7 +108,7 @@ def _face_counts(detector: Any, face_encoder: Any, repeats: int, warmup: int) ->
 
 
 def _audio_windows(encoder: Any, speech: np.ndarray, repeats: int, warmup: int) -> list[dict]:
-    from ..audio.prosody import prosody_features
+    from ecmf_edge.audio.prosody import prosody_features
 
     rows = []
     for seconds in AUDIO_WINDOWS_S:
@@ -143,8 +143,8 @@ def _asr_lengths(asr: Any, speech: np.ndarray, repeats: int) -> list[dict]:
 
 def measure_scaling(recognizer: Any, repeats: int = 10, warmup: int = 2, asr: bool = True) -> dict[str, Any]:
     """The scaling tables for the recognizer's models: ``{frame_size, faces, audio_window, transcript[, asr_length]}``."""
-    from ..audio.io import load_audio
-    from ..text.text_encoder import TextEncoder
+    from ecmf_edge.audio.io import load_audio
+    from ecmf_edge.text.text_encoder import TextEncoder
 
     models = recognizer.models
     detector, face_encoder = models.get("face_detector"), models.get("face_encoder")

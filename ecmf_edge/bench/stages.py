@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import EcmfError
-from .replay import ReplayClip
-from .stats import summarize, time_calls
+from ecmf_edge.errors import EcmfError
+from ecmf_edge.bench.replay import ReplayClip
+from ecmf_edge.bench.stats import summarize, time_calls
 
 __all__ = ["STAGES", "first_utterance", "measure_stages", "replay_inputs"]
 
@@ -32,7 +32,7 @@ class _Inputs:
     def __init__(self, clip: ReplayClip) -> None:
         import cv2
 
-        from ..audio.io import load_audio
+        from ecmf_edge.audio.io import load_audio
 
         cap = cv2.VideoCapture(str(clip.video))
         ok, frame = cap.read()
@@ -69,14 +69,14 @@ def replay_inputs(clip: ReplayClip) -> _Inputs:
 
 
 def _decode_timer(clip: ReplayClip) -> Callable[[], object]:
-    from ..capture.files import VideoFileSource
+    from ecmf_edge.capture.files import VideoFileSource
 
     source = VideoFileSource(clip.video, realtime=False)
     source.open()
     holder = {"source": source}
 
     def read() -> object:
-        from ..capture.base import SourceEnded
+        from ecmf_edge.capture.base import SourceEnded
 
         try:
             return holder["source"].read(1.0)
@@ -101,10 +101,10 @@ def measure_stages(recognizer: Any, clip: ReplayClip, repeats: int = 30, warmup:
     ``recognizer`` is a :class:`~ecmf_edge.Recognizer`: its loader opens the models the stream uses,
     with the same backend, precision and threads.
     """
-    from ..audio.vad import VoiceActivityDetector
-    from ..fusion.runtime import FusionHead
-    from ..text.text_encoder import TextEncoder
-    from ..vision.alignment import align_face
+    from ecmf_edge.audio.vad import VoiceActivityDetector
+    from ecmf_edge.runtime.fusion_head import FusionHead
+    from ecmf_edge.text.text_encoder import TextEncoder
+    from ecmf_edge.vision.alignment import align_face
 
     inputs = replay_inputs(clip)
     models, bundle = recognizer.models, recognizer.bundle
@@ -149,8 +149,8 @@ def measure_stages(recognizer: Any, clip: ReplayClip, repeats: int = 30, warmup:
         results["llm"], enriched = _measure_llm(transcript, heavy_repeats)
     else:
         results["llm"] = {"skipped": "turned off (--no-llm)"}
-    from ..audio.speech_branch import SpeechBranch
-    from ..text.text_branch import TextBranch
+    from ecmf_edge.audio.speech_branch import SpeechBranch
+    from ecmf_edge.text.text_branch import TextBranch
 
     branch = TextBranch.from_bundle(bundle)
     if branch is not None:  # what the live text path runs: the utterance with its context
@@ -178,7 +178,7 @@ def measure_stages(recognizer: Any, clip: ReplayClip, repeats: int = 30, warmup:
 
 
 def _audio_token(encoder: Any, pcm: np.ndarray) -> np.ndarray:
-    from ..audio.prosody import prosody_features
+    from ecmf_edge.audio.prosody import prosody_features
 
     pooled = np.asarray(encoder.encode(pcm, 16000), dtype=np.float32).reshape(-1)
     return np.concatenate([pooled, prosody_features(pcm, 16000)]).astype(np.float32)
@@ -187,8 +187,8 @@ def _audio_token(encoder: Any, pcm: np.ndarray) -> np.ndarray:
 def _measure_llm(transcript: str, repeats: int) -> tuple[dict[str, Any], str]:
     """Context enrichment of one transcript from a cold prompt each time (no KV-cache reuse);
     returns the row and the enriched text."""
-    from ..errors import DependencyError, ModelError
-    from ..text.llm_context import ContextEnricher
+    from ecmf_edge.errors import DependencyError, ModelError
+    from ecmf_edge.text.llm_context import ContextEnricher
 
     try:
         enricher = ContextEnricher()

@@ -16,9 +16,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import EcmfError
-from .replay import ReplayClip
-from .system import peak_rss_mb
+from ecmf_edge.errors import EcmfError
+from ecmf_edge.bench.replay import ReplayClip
+from ecmf_edge.bench.system import peak_rss_mb
 
 __all__ = ["main", "run_task"]
 
@@ -32,7 +32,7 @@ def _clip(args: dict[str, Any]) -> ReplayClip:
 
 
 def _recognizer(backend: str, precision: str, args: dict[str, Any]):
-    from ..recognizer import Recognizer
+    from ecmf_edge.recognizer import Recognizer
 
     return Recognizer(backend=backend, precision=precision, bundle=args.get("bundle", "default"),
                       use_llm=bool(args.get("llm", True)), model_threads=int(args.get("threads", 1)))
@@ -47,8 +47,8 @@ def bundle_facts(bundle: Any) -> dict[str, Any]:
 
 
 def _combo(args: dict[str, Any]) -> dict[str, Any]:
-    from .endtoend import measure_end_to_end
-    from .stages import measure_stages
+    from ecmf_edge.bench.endtoend import measure_end_to_end
+    from ecmf_edge.bench.stages import measure_stages
 
     clip = _clip(args)
     try:
@@ -79,9 +79,9 @@ def _sessions(bundle: Any) -> list[list[str]]:
 
 
 def _peers(args: dict[str, Any]) -> dict[str, Any]:
-    from ..runtime.bundle import load_bundle
-    from ..runtime.sessions import SessionConfig
-    from .peers import measure_peers
+    from ecmf_edge.runtime.bundle import load_bundle
+    from ecmf_edge.runtime.sessions import SessionConfig
+    from ecmf_edge.bench.peers import measure_peers
 
     bundles = {}
     for key in args["configs"]:
@@ -94,7 +94,7 @@ def _peers(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _scaling(args: dict[str, Any]) -> dict[str, Any]:
-    from .scaling import measure_scaling
+    from ecmf_edge.bench.scaling import measure_scaling
 
     backend, precision = args["config"].split("-", 1)
     with _recognizer(backend, precision, {**args, "llm": False}) as recognizer:

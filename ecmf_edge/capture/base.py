@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .clock import DEFAULT_CLOCK, Clock
+from ecmf_edge.capture.clock import DEFAULT_CLOCK, Clock
 
 __all__ = ["Frame", "AudioChunk", "SourceEnded", "VideoSource", "AudioSource", "LatestSlot"]
 

@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import DeviceError, InputError
-from .base import Frame, LatestSlot, VideoSource
-from .clock import Clock
+from ecmf_edge.errors import DeviceError, InputError
+from ecmf_edge.capture.base import Frame, LatestSlot, VideoSource
+from ecmf_edge.capture.clock import Clock
 
 __all__ = ["CameraOptions", "CameraSource", "NO_CAMERA_HINT"]
 

@@ -175,7 +175,7 @@ class FakeMicrophone:
         rate = int(samplerate or self.default_rate)
         pcm = self.pcm
         if pcm.size and rate != self.rate:
-            from ..audio.io import resample
+            from ecmf_edge.audio.io import resample
 
             pcm = resample(pcm, self.rate, rate)
         stream = _FakeInputStream(self, pcm, rate, blocksize or rate // 50, callback)

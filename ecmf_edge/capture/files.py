@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio.io import SAMPLE_RATE, load_audio
-from ..errors import InputError
-from .base import AudioChunk, AudioSource, Frame, SourceEnded, VideoSource
-from .clock import Clock
+from ecmf_edge.audio.io import SAMPLE_RATE, load_audio
+from ecmf_edge.errors import InputError
+from ecmf_edge.capture.base import AudioChunk, AudioSource, Frame, SourceEnded, VideoSource
+from ecmf_edge.capture.clock import Clock
 
 __all__ = ["VideoFileSource", "AudioFileSource"]
 
@@ -45,7 +45,7 @@ class VideoFileSource(VideoSource):
         """
         import cv2
 
-        from .video import probe_video
+        from ecmf_edge.capture.video import probe_video
 
         info = probe_video(self.path)  # raises InputError with the fix
         self.fps = info.fps if info.fps > 0 else 30.0

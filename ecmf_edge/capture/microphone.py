@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from ..audio.io import SAMPLE_RATE
-from ..errors import DeviceError, missing_dependency
-from .base import AudioChunk, AudioSource
-from .clock import Clock
-from .resampler import StreamingResampler
-from .ring import AudioRing
+from ecmf_edge.audio.io import SAMPLE_RATE
+from ecmf_edge.errors import DeviceError, missing_dependency
+from ecmf_edge.capture.base import AudioChunk, AudioSource
+from ecmf_edge.capture.clock import Clock
+from ecmf_edge.capture.resampler import StreamingResampler
+from ecmf_edge.capture.ring import AudioRing
 
 __all__ = ["MicrophoneOptions", "MicrophoneSource", "load_sounddevice", "NO_MIC_HINT"]
 

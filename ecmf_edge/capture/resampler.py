@@ -12,8 +12,8 @@ from math import gcd
 
 import numpy as np
 
-from ..audio.io import SAMPLE_RATE, resample
-from ..errors import InputError
+from ecmf_edge.audio.io import SAMPLE_RATE, resample
+from ecmf_edge.errors import InputError
 
 __all__ = ["StreamingResampler"]
 

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import InputError
+from ecmf_edge.errors import InputError
 
 __all__ = ["VideoInfo", "probe_video", "iter_video_frames", "read_image"]
 

@@ -13,16 +13,18 @@ import json
 import logging
 import os
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, ModelError
-from .sessions import SessionConfig, create_session
+from ecmf_edge.errors import DependencyError, InputError, ModelError
+from ecmf_edge.modalities import BACKENDS, BUILD_EXTRA, EXPORT_COMMAND, PRECISIONS, REBUILD_COMMAND, install_hint
+from ecmf_edge.runtime.sessions import SessionConfig, create_session
 
 __all__ = [
-    "Bundle", "load_bundle", "engines_dir", "bundle_dir", "sha256_file", "MANIFEST", "MANIFEST_FORMAT",
-    "DEFAULT_BUNDLE", "REBUILD_COMMAND",
+    "Bundle", "load_bundle", "ensure_default_bundle", "engines_dir", "bundle_dir", "sha256_file", "MANIFEST",
+    "MANIFEST_FORMAT", "DEFAULT_BUNDLE", "REBUILD_COMMAND", "BUILDER_GROUP",
 ]
 
 logger = logging.getLogger("ecmf_edge")
@@ -30,9 +32,9 @@ logger = logging.getLogger("ecmf_edge")
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 DEFAULT_BUNDLE = "default"
-REBUILD_COMMAND = "ecmf-edge export --force"
-BACKENDS = ("onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+# Entry-point group through which an installed build layer offers to build the default bundle
+# (``ecmf_edge.build.bundle:export_bundle``); the runtime never imports the build layer itself.
+BUILDER_GROUP = "ecmf_edge.bundle_builders"
 _LFS_PREFIX = b"version https://git-lfs"
 
 
@@ -145,7 +147,7 @@ class Bundle:
         with self._lock:
             if relative not in self._sessions:
                 if relative.endswith(".engine"):
-                    from .tensorrt import EngineKey, TensorRTRunner
+                    from ecmf_edge.runtime.tensorrt import EngineKey, TensorRTRunner
 
                     expected = EngineKey.from_dict(self.manifest.get("engine_key"))
                     self._sessions[relative] = TensorRTRunner(path, expected, precision=self.precision)
@@ -197,7 +199,8 @@ def read_manifest(root: Path) -> dict[str, Any]:
     """
     path = root / MANIFEST
     if not path.is_file():
-        raise ModelError(f"no bundle at {root} ({MANIFEST} missing): run `ecmf-edge export` to build it")
+        raise ModelError(f"no bundle at {root} ({MANIFEST} missing): build it with `{EXPORT_COMMAND} --out {root}`, "
+                         "or give the folder of a bundle exported elsewhere")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -207,6 +210,12 @@ def read_manifest(root: Path) -> dict[str, Any]:
     missing = [k for k in ("format", "name", "labels", "models", "files") if k not in manifest]
     if missing:
         raise ModelError(f"{path} lacks {', '.join(missing)}: run `{REBUILD_COMMAND}`")
+    if isinstance(manifest["format"], int) and not isinstance(manifest["format"], bool) and manifest["format"] > MANIFEST_FORMAT:
+        raise ModelError(
+            f"bundle at {root} was written by a newer ecmf-edge (manifest format {manifest['format']}, this one reads "
+            f"{MANIFEST_FORMAT}): upgrade with `pip install -U ecmf-edge`, or re-export it with this version: "
+            f"`{REBUILD_COMMAND} --out {root}`"
+        )
     if manifest["format"] != MANIFEST_FORMAT:
         raise ModelError(
             f"{path} has manifest format {manifest['format']!r}, this ecmf-edge reads {MANIFEST_FORMAT}: run `{REBUILD_COMMAND}`"
@@ -228,32 +237,71 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def _bundle_root(source: str | Path, backend: str, precision: str) -> Path:
+    path = Path(source)
+    if isinstance(source, Path) or os.sep in str(source) or "/" in str(source) or path.is_dir():
+        return path
+    return bundle_dir(str(source), backend, precision)
+
+
 def load_bundle(
     source: str | Path = DEFAULT_BUNDLE,
     *,
     backend: str = "onnxruntime",
     precision: str = "fp32",
     session_config: SessionConfig | None = None,
-    build_if_missing: bool = True,
+    build_if_missing: bool | None = None,
 ) -> Bundle:
-    """Open a bundle by name (under :func:`engines_dir`) or by folder path.
+    """Open a bundle by name (under :func:`engines_dir`) or by folder path. Loading only loads:
+    a missing bundle is an error naming the command that builds it (see :func:`ensure_default_bundle`).
 
-    The default bundle is exported offline from the installed weight packages when it
-    is missing and ``build_if_missing`` is true.
+    ``build_if_missing`` is accepted for compatibility and ignored (with a ``DeprecationWarning``
+    when true): building is ``ecmf-edge export`` or :func:`ensure_default_bundle`.
 
     Raises:
         ModelError: no bundle there, or its manifest is unusable.
         InputError: unknown backend or precision.
     """
-    path = Path(source)
-    if isinstance(source, Path) or os.sep in str(source) or path.is_dir():
-        root = path
-    else:
-        root = bundle_dir(str(source), backend, precision)
-    if not (root / MANIFEST).is_file() and build_if_missing and str(source) == DEFAULT_BUNDLE and precision == "fp32" and backend == "onnxruntime":
-        from ..export.bundle import export_bundle
-
-        logger.info("default bundle missing at %s: building it offline", root)
-        export_bundle(root)
+    if build_if_missing:
+        warnings.warn("load_bundle(build_if_missing=True) no longer builds: call ensure_default_bundle() or run "
+                      f"`{EXPORT_COMMAND}`", DeprecationWarning, stacklevel=2)
+    root = _bundle_root(source, backend, precision)
     manifest = read_manifest(root)
     return Bundle(root=root, manifest=manifest, session_config=session_config or SessionConfig())
+
+
+def _installed_builder():
+    """The function an installed build layer registers to export the default bundle, or None."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=BUILDER_GROUP):
+        if entry.name == DEFAULT_BUNDLE:
+            return entry
+    return None
+
+
+def ensure_default_bundle(*, progress: bool = True) -> Path:
+    """Folder of the default fp32 bundle, exported first when it is missing and the build extra is
+    installed (offline, from the weight packages, with a progress bar).
+
+    Raises:
+        ModelError: the bundle is missing and cannot be built here; the message names the command
+            and the extra, and the way to use a bundle built on another machine.
+    """
+    root = bundle_dir(DEFAULT_BUNDLE)
+    if (root / MANIFEST).is_file():
+        return root
+    missing = (f"the default bundle is not built ({root / MANIFEST} missing): run `{EXPORT_COMMAND}` on a machine with "
+               f"the build extra (`{install_hint(BUILD_EXTRA)}` and the weight packages), or copy a bundle exported "
+               "elsewhere and pass bundle=DIR / --bundle DIR")
+    entry = _installed_builder()
+    if entry is None:
+        raise ModelError(missing)
+    try:
+        builder = entry.load()
+        logger.info("default bundle missing at %s: building it offline", root)
+        return Path(builder(root, progress=progress))
+    except DependencyError as exc:
+        raise ModelError(f"{missing} ({exc})") from None
+    except ImportError as exc:
+        raise ModelError(f"{missing} ({type(exc).__name__}: {exc})") from None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import DeviceError, ModelError
+from ecmf_edge.errors import DeviceError, ModelError
 
 __all__ = ["SessionConfig", "create_session", "available_providers", "PROVIDER_ALIASES"]
 

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import DependencyError, DeviceError, InputError, ModelError
+from ecmf_edge.errors import DependencyError, DeviceError, InputError, ModelError
 
 __all__ = ["import_tensorrt", "EngineKey", "current_engine_key", "CudaDevice", "TensorRTRunner", "MIN_TENSORRT_MAJOR"]
 

@@ -5,8 +5,8 @@ Most code uses it through :meth:`ecmf_edge.Recognizer.stream`; :class:`EmotionSt
 """
 from __future__ import annotations
 
-from .models import StreamModels
-from .options import SmootherOptions, StreamOptions
-from .pipeline import EmotionStream
+from ecmf_edge.stream.models import StreamModels
+from ecmf_edge.stream.options import SmootherOptions, StreamOptions
+from ecmf_edge.stream.pipeline import EmotionStream
 
 __all__ = ["EmotionStream", "StreamModels", "StreamOptions", "SmootherOptions"]

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .options import MODALITIES
+from ecmf_edge.stream.options import MODALITIES
 
 __all__ = ["Observation", "Alignment", "Aligner"]
 

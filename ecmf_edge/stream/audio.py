@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from ..audio.io import SAMPLE_RATE
-from ..audio.vad import CHUNK_SAMPLES
-from ..capture.base import AudioChunk
-from .aligner import Observation
-from .options import StreamOptions
-from .stage import QueueStage, SourceStage
+from ecmf_edge.audio.io import SAMPLE_RATE
+from ecmf_edge.audio.vad import CHUNK_SAMPLES
+from ecmf_edge.capture.base import AudioChunk
+from ecmf_edge.stream.aligner import Observation
+from ecmf_edge.stream.options import StreamOptions
+from ecmf_edge.stream.stage import QueueStage, SourceStage
 
 __all__ = ["AudioStage", "Utterance"]
 
@@ -79,8 +79,8 @@ class AudioStage(SourceStage):
         return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.float32)
 
     def _encode(self, pcm: np.ndarray, end_t: float) -> None:
-        from ..audio.prosody import prosody_features
-        from ..features import normalize_loudness
+        from ecmf_edge.audio.prosody import prosody_features
+        from ecmf_edge.features import normalize_loudness
 
         if pcm.size < int(0.1 * SAMPLE_RATE):
             return

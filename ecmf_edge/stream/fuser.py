@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from ..capture.clock import Clock
-from ..errors import EcmfError
-from ..events import EmotionEvent
-from .aligner import Aligner
-from .models import StreamModels
-from .options import MODALITIES, SmootherOptions
-from .smoother import Smoother
+from ecmf_edge.capture.clock import Clock
+from ecmf_edge.errors import EcmfError
+from ecmf_edge.events import EmotionEvent
+from ecmf_edge.stream.aligner import Aligner
+from ecmf_edge.stream.models import StreamModels
+from ecmf_edge.stream.options import MODALITIES, SmootherOptions
+from ecmf_edge.stream.smoother import Smoother
 
 __all__ = ["Fuser"]
 

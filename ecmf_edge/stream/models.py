@@ -14,10 +14,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..errors import DependencyError, ModelError
-from .options import StreamOptions
+from ecmf_edge.errors import DependencyError, ModelError
+from ecmf_edge.stream.options import StreamOptions
 
-__all__ = ["StreamModels", "ModelLoader", "Locked"]
+__all__ = ["StreamModels", "ModelLoader", "Locked", "LazyEnricher"]
 
 
 @dataclass
@@ -65,6 +65,31 @@ class _LockedEnricher:
         self._enricher.close()
 
 
+class LazyEnricher:
+    """Stands in for the LLM context enricher and opens it on the first :meth:`enrich` (the LLM's GGUF is
+    read only when a transcript first needs context, never by a frame- or audio-only prediction)."""
+
+    def __init__(self, loader: "ModelLoader") -> None:
+        self._loader = loader
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the LLM has been opened (or found unavailable)."""
+        return self._loader.is_loaded("enricher")
+
+    def enrich(self, transcript: str, history: Any = ()) -> Any:
+        """As :meth:`~ecmf_edge.text.llm_context.ContextEnricher.enrich`; the transcript alone when no LLM can be had."""
+        enricher = self._loader.get("enricher")
+        if enricher is None:
+            from ecmf_edge.text.llm_context import ContextResult
+
+            return ContextResult(transcript, "", transcript, False, "no LLM loaded")
+        return enricher.enrich(transcript, history)
+
+    def close(self) -> None:
+        """Nothing to free here: the loader closes the LLM it opened."""
+
+
 class ModelLoader:
     """Opens the bundle's models on first use (thread-safe) and builds :class:`StreamModels`."""
 
@@ -90,19 +115,19 @@ class ModelLoader:
     def _load(self, key: str) -> Any:
         bundle = self.bundle
         if key == "face_detector":
-            from ..vision.face_detector import FaceDetector
+            from ecmf_edge.vision.face_detector import FaceDetector
 
             return FaceDetector.from_bundle(bundle, min_face_size=self.options.min_face_size)
         if key == "face_encoder":
-            from ..vision.face_encoder import FaceEncoder
+            from ecmf_edge.vision.face_encoder import FaceEncoder
 
             return FaceEncoder.from_bundle(bundle)
         if key == "frame_encoder":
-            from ..vision.frame_encoder import FrameEncoder
+            from ecmf_edge.vision.frame_encoder import FrameEncoder
 
             return FrameEncoder.from_bundle(bundle)
         if key == "speech_encoder":
-            from ..audio.speech_encoder import SpeechEncoder
+            from ecmf_edge.audio.speech_encoder import SpeechEncoder
 
             return SpeechEncoder.from_bundle(bundle)
         if key == "enricher":
@@ -110,23 +135,31 @@ class ModelLoader:
         if key == "asr":
             return self._load_asr()
         if key == "features":
-            from ..features import FeatureExtractor
+            from ecmf_edge.features import FeatureExtractor
 
-            return FeatureExtractor(bundle, enricher=self.get("enricher"))
+            return FeatureExtractor(bundle, enricher=self._lazy_enricher())
         if key == "featurizer":
-            from ..text.text_path import TextFeaturizer
+            from ecmf_edge.text.text_path import TextFeaturizer
 
-            return TextFeaturizer.from_bundle(bundle, self.get("enricher"))
+            return TextFeaturizer.from_bundle(bundle, self._lazy_enricher())
         if key == "speech_branch":
-            from ..audio.speech_branch import SpeechBranch
+            from ecmf_edge.audio.speech_branch import SpeechBranch
 
             return SpeechBranch.from_bundle(bundle)
         raise KeyError(key)  # pragma: no cover - programming error
 
+    def is_loaded(self, key: str) -> bool:
+        """Whether the model under ``key`` has been opened (or tried)."""
+        with self._lock:
+            return key in self._cache
+
+    def _lazy_enricher(self) -> LazyEnricher | None:
+        return LazyEnricher(self) if self.use_llm else None
+
     def _load_enricher(self) -> Any:
         if not self.use_llm:
             return None
-        from ..text.llm_context import ContextEnricher
+        from ecmf_edge.text.llm_context import ContextEnricher
 
         try:
             enricher = ContextEnricher(self.llm_options)
@@ -138,10 +171,10 @@ class ModelLoader:
         return _LockedEnricher(enricher)
 
     def _load_asr(self) -> tuple[Any, str | None]:
-        from ..text.asr import SpeechRecognizer
+        from ecmf_edge.text.asr import SpeechRecognizer
 
         try:
-            return SpeechRecognizer.from_bundle(self.bundle, self.asr_options), None
+            return SpeechRecognizer.lazy_from_bundle(self.bundle, self.asr_options), None
         except (DependencyError, ModelError) as exc:
             warnings.warn(f"text modality disabled: {exc}", RuntimeWarning, stacklevel=5)
             return None, f"speech recognition unavailable: {exc}"
@@ -159,12 +192,12 @@ class ModelLoader:
             models.face_encoder = self.get("face_encoder")
             models.frame_encoder = self.get("frame_encoder")
         if audio:
-            from ..audio.vad import VoiceActivityDetector
-            from ..text.text_path import TextPath
+            from ecmf_edge.audio.vad import VoiceActivityDetector
+            from ecmf_edge.text.text_path import TextPath
 
             models.vad = VoiceActivityDetector.from_bundle(self.bundle)  # each stream has its own VAD state
             models.speech_encoder = self.get("speech_encoder")
-            from ..audio.speech_branch import SpeechBranch
+            from ecmf_edge.audio.speech_branch import SpeechBranch
 
             models.speech_branch = SpeechBranch.from_bundle(self.bundle)  # each stream has its own speaker statistics
             if not self.text:

@@ -6,12 +6,12 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from ..errors import InputError
+from ecmf_edge.errors import InputError
+from ecmf_edge.modalities import MODALITIES
 
 __all__ = ["StreamOptions", "SmootherOptions", "MODALITIES"]
 
 # Modality tokens, in the fusion head's order.
-MODALITIES: tuple[str, ...] = ("frame", "face", "audio", "text")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..events import EmotionEvent
-from ..labels import LABELS
+from ecmf_edge.events import EmotionEvent
+from ecmf_edge.labels import LABELS
+from ecmf_edge.modalities import MODALITIES
 
 __all__ = ["draw_overlay", "LABEL_COLOURS"]
 
@@ -20,7 +21,6 @@ LABEL_COLOURS: dict[str, tuple[int, int, int]] = {
     "neutral": (200, 200, 200), "angry": (40, 40, 230), "happy": (60, 200, 60),
     "sad": (200, 120, 40), "worried": (40, 160, 230), "surprise": (200, 60, 200),
 }
-_MODALITIES = ("frame", "face", "audio", "text")
 _FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -51,7 +51,7 @@ def draw_overlay(frame: np.ndarray, event: EmotionEvent | None, *, fps: float | 
     """
     import cv2
 
-    from ..vision.face_detector import as_bgr
+    from ecmf_edge.vision.face_detector import as_bgr
 
     img = as_bgr(frame).copy()
     h, w = img.shape[:2]
@@ -70,7 +70,7 @@ def draw_overlay(frame: np.ndarray, event: EmotionEvent | None, *, fps: float | 
     names = list(labels or event.probabilities.keys() or LABELS)
     panel_w = int(min(0.42 * w, 230 * s))
     x0 = w - panel_w
-    rows = len(names) + len(_MODALITIES) + 2
+    rows = len(names) + len(MODALITIES) + 2
     panel_h = min(h, int(rows * line + 12 * s))
     shade = img[0:panel_h, x0:w].astype(np.float32) * 0.35
     img[0:panel_h, x0:w] = shade.astype(np.uint8)
@@ -86,7 +86,7 @@ def draw_overlay(frame: np.ndarray, event: EmotionEvent | None, *, fps: float | 
                       LABEL_COLOURS.get(name, (160, 160, 160)), -1)
     y += line
     _text(img, "modality weights", (x0 + 4, y), 0.45 * s, (220, 220, 220))
-    for modality in _MODALITIES:
+    for modality in MODALITIES:
         y += line
         if modality in event.modality_weights:
             weight = float(event.modality_weights[modality])

@@ -20,19 +20,19 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from ..capture.base import AudioSource, Frame, VideoSource
-from ..capture.clock import DEFAULT_CLOCK, Clock
-from ..errors import EcmfError, InputError
-from ..events import EmotionEvent
-from .aligner import Aligner
-from .audio import AudioStage
-from .fuser import Fuser
-from .models import StreamModels
-from .options import MODALITIES, StreamOptions
-from .sinks import CallbackSink, EventQueue
-from .stage import QueueStage, SourceStage, Stage
-from .text import TextStage
-from .vision import FaceStage, SceneStage, VideoReader
+from ecmf_edge.capture.base import AudioSource, Frame, VideoSource
+from ecmf_edge.capture.clock import DEFAULT_CLOCK, Clock
+from ecmf_edge.errors import EcmfError, InputError
+from ecmf_edge.events import EmotionEvent
+from ecmf_edge.stream.aligner import Aligner
+from ecmf_edge.stream.audio import AudioStage
+from ecmf_edge.stream.fuser import Fuser
+from ecmf_edge.stream.models import StreamModels
+from ecmf_edge.stream.options import MODALITIES, StreamOptions
+from ecmf_edge.stream.sinks import CallbackSink, EventQueue
+from ecmf_edge.stream.stage import QueueStage, SourceStage, Stage
+from ecmf_edge.stream.text import TextStage
+from ecmf_edge.stream.vision import FaceStage, SceneStage, VideoReader
 
 __all__ = ["StreamModels", "EmotionStream"]
 

@@ -16,9 +16,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterable
 
-from ..errors import DeviceError
-from ..events import EmotionEvent
-from .queues import DropOldestQueue
+from ecmf_edge.errors import DeviceError
+from ecmf_edge.events import EmotionEvent
+from ecmf_edge.stream.queues import DropOldestQueue
 
 __all__ = ["EventServer", "PAGE"]
 

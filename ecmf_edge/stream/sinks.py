@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-from ..errors import InputError
-from ..events import EmotionEvent
-from .queues import DropOldestQueue
+from ecmf_edge.errors import InputError
+from ecmf_edge.events import EmotionEvent
+from ecmf_edge.stream.queues import DropOldestQueue
 
 __all__ = ["CallbackSink", "JsonLinesSink", "EventQueue", "LabelChangeSink"]
 

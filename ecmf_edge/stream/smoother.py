@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from .options import SmootherOptions
+from ecmf_edge.errors import InputError
+from ecmf_edge.stream.options import SmootherOptions
 
 __all__ = ["Smoother", "Smoothed"]
 

@@ -18,11 +18,11 @@ import logging
 import threading
 from typing import Any, Callable
 
-from ..capture.base import SourceEnded
-from ..capture.clock import Clock
-from ..errors import EcmfError
-from .aligner import Observation
-from .queues import DropOldestQueue
+from ecmf_edge.capture.base import SourceEnded
+from ecmf_edge.capture.clock import Clock
+from ecmf_edge.errors import EcmfError
+from ecmf_edge.stream.aligner import Observation
+from ecmf_edge.stream.queues import DropOldestQueue
 
 __all__ = ["Stage", "QueueStage", "SourceStage"]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .aligner import Observation
-from .audio import Utterance
-from .stage import QueueStage
+from ecmf_edge.stream.aligner import Observation
+from ecmf_edge.stream.audio import Utterance
+from ecmf_edge.stream.stage import QueueStage
 
 __all__ = ["TextStage"]
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..capture.base import Frame
-from .aligner import Observation
-from .stage import QueueStage, SourceStage
+from ecmf_edge.capture.base import Frame
+from ecmf_edge.stream.aligner import Observation
+from ecmf_edge.stream.stage import QueueStage, SourceStage
 
 __all__ = ["VideoReader", "FaceStage", "SceneStage", "is_blank"]
 
@@ -43,7 +43,7 @@ class FaceStage(QueueStage):
         self.encoder = encoder
 
     def handle(self, frame: Frame) -> None:
-        from ..vision.alignment import align_face
+        from ecmf_edge.vision.alignment import align_face
 
         started = time.perf_counter()
         faces = self.detector.detect(frame.image)

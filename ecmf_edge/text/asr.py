@@ -9,14 +9,15 @@ chunks of at most 30 s split at pauses.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..audio.io import SAMPLE_RATE, check_pcm, rms_dbfs
-from ..errors import DependencyError, ModelError
+from ecmf_edge.audio.io import SAMPLE_RATE, check_pcm, rms_dbfs
+from ecmf_edge.errors import DependencyError, ModelError
 
 __all__ = ["SpeechRecognizer", "AsrOptions", "Transcript", "TranscriptSegment", "Word"]
 
@@ -134,10 +135,21 @@ class SpeechRecognizer:
             bundle.path(relative)  # sha256 check of every file in the folder
         vad = None
         if use_vad:
-            from ..audio.vad import VoiceActivityDetector
+            from ecmf_edge.audio.vad import VoiceActivityDetector
 
             vad = VoiceActivityDetector.from_bundle(bundle)
         return cls(bundle.path(files[0]).parent, vad, options)
+
+    @classmethod
+    def lazy_from_bundle(cls, bundle, options: AsrOptions | None = None) -> "LazySpeechRecognizer":
+        """A recogniser that opens Whisper on its first :meth:`transcribe` (a stream whose speaker never
+        finishes an utterance never pays for it). What can be checked without loading is checked now.
+
+        Raises:
+            DependencyError: faster-whisper is not installed.
+            ModelError: the bundle has no Whisper model folder.
+        """
+        return LazySpeechRecognizer(bundle, options)
 
     def _chunks(self, x: np.ndarray) -> list[tuple[float, float]]:
         """Speech spans (seconds), merged into chunks of at most 30 s split at pauses."""
@@ -200,3 +212,38 @@ class SpeechRecognizer:
             return _empty("Whisper recognised no words", seconds, elapsed, language)
         notes = () if language == "en" else (f"language '{language}' detected: the default text encoder is English-only",)
         return Transcript(text, language, probability, tuple(segments), seconds, elapsed, notes=notes)
+
+
+class LazySpeechRecognizer:
+    """:class:`SpeechRecognizer` opened on first use (thread-safe opening)."""
+
+    def __init__(self, bundle, options: AsrOptions | None = None) -> None:
+        import importlib.util
+
+        if importlib.util.find_spec("faster_whisper") is None:
+            raise DependencyError("faster-whisper is not installed: run `pip install 'ecmf-edge[asr]'`")
+        if not any(f.endswith("/model.bin") for f in bundle.model_files(SpeechRecognizer.key)):
+            raise ModelError(f"bundle at {bundle.root} has no Whisper model folder: run `ecmf-edge export --force`")
+        self._bundle, self._options = bundle, options
+        self._recognizer: SpeechRecognizer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether Whisper has been opened."""
+        return self._recognizer is not None
+
+    def get(self) -> SpeechRecognizer:
+        """The opened recogniser (opens it on the first call).
+
+        Raises:
+            DependencyError, ModelError: as :meth:`SpeechRecognizer.from_bundle`.
+        """
+        with self._lock:
+            if self._recognizer is None:
+                self._recognizer = SpeechRecognizer.from_bundle(self._bundle, self._options)
+            return self._recognizer
+
+    def transcribe(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Transcript:
+        """As :meth:`SpeechRecognizer.transcribe`, opening Whisper first if needed."""
+        return self.get().transcribe(pcm, sample_rate)

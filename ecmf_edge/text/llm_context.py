@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .._resources import package_dir
-from ..errors import DependencyError, InputError, ModelError
+from ecmf_edge._resources import package_dir
+from ecmf_edge.errors import DependencyError, InputError, ModelError
 
 __all__ = ["LlmOptions", "ContextResult", "ContextEnricher", "default_gguf", "DEFAULT_SYSTEM_PROMPT", "postprocess"]
 

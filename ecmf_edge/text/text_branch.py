@@ -1,7 +1,7 @@
 """Runtime of the trained text branch: (utterance, conversational context) -> embedding + probs.
 
 ``text_branch.onnx`` is all-MiniLM-L6-v2 with its top layers fine-tuned on MELD
-(:mod:`ecmf_edge.branches.text`). It reads the utterance as the first segment and the
+(trained by :mod:`ecmf_edge.train.branches.text`). It reads the utterance as the first segment and the
 context (the LLM's sentence, when the bundle's branch was trained with it, then the
 earlier utterances) as the second; the ``embedding`` is the text token of the fusion head.
 """
@@ -11,11 +11,27 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError, ModelError
+from ecmf_edge.errors import InputError, ModelError
 
-__all__ = ["TextBranch", "MODEL_KEY"]
+__all__ = ["TextBranch", "MODEL_KEY", "MAX_TOKENS", "context_text", "encode_pairs"]
 
 MODEL_KEY = "text_branch"
+# Longest (utterance, context) pair the branch reads, in tokens (longer pairs are truncated, longest segment first).
+MAX_TOKENS = 128
+
+
+def context_text(history: Sequence[str], llm_context: str = "") -> str:
+    """The second segment: the LLM's context sentence (if any), then the earlier utterances."""
+    parts = [llm_context.strip()] if llm_context and llm_context.strip() else []
+    parts.extend(h.strip() for h in history if h and h.strip())
+    return " ".join(parts)
+
+
+def encode_pairs(tokenizer, utterances: Sequence[str], contexts: Sequence[str]) -> list:
+    """Tokenize (utterance, context) pairs, truncated to :data:`MAX_TOKENS` (longest first), unpadded."""
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=MAX_TOKENS, strategy="longest_first")
+    return [tokenizer.encode(u, c) if c else tokenizer.encode(u) for u, c in zip(utterances, contexts)]
 
 
 class TextBranch:
@@ -49,8 +65,6 @@ class TextBranch:
 
     def context(self, history: Sequence[str] = (), llm_context: str = "") -> str:
         """The second segment this branch was trained with."""
-        from ..branches.text import context_text
-
         return context_text(list(history)[-self.history:] if self.history else (),
                             llm_context if self.uses_llm_context else "")
 
@@ -61,8 +75,7 @@ class TextBranch:
             InputError: the utterance is not a non-empty string.
             ModelError: ONNX Runtime fails.
         """
-        from ..branches.text import encode_pairs
-        from .text_encoder import MAX_TEXT_CHARS
+        from ecmf_edge.text.text_encoder import MAX_TEXT_CHARS
 
         if not isinstance(utterance, str) or not utterance.strip():
             raise InputError("text is empty or not a string: pass at least one word (leave the text modality out instead)")

@@ -5,7 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ecmf_edge.errors import InputError
 
 __all__ = ["TextEncoder", "tokenize_batch", "MAX_TEXT_CHARS"]
 

@@ -23,14 +23,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import DependencyError, EcmfError, ModelError
-from .llm_context import ContextEnricher, ContextResult, LlmOptions
+from ecmf_edge.errors import DependencyError, EcmfError, ModelError
+from ecmf_edge.text.llm_context import ContextEnricher, ContextResult, LlmOptions
 
-__all__ = ["TextFeature", "TextFeaturizer", "TextPath", "build_text_path", "TEXT_FEATURE_DIM"]
+__all__ = ["TextFeature", "TextFeaturizer", "TextPath", "build_text_path", "TEXT_FEATURE_DIM", "SKIPPED_LLM"]
 
 logger = logging.getLogger("ecmf_edge")
 
 TEXT_FEATURE_DIM = 768
+# Why a transcript got no LLM context although an LLM is configured.
+SKIPPED_LLM = "the bundle's text branch was trained without LLM context, so the LLM is not run"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,12 @@ class TextFeaturizer:
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
+    @property
+    def reads_llm_context(self) -> bool:
+        """Whether the text feature depends on the LLM's answer (the 768-d encoder feature and branches
+        trained with LLM context do; the shipped text branch does not)."""
+        return self.branch is None or bool(self.branch.uses_llm_context)
+
     @classmethod
     def from_bundle(cls, bundle, enricher: ContextEnricher | None = None) -> "TextFeaturizer":
         """The bundle's text branch, or its text encoder for bundles without one.
@@ -74,8 +82,8 @@ class TextFeaturizer:
         Raises:
             ModelError: the bundle has neither, or its files are corrupt.
         """
-        from .text_branch import TextBranch
-        from .text_encoder import TextEncoder
+        from ecmf_edge.text.text_branch import TextBranch
+        from ecmf_edge.text.text_encoder import TextEncoder
 
         branch = TextBranch.from_bundle(bundle)
         return cls(None if branch is not None else TextEncoder.from_bundle(bundle), enricher, branch=branch)
@@ -93,8 +101,10 @@ class TextFeaturizer:
                 self._cache.move_to_end(key)
         if hit is None:
             started = time.perf_counter()
-            if self.enricher is not None:
+            if self.enricher is not None and self.reads_llm_context:
                 context = self.enricher.enrich(transcript, history)
+            elif self.enricher is not None:  # the LLM's answer would change nothing: do not run it
+                context = ContextResult(transcript, "", transcript, False, SKIPPED_LLM)
             else:
                 context = ContextResult(transcript, "", transcript, False, "no LLM loaded")
             llm_ms = (time.perf_counter() - started) * 1000.0
@@ -224,7 +234,7 @@ def build_text_path(bundle, *, use_llm: bool = True, llm_options: LlmOptions | N
     (llama-cpp-python or the GGUF missing) -> transcripts are embedded without
     enrichment. Each degradation is announced once with ``warnings.warn``.
     """
-    from .asr import SpeechRecognizer
+    from ecmf_edge.text.asr import SpeechRecognizer
 
     try:
         recognizer = SpeechRecognizer.from_bundle(bundle, asr_options)

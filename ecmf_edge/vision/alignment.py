@@ -17,8 +17,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..errors import InputError
-from .face_detector import Face, as_bgr
+from ecmf_edge.errors import InputError
+from ecmf_edge.vision.face_detector import Face, as_bgr
 
 __all__ = ["align_face", "crop_box", "face_template", "similarity_transform", "TEMPLATE_112"]
 

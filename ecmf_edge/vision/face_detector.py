@@ -1,6 +1,6 @@
 """Face detection with five landmarks: the MTCNN cascade on ONNX Runtime and numpy.
 
-The three graphs come from :func:`ecmf_edge.export.mtcnn.export_face_detector`:
+The three graphs come from :func:`ecmf_edge.build.mtcnn.export_face_detector`:
 P-Net proposes candidate windows over an image pyramid, R-Net rejects most of them on
 24x24 crops, O-Net scores 48x48 crops and places the five landmarks. Every stage
 refines the boxes with its regression output and removes duplicates with NMS.
@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 
-from ..errors import InputError, ModelError
+from ecmf_edge.errors import InputError, ModelError
 
 __all__ = ["Face", "FaceDetector", "as_bgr", "nms", "DEFAULT_MAX_SIDE", "MODEL_KEY"]
 

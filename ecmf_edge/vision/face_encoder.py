@@ -1,7 +1,7 @@
 """Runtime of the local face branch: face crops -> emotion features and FER2013 probabilities.
 
 The model is the ``face_encoder`` of a bundle (fer's mini-Xception exported by
-``ecmf_edge.export.mini_xception``). Its manifest entry says how crops are prepared
+``ecmf_edge.build.mini_xception``). Its manifest entry says how crops are prepared
 (``preprocessing``: grey, 64x64, (x/255 - 0.5) / 0.5) and what the outputs mean
 (``attributes``: class labels, feature size); this module follows it and does not import torch.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, ModelError
+from ecmf_edge.errors import InputError, ModelError
 
 __all__ = ["FaceEncoder", "FaceOutput", "as_image_list"]
 

@@ -1,7 +1,7 @@
 """Runtime of the global frame branch: whole video frames -> 1280-d scene embeddings.
 
 The model is the ``frame_encoder`` of a bundle (EfficientNet-Lite0, ImageNet weights,
-exported by ``ecmf_edge.export.efficientnet_lite``). Frames are prepared as its manifest
+exported by ``ecmf_edge.build.efficientnet_lite``). Frames are prepared as its manifest
 entry says (RGB, whole frame resized to 224x224, (x/255 - mean) / std); torch is not imported.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError
-from .face_encoder import as_image_list
+from ecmf_edge.errors import ModelError
+from ecmf_edge.vision.face_encoder import as_image_list
 
 __all__ = ["FrameEncoder"]
 

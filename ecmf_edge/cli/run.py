@@ -1,0 +1,314 @@
+"""``ecmf-edge run`` (window, console or JSON lines; optional recording) and ``ecmf-edge serve`` (SSE + web page).
+
+Both read a camera (``--camera N``, the default) or a video file (``--video FILE``) and
+a microphone (``--mic DEVICE``; the default microphone is tried with a camera) or a WAV
+file (``--audio FILE``). Files play in real time unless ``--no-realtime`` is given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from ecmf_edge.errors import DependencyError, DeviceError, InputError
+from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS
+
+__all__ = ["add_run_parser", "add_serve_parser", "format_event_line", "LatencyStats"]
+
+logger = logging.getLogger("ecmf_edge")
+
+
+def _add_stream_options(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("inputs")
+    src.add_argument("--camera", type=int, metavar="INDEX", help="camera index (default 0 when no --video/--audio is given)")
+    src.add_argument("--video", metavar="FILE", help="video file instead of a camera")
+    src.add_argument("--mic", metavar="DEVICE", help="microphone: 'default', an index or a name (see `ecmf-edge doctor`)")
+    src.add_argument("--audio", metavar="FILE", help="WAV file instead of a microphone")
+    src.add_argument("--no-audio", action="store_true", help="do not open the default microphone with a camera")
+    src.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
+                     help="play files at their own pace (--no-realtime: as fast as they are processed)")
+    model = p.add_argument_group("models")
+    model.add_argument("--bundle", default="default", help="bundle name or folder")
+    model.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="inference backend")
+    model.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bundle precision")
+    model.add_argument("--llm", metavar="PATH.gguf", help="GGUF model for context enrichment (default: SmolLM2-135M)")
+    model.add_argument("--no-llm", action="store_true", help="embed transcripts without LLM context")
+    model.add_argument("--no-text", action="store_true", help="no speech recognition (text modality off)")
+    model.add_argument("--fusion-hz", type=float, default=10.0, help="events per second (default 10)")
+    model.add_argument("--model-threads", type=int, default=1,
+                       help="ONNX Runtime threads per model (default 1: the stages already run in parallel)")
+    p.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds of stream time")
+    p.add_argument("--log-events", metavar="FILE.jsonl",
+                   help="append every event (labels, transcripts) to this JSON-lines file; nothing is written otherwise")
+
+
+def _event_log(args: argparse.Namespace):
+    """The JSON-lines event log the user asked for with --log-events, or None (nothing is written by default)."""
+    if not getattr(args, "log_events", None):
+        return None
+    from ecmf_edge.stream.sinks import JsonLinesSink
+
+    return JsonLinesSink(args.log_events, append=True)
+
+
+def _recognizer(args: argparse.Namespace):
+    from ecmf_edge.capture.microphone import MicrophoneOptions
+    from ecmf_edge.recognizer import Recognizer
+    from ecmf_edge.stream.options import StreamOptions
+
+    llm_options = None
+    if args.llm:
+        from ecmf_edge.text.llm_context import LlmOptions
+
+        llm_options = LlmOptions(model_path=args.llm)
+    return Recognizer(backend=args.backend, precision=args.precision, bundle=args.bundle,
+                      options=StreamOptions(fusion_hz=args.fusion_hz), text=not args.no_text,
+                      use_llm=not args.no_llm, llm_options=llm_options, model_threads=args.model_threads,
+                      microphone_options=MicrophoneOptions(max_reconnects=3))  # unattended runs ride out a replugged mic
+
+
+def _open_stream(rec: Any, args: argparse.Namespace):
+    """The stream the arguments ask for; the default microphone is optional next to a camera."""
+    if args.camera is not None and args.video:
+        raise InputError("give either --camera or --video, not both")
+    if args.mic and args.audio:
+        raise InputError("give either --mic or --audio, not both")
+    # Without any input option: the camera (and the default microphone if there is one); files alone otherwise.
+    camera = args.camera if args.camera is not None or args.video or args.audio else 0
+    video = args.video
+    inputs = dict(camera=camera if video is None else None, video=video, audio=args.audio, realtime=args.realtime)
+    if args.mic:
+        return rec.stream(microphone=args.mic, **inputs)
+    if args.audio or args.no_audio or camera is None:
+        return rec.stream(**inputs)
+    try:
+        return rec.stream(microphone="default", **inputs)
+    except (DeviceError, DependencyError) as exc:  # asked for a camera only: go on without sound
+        print(f"note: running without audio ({exc})", file=sys.stderr)
+        return rec.stream(**inputs)
+
+
+def format_event_line(event: Any) -> str:
+    """One console line per event: time, label, confidence, modalities, latency, transcript."""
+    label = f"{event.label:<9} {event.confidence:4.2f}" if event.label else "-         -   "
+    mods = ",".join(event.present) or "none"
+    latency = event.latency_ms.get("capture_to_event")
+    text = f'  "{event.transcript}"' if event.transcript else ""
+    lat = f"{latency:6.0f} ms" if latency is not None else "     - ms"
+    return f"{event.timestamp:8.2f}s  {label}  [{mods}]  {lat}{text}"
+
+
+class LatencyStats:
+    """Capture-to-event latency percentiles and the event rate of a run."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.events = 0
+        self.last_timestamp = 0.0
+        self.started = time.monotonic()
+
+    def add(self, event: Any) -> None:
+        self.events += 1
+        self.last_timestamp = float(event.timestamp)
+        value = event.latency_ms.get("capture_to_event")
+        if value is not None:
+            self.latencies.append(float(value))
+
+    def summary(self) -> str:
+        import numpy as np
+
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        text = f"{self.events} events in {elapsed:.1f} s ({self.events / elapsed:.1f}/s)"
+        if self.latencies:
+            p50, p95 = np.percentile(self.latencies, [50, 95])
+            text += f"; capture-to-event latency p50 {p50:.0f} ms, p95 {p95:.0f} ms"
+        return text
+
+
+WINDOW = "ecmf-edge"
+
+
+def _has_display() -> bool:
+    """Whether a window can be opened here: always on Windows and macOS; on other systems only with an
+    X11 or Wayland display (OpenCV's Qt build aborts the whole process without one)."""
+    import os
+
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _check_gui() -> None:
+    """Open the window, before any model is loaded.
+
+    Raises:
+        DeviceError: no display (e.g. a shell over SSH).
+        DependencyError: this OpenCV build cannot open windows.
+    """
+    if not _has_display():
+        raise DeviceError("no display to open a window on (DISPLAY/WAYLAND_DISPLAY not set, e.g. over SSH): use "
+                          "--headless or --json for console output, or `ecmf-edge serve` to watch in a browser")
+    import cv2
+
+    try:
+        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+    except cv2.error:
+        raise DependencyError("this OpenCV build has no GUI (opencv-python-headless): use --headless or --json, or "
+                              "`pip install opencv-python`") from None
+
+
+def _screen_size() -> tuple[int, int] | None:
+    """(width, height) of the screen in pixels, or None when it cannot be read (Tk not installed)."""
+    try:
+        import tkinter
+
+        root = tkinter.Tk()
+        root.withdraw()
+        size = int(root.winfo_screenwidth()), int(root.winfo_screenheight())
+        root.destroy()
+        return size
+    except Exception:  # no Tk, or Tk cannot reach the display: keep the frame's own size
+        return None
+
+
+def window_size(frame_w: int, frame_h: int, screen: tuple[int, int] | None, margin: float = 0.9) -> tuple[int, int]:
+    """The window's size: the frame's own size, scaled down (keeping its aspect) to fit ``margin`` of the screen."""
+    if screen is None:
+        return frame_w, frame_h
+    scale = min(1.0, margin * screen[0] / frame_w, margin * screen[1] / frame_h)
+    return max(1, int(round(frame_w * scale))), max(1, int(round(frame_h * scale)))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ecmf_edge.stream.overlay import draw_overlay
+    from ecmf_edge.stream.recorder import VideoRecorder
+
+    window = not (args.headless or args.json)
+    if window:
+        _check_gui()
+    recorder = None
+    if args.record:
+        recorder = VideoRecorder(args.record, fps=args.fusion_hz)
+        if recorder.error:
+            print(f"ecmf-edge: error: {recorder.error} (the stream goes on without recording)", file=sys.stderr)
+    stats = LatencyStats()
+    reported = sized = False
+    event_log = _event_log(args)
+    with _recognizer(args) as rec:
+        stream = _open_stream(rec, args)
+        if event_log is not None:
+            stream.add_sink(event_log)
+        stats.started = time.monotonic()
+        try:
+            for event in stream:
+                stats.add(event)
+                if args.json:
+                    print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
+                elif args.headless:
+                    print(format_event_line(event), flush=True)
+                if window or (recorder is not None and recorder.error is None):
+                    frame = stream.frame_for(event)
+                    if frame is not None:
+                        rate = stats.events / max(time.monotonic() - stats.started, 1e-6)
+                        annotated = draw_overlay(frame.image, event, fps=rate)
+                        if recorder is not None and not recorder.write(annotated) and not reported:
+                            reported = True
+                            print(f"ecmf-edge: error: {recorder.error}", file=sys.stderr)
+                        if window:
+                            import cv2
+
+                            if not sized:  # open at the frame's size (fitted to the screen), not OpenCV's default
+                                sized = True
+                                cv2.resizeWindow(WINDOW, *window_size(annotated.shape[1], annotated.shape[0], _screen_size()))
+                            cv2.imshow(WINDOW, annotated)
+                            if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                                break
+                if args.max_seconds is not None and event.timestamp >= args.max_seconds:
+                    break
+        finally:
+            stream.close()
+            if recorder is not None:
+                recorder.close()
+            if window:
+                import cv2
+
+                cv2.destroyAllWindows()
+    print(stats.summary(), file=sys.stderr)
+    return 0
+
+
+def _cmd_run_guarded(args: argparse.Namespace) -> int:
+    try:
+        return _cmd_run(args)
+    except BrokenPipeError:  # e.g. `ecmf-edge run --json | head`: the reader is gone, which is fine
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ecmf_edge.stream.server import EventServer
+
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port {args.port} is not a TCP port: use 1-65535 (or 0 to pick a free one)")
+
+    server = EventServer(args.host, args.port, allowed_origins=args.allow_origin or (),
+                         max_stream_s=args.max_stream_seconds).start()
+    stats = LatencyStats()
+    try:
+        event_log = _event_log(args)
+        with _recognizer(args) as rec:
+            stream = _open_stream(rec, args)
+            if event_log is not None:
+                stream.add_sink(event_log)
+            stream.add_sink(server.publish)
+            stream.add_sink(stats.add)
+            print(f"serving events on {server.url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+            try:
+                stream.start()
+                while not stream.finished:
+                    stream.run(timeout=0.2)
+                    if args.max_seconds is not None and stats.last_timestamp >= args.max_seconds:
+                        break
+            finally:
+                stream.close()
+            print(stats.summary(), file=sys.stderr)
+            if not args.exit_when_done:
+                print("the input ended; still serving the last event (Ctrl-C stops)", file=sys.stderr, flush=True)
+                while True:
+                    time.sleep(0.5)
+    finally:
+        server.close()
+    return 0
+
+
+def add_run_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``ecmf-edge run``."""
+    p = sub.add_parser("run", help="recognise emotions live from a camera/microphone or from files")
+    _add_stream_options(p)
+    out = p.add_argument_group("output")
+    out.add_argument("--headless", action="store_true", help="no window: print one line per event")
+    out.add_argument("--json", action="store_true", help="no window: print one JSON object per event")
+    out.add_argument("--record", metavar="OUT.mp4", help="write the annotated video to this file (.mp4 or .avi)")
+    p.set_defaults(func=_cmd_run_guarded)
+    return p
+
+
+def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``ecmf-edge serve``."""
+    p = sub.add_parser("serve", help="publish events as Server-Sent Events with a small web page")
+    _add_stream_options(p)
+    net = p.add_argument_group("server")
+    net.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    net.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
+    net.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                     help="also accept requests from this web origin (e.g. http://localhost:3000); repeatable")
+    net.add_argument("--max-stream-seconds", type=float, metavar="S",
+                     help="end each /events response after S seconds (browsers reconnect); default: keep it open")
+    net.add_argument("--exit-when-done", action="store_true", help="exit when the input files end instead of serving on")
+    p.set_defaults(func=_cmd_serve)
+    return p

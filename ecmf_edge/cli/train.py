@@ -1,0 +1,105 @@
+"""``ecmf-edge train`` and ``eval``: thin commands over :mod:`ecmf_edge.train`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ecmf_edge.cli.common import add_data_options, corpus_paths, make_enricher
+
+__all__ = ["add_parsers"]
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    if args.branch != "fusion":
+        return _train_branch(args)
+    from ecmf_edge.features import FeatureExtractor
+    from ecmf_edge.train.fusion.head import HeadConfig
+    from ecmf_edge.train.fusion.pipeline import TrainPlan, run_training
+    from ecmf_edge.train.fusion.refine import RefineOptions
+    from ecmf_edge.train.fusion.train import TrainOptions
+    from ecmf_edge.runtime.bundle import load_bundle
+
+    paths = corpus_paths(args)
+    bundle = load_bundle(args.bundle)
+    extractor = FeatureExtractor(bundle, enricher=make_enricher(args))
+    plan = TrainPlan(paths=paths, cache_dir=Path(args.cache), out_dir=Path(args.out),
+                     head=HeadConfig(d_model=args.d_model, layers=args.layers),
+                     train=TrainOptions(epochs=args.epochs or 30, seed=args.seed),
+                     refine=None if args.no_refine else RefineOptions(), ablations=not args.no_ablation)
+    summary = run_training(plan, extractor, progress=not args.quiet)
+    if summary.get("refinement"):
+        r = summary["refinement"]
+        print(f"label refinement: {r['changed_soft']} soft + {r['changed_hard']} hard label changes")
+    for text in summary["reports"].values():
+        print(text)
+    print("\nmodality ablation (weighted F1):")
+    for name, row in summary["modality_ablation"].items():
+        print(f"  {name:<6} {row['weighted_f1']:.3f}  n={row['n']:<5} {row['data']}")
+    print("\ncomponent ablation (weighted F1 per modality family, real test samples):")
+    for name, variant in summary["variants"].items():
+        fams = {k.split(':')[1]: v["weighted_f1"] for k, v in variant["test"].items() if k.startswith("family:")}
+        combo = variant.get("combinations", {}).get("V+A+T")
+        print(f"  {name:<14} " + "  ".join(f"{k} {v:.3f}" for k, v in fams.items())
+              + (f"  V+A+T combinations {combo:.3f}" if combo is not None else "") + f"   ({variant['train_seconds']} s)")
+    print(f"\nwritten: {args.out}/fusion_head.onnx, fusion_head.json, report.json, confusion_*.png")
+    return 0
+
+
+def _train_branch(args: argparse.Namespace) -> int:
+    from ecmf_edge.train.branches.run import train_branch
+
+    extractor = None
+    if args.branch == "speech":
+        from ecmf_edge.features import FeatureExtractor
+        from ecmf_edge.runtime.bundle import load_bundle
+
+        extractor = FeatureExtractor(load_bundle(args.bundle))
+    out = Path(args.out if args.out != "trained-head" else f"trained-{args.branch}")
+    lines = train_branch(args.branch, corpus_paths(args), out, extractor=extractor, cache=Path(args.cache),
+                         epochs=args.epochs, seed=args.seed, progress=not args.quiet,
+                         llm_context_file=args.llm_context_file)
+    print(f"{args.branch} branch (test splits as in MODEL_CARD.md):")
+    for line in lines:
+        print(f"  {line}")
+    print(f"written: {out}/ (use it with `ecmf-edge export --branches {out}`)")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ecmf_edge.features import FeatureExtractor
+    from ecmf_edge.runtime.bundle import load_bundle
+    from ecmf_edge.train.fusion.evaluate import evaluate_head
+    from ecmf_edge.train.metrics import format_report
+
+    extractor = FeatureExtractor(load_bundle(args.bundle), enricher=make_enricher(args))
+    reports = evaluate_head(extractor, corpus_paths(args), Path(args.cache), head_dir=Path(args.head) if args.head else None,
+                            out=Path(args.out), progress=not args.quiet)
+    for name, report in reports.items():
+        print(format_report(report, name))
+    print(f"confusion matrices written to {args.out}/")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Register the training commands."""
+    p = sub.add_parser("train", help="train the ECMF fusion head or one modality branch on local corpora, evaluate, save ONNX")
+    add_data_options(p)
+    p.add_argument("--branch", choices=("fusion", "face", "speech", "text"), default="fusion",
+                   help="what to train: the fusion head (default) or one branch (see MODEL_CARD.md)")
+    p.add_argument("--out", default="trained-head", help="output folder (default trained-head, or trained-<branch>)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: 30 for the fusion head, each branch its own)")
+    p.add_argument("--llm-context-file", help="text branch: JSON of LLM context sentences per MELD utterance "
+                   "(\"<split>:<dialogue>:<utterance>\": \"...\"), added to the context segment")
+    p.add_argument("--d-model", type=int, default=128, help="width of the shared token space")
+    p.add_argument("--layers", type=int, default=1, help="self-attention layers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-refine", action="store_true", help="skip multi-source label refinement")
+    p.add_argument("--no-ablation", action="store_true", help="skip the component ablation runs")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a fusion head on the person-independent test splits")
+    add_data_options(p)
+    p.add_argument("--head", help="folder with fusion_head.onnx/.json (default: the bundle's head)")
+    p.add_argument("--out", default="eval-out", help="folder for the confusion-matrix PNGs")
+    p.set_defaults(func=_cmd_eval)

@@ -1,0 +1,36 @@
+"""Facts shared by every layer of the package, stated once.
+
+The modality tokens and their order (the fusion head's inputs and the events' weights),
+the audio sample rate every model reads, the backends and precisions a bundle can be
+built for, and the commands and extras that build or install what is missing.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "MODALITIES", "SAMPLE_RATE", "BACKENDS", "BACKEND_CHOICES", "PRECISIONS", "EXPORT_COMMAND", "REBUILD_COMMAND",
+    "BUILD_EXTRA", "install_hint",
+]
+
+# The modality tokens of the ECMF fusion head, in the order of its inputs: whole frame, aligned face,
+# speech audio, text. Events report presence and modality weights under these names.
+MODALITIES: tuple[str, ...] = ("frame", "face", "audio", "text")
+
+# Sample rate (Hz) of all audio the models read (VAD, Whisper, prosody); other rates are resampled.
+SAMPLE_RATE = 16000
+
+# Engines a bundle is built for; "auto" picks ONNX Runtime (CUDA when available).
+BACKENDS: tuple[str, ...] = ("onnxruntime", "tensorrt")
+BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+
+# The command that builds the default bundle, and the one that rebuilds a broken one.
+EXPORT_COMMAND = "ecmf-edge export"
+REBUILD_COMMAND = "ecmf-edge export --force"
+
+# The extra that installs what `ecmf-edge export` needs (torch and the converters).
+BUILD_EXTRA = "build"
+
+
+def install_hint(extra: str) -> str:
+    """The pip command that installs one of the package's extras."""
+    return f"pip install 'ecmf-edge[{extra}]'"

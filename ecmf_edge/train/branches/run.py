@@ -1,0 +1,134 @@
+"""``ecmf-edge train --branch face|speech|text``: corpora -> one trained branch -> files + summary lines."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ecmf_edge.errors import InputError
+from ecmf_edge.labels import MER2025_LABELS
+
+__all__ = ["train_branch", "BRANCHES"]
+
+logger = logging.getLogger("ecmf_edge")
+
+BRANCHES = ("face", "speech", "text")
+
+
+def face_corpora(paths):
+    """(training FaceData, {test name: FaceData}) from FER2013 (+ CK+) in the documented layout."""
+    from ecmf_edge.train.datasets.base import group_split
+    from ecmf_edge.train.datasets.images import read_ckplus, read_label_folders
+    from ecmf_edge.train.datasets.corpora import CKPLUS_RESERVED
+    from ecmf_edge.train.branches.face import load_face_data
+
+    if paths.fer2013 is None:
+        raise InputError("the face branch needs FER2013: pass --data DIR with fer2013/ (or --fer2013)")
+
+    def fer(split: str):
+        prefix = {"train": "Training", "publictest": "PublicTest"}[split]
+        return read_label_folders(Path(paths.fer2013) / split, "fer2013", "fer2013", name_pattern=rf"^{prefix}_\d+\.jpg$",
+                                  overrides={"disgust": "disgust"})  # kept: the encoder's FER2013 output has the class
+
+    ck_train, ck_test = [], []
+    if paths.ckplus is not None:  # the same subject split as the fusion head's (fusion.corpora.load_splits)
+        ck_train, ck_test = group_split(read_ckplus(paths.ckplus, exclude_subjects=set(CKPLUS_RESERVED)), test_fraction=0.2, seed=0)
+    tests = {"fer2013_publictest": load_face_data(fer("publictest"))}
+    if ck_test:
+        tests["ckplus_heldout_subjects"] = load_face_data(ck_test)
+    return load_face_data(fer("train") + ck_train), tests
+
+
+def save_face_branch(model, out: Path, train, tests: dict, opts, history: list, best_epoch: int, val_report,
+                     seconds: float) -> list[str]:
+    """Score the fine-tuned and the pretrained network on the test splits; write the ONNX, the weights and the record."""
+    from ecmf_edge.build.common import json_default
+    from ecmf_edge.build.mini_xception import build_mini_xception
+    from ecmf_edge.build.mini_xception import export_face_branch
+    from ecmf_edge.train.branches.face import predict_fer7, score
+
+    pretrained = build_mini_xception()
+    metrics = {}
+    for name, data in tests.items():
+        metrics[name] = {"fine_tuned": score(predict_fer7(model, data.images), data.labels).to_dict(),
+                         "pretrained": score(predict_fer7(pretrained, data.images, tta=False), data.labels).to_dict(),
+                         "pretrained_tta": score(predict_fer7(pretrained, data.images), data.labels).to_dict()}
+    out.mkdir(parents=True, exist_ok=True)
+    parity = export_face_branch(model, out / "face_encoder.onnx", tests["fer2013_publictest"].images[:64])
+    np.savez_compressed(out / "face_encoder_finetuned.npz", **{k: v.numpy() for k, v in model.state_dict().items()})
+    record = {"branch": "face", "labels_out": "FER2013 7 classes (scored on the 6 MER2025 classes)", "options": opts.to_dict(),
+              "history": history, "best_epoch": best_epoch, "val_weighted_f1": round(val_report.weighted_f1, 4),
+              "data": {"train": len(train), **{k: len(v) for k, v in tests.items()}}, "metrics": metrics, "parity": parity,
+              "seconds": round(seconds, 1)}
+    (out / "face_encoder.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n", encoding="utf-8")
+    return [f"{name}: weighted F1 {m['fine_tuned']['weighted_f1']:.3f} fine-tuned vs {m['pretrained']['weighted_f1']:.3f} "
+            f"pretrained ({m['pretrained_tta']['weighted_f1']:.3f} with the same test-time views), n={m['fine_tuned']['n']}"
+            for name, m in metrics.items()]
+
+
+def _face(paths, out: Path, epochs: int | None, seed: int, progress: bool) -> list[str]:
+    from ecmf_edge.train.branches.face import FaceTrainOptions, train_face_branch
+
+    started = time.perf_counter()
+    train, tests = face_corpora(paths)
+    opts = FaceTrainOptions(seed=seed, **({"epochs": epochs} if epochs else {}))
+    model, history, best_epoch, val_report = train_face_branch(train, opts, progress)
+    return save_face_branch(model, out, train, tests, opts, history, best_epoch, val_report, time.perf_counter() - started)
+
+
+def _speech(paths, out: Path, extractor, cache: Path, seed: int, progress: bool) -> list[str]:
+    from ecmf_edge.train.datasets.corpora import CorpusPaths, load_splits
+    from ecmf_edge.train.branches.speech import SpeechPlan, run_speech_branch
+
+    splits = load_splits(CorpusPaths(ravdess=paths.ravdess, emodb=paths.emodb))
+    record = run_speech_branch(splits, extractor, SpeechPlan(cache_dir=cache, out_dir=out, seed=seed), MER2025_LABELS, progress)
+    lines = []
+    for name, table in record["metrics"].items():
+        if name == "baselines":
+            for base, scores in table.items():
+                lines.append(f"baseline {base}: " + ", ".join(f"{c} {v['weighted_f1']:.3f}" for c, v in scores.items()))
+        else:
+            lines.append(f"{name}: " + ", ".join(f"{c} {v['weighted_f1']:.3f}" for c, v in table.items()))
+    return lines
+
+
+def _text(paths, out: Path, epochs: int | None, seed: int, progress: bool, llm_context_file: str | None) -> list[str]:
+    from ecmf_edge.train.datasets.meld import read_meld
+    from ecmf_edge.train.branches.text import TextTrainOptions, run_text_branch
+
+    if paths.meld is None:
+        raise InputError("the text branch needs MELD: pass --data DIR with meld/ (or --meld)")
+    opts = TextTrainOptions(seed=seed, **({"epochs": epochs} if epochs else {}))
+    context = None
+    if llm_context_file:
+        try:
+            context = json.loads(Path(llm_context_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--llm-context-file {llm_context_file} is not a readable JSON object ({exc}): "
+                             "write {\"<split>:<dialogue>:<utterance>\": \"context\"}") from None
+    train, dev = read_meld(paths.meld, "train", opts.history), read_meld(paths.meld, "dev", opts.history)
+    record = run_text_branch(train, dev, out, MER2025_LABELS, opts, context, progress)
+    return [f"MELD dev: weighted F1 {record['metrics']['dev']['weighted_f1']:.3f}, accuracy "
+            f"{record['metrics']['dev']['accuracy']:.3f} (n={record['metrics']['dev']['n']}, best epoch {record['best_epoch']})"]
+
+
+def train_branch(branch: str, paths, out: Path, *, extractor=None, cache: Path | None = None, epochs: int | None = None,
+                 seed: int = 0, progress: bool = True, llm_context_file: str | None = None) -> list[str]:
+    """Train one branch into ``out``; returns the summary lines to print.
+
+    Raises:
+        InputError: unknown branch or missing corpora.
+    """
+    out = Path(out)
+    if branch == "face":
+        return _face(paths, out, epochs, seed, progress)
+    if branch == "speech":
+        if paths.ravdess is None and paths.emodb is None:
+            raise InputError("the speech branch needs RAVDESS and/or EmoDB: pass --data DIR with ravdess/ and emodb/")
+        return _speech(paths, out, extractor, Path(cache), seed, progress)
+    if branch == "text":
+        return _text(paths, out, epochs, seed, progress, llm_context_file)
+    raise InputError(f"unknown branch '{branch}': use one of {', '.join(BRANCHES)} or fusion")

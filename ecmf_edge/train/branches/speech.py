@@ -1,0 +1,161 @@
+"""Speech branch: Whisper middle-layer statistics + prosody, speaker-normalised, with a trained head.
+
+``ecmf-edge train --branch speech`` reads RAVDESS actors 01-18 and the EmoDB subset,
+extracts the audio token of every clip (VAD speech, loudness-normalised to -23 dBFS;
+``audio_encoder``'s ``pooled_mid`` + 16 prosody statistics, cached), z-scores every
+feature per speaker (:mod:`.speaker_norm`), and trains an ensemble MLP head
+(:mod:`.classifier`) with early stopping on held-out *training* speakers. It reports on
+the fixed speaker-independent test split (RAVDESS actors 15-18, EmoDB speakers 03 and 14):
+
+* the head with each test speaker's statistics from all of that speaker's clips;
+* the head in the streaming protocol of the live loop: each clip normalised with the
+  statistics of the clips heard before it and itself, starting from the population prior;
+* the simple baselines in the same run: logistic regression on globally standardised
+  features, and on the same speaker-normalised features.
+
+Outputs in ``out_dir``: ``speech_head.onnx`` (input ``features``, outputs ``embedding``,
+``logits``, ``probs``), ``speech_head.json`` (labels, the speaker-normalisation prior,
+metrics, data counts, options) and ``speech_head_reference.npz`` (rows and probabilities
+that ``ecmf-edge export`` re-checks).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ecmf_edge.train.datasets.base import held_out_groups
+from ecmf_edge.errors import InputError
+from ecmf_edge.build.common import json_default
+from ecmf_edge.train.metrics import Report, evaluate
+from ecmf_edge.train.branches.classifier import HeadOptions, export_classifier, predict_classifier, train_classifier
+from ecmf_edge.audio.speaker_norm import STD_FLOOR, SpeakerNormalizer, normalize_by_group
+
+__all__ = ["SpeechPlan", "run_speech_branch", "population_prior", "streaming_normalize", "HEAD_FILE", "RECORD_FILE"]
+
+logger = logging.getLogger("ecmf_edge")
+
+HEAD_FILE = "speech_head.onnx"
+RECORD_FILE = "speech_head.json"
+REFERENCE_FILE = "speech_head_reference.npz"
+SPEECH_CORPORA = ("ravdess", "emodb")
+
+
+@dataclass(frozen=True)
+class SpeechPlan:
+    """What ``ecmf-edge train --branch speech`` needs."""
+
+    cache_dir: Path
+    out_dir: Path
+    head: HeadOptions = HeadOptions()
+    # Windows of population statistics the streaming normaliser starts from.
+    prior_windows: float = 8.0
+    val_fraction: float = 0.15
+    seed: int = 0
+
+
+def population_prior(features: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean of the speakers' means, sqrt of the mean of their variances): a typical speaker."""
+    means = np.stack([features[groups == g].mean(0) for g in np.unique(groups)])
+    variances = np.stack([features[groups == g].var(0) for g in np.unique(groups)])
+    return means.mean(0), np.sqrt(variances.mean(0))
+
+
+def streaming_normalize(features: np.ndarray, groups: np.ndarray, prior: tuple[np.ndarray, np.ndarray],
+                        prior_windows: float, seed: int = 0) -> np.ndarray:
+    """Each speaker's clips in a random order, each normalised as the live loop would: running
+    statistics of the clips so far (itself included) shrunk towards ``prior``."""
+    rng = np.random.default_rng(seed)
+    out = np.empty_like(features, dtype=np.float32)
+    for group in np.unique(groups):
+        rows = rng.permutation(np.flatnonzero(groups == group))
+        norm = SpeakerNormalizer(*prior, prior_windows=prior_windows)
+        for row in rows:
+            out[row] = norm.normalize(features[row])
+    return out
+
+
+def _scores(pred: np.ndarray, y: np.ndarray, corpora: np.ndarray, labels) -> dict[str, Report]:
+    return {c: evaluate(y[corpora == c], pred[corpora == c], labels) for c in np.unique(corpora)}
+
+
+def _logistic(x_fit, y_fit, x_test) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=0.1, max_iter=3000).fit(x_fit, y_fit).predict(x_test)
+
+
+def run_speech_branch(splits: dict, extractor, plan: SpeechPlan, labels: tuple[str, ...], progress: bool = True) -> dict:
+    """Train, evaluate and save the speech branch; returns the record (also written as JSON)."""
+    from ecmf_edge.train.corpus_features import extract_table, feature_key
+    from ecmf_edge.train.corpus_features import DIMS
+
+    started = time.perf_counter()
+    used = {c: splits[c] for c in SPEECH_CORPORA if c in splits}
+    if not used:
+        raise InputError("the speech branch needs RAVDESS and/or EmoDB: pass --data DIR with ravdess/ and emodb/ "
+                         "(or --ravdess / --emodb)")
+    from ecmf_edge.train.corpus_features import token_dims
+
+    dims = {**token_dims(extractor.bundle), "audio": DIMS["audio"]}
+    train = extract_table([s for sp in used.values() for s in sp.train], extractor, plan.cache_dir, dims, progress)
+    test = extract_table([s for sp in used.values() for s in sp.test], extractor, plan.cache_dir, dims, progress)
+    extract_seconds = time.perf_counter() - started
+    index = {l: i for i, l in enumerate(labels)}
+    keep_tr, keep_te = train.mask[:, 2] > 0, test.mask[:, 2] > 0  # clips where the VAD found speech
+    x_tr, g_tr, c_tr = train.features["audio"][keep_tr], train.groups[keep_tr], train.corpora[keep_tr]
+    y_tr = np.array([index[l] for l in train.labels[keep_tr]])
+    x_te, g_te, c_te = test.features["audio"][keep_te], test.groups[keep_te], test.corpora[keep_te]
+    y_te = np.array([index[l] for l in test.labels[keep_te]])
+
+    t0 = time.perf_counter()
+    n_tr = normalize_by_group(x_tr, g_tr)
+    val = held_out_groups(g_tr, c_tr, plan.val_fraction, plan.seed)
+    module, members = train_classifier(n_tr[~val], y_tr[~val], n_tr[val], y_tr[val], labels, plan.head)
+    train_seconds = time.perf_counter() - t0
+    prior = population_prior(x_tr.astype(np.float64), g_tr)
+
+    offline = _scores(predict_classifier(module, normalize_by_group(x_te, g_te))[1].argmax(1), y_te, c_te, labels)
+    streaming = _scores(predict_classifier(module, streaming_normalize(x_te, g_te, prior, plan.prior_windows))[1].argmax(1),
+                        y_te, c_te, labels)
+    no_adaptation = _scores(predict_classifier(module, ((x_te - prior[0]) / (prior[1] + STD_FLOOR)).astype(np.float32))[1].argmax(1),
+                            y_te, c_te, labels)
+    mean, std = x_tr.mean(0), x_tr.std(0) + STD_FLOOR
+    baselines = {
+        "logreg_global_standardisation": _scores(_logistic((x_tr - mean) / std, y_tr, (x_te - mean) / std), y_te, c_te, labels),
+        "logreg_speaker_normalised": _scores(_logistic(n_tr, y_tr, normalize_by_group(x_te, g_te)), y_te, c_te, labels),
+    }
+
+    out = Path(plan.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    reference = n_tr[:: max(1, len(n_tr) // 64)]
+    parity = export_classifier(module, out / HEAD_FILE, reference)
+    np.savez_compressed(out / REFERENCE_FILE, features=reference, probs=predict_classifier(module, reference)[1])
+
+    def table(reports: dict[str, Report]) -> dict:
+        return {c: r.to_dict() for c, r in reports.items()}
+
+    record = {
+        "branch": "speech", "labels": list(labels),
+        "input": "speaker-normalised concat(audio_encoder.pooled_mid, prosody 16) over VAD speech at -23 dBFS",
+        "feature_key": feature_key(extractor.bundle, extractor, with_text=False),
+        "token_output": extractor.bundle.spec("audio_encoder").get("attributes", {}).get("token_output", "pooled"),
+        "audio_encoder_sha256": extractor.bundle.manifest["files"][extractor.bundle.spec("audio_encoder")["file"]]["sha256"],
+        "dim": int(x_tr.shape[1]), "embedding_dim": plan.head.hidden,
+        "speaker_normalisation": {"prior_mean": prior[0].astype(np.float32).tolist(), "prior_std": prior[1].astype(np.float32).tolist(),
+                                  "prior_windows": plan.prior_windows, "std_floor": STD_FLOOR},
+        "head": plan.head.to_dict(), "members": members,
+        "data": {c: {"train": int(((c_tr == c) & ~val).sum()), "val": int(((c_tr == c) & val).sum()), "test": int((c_te == c).sum()),
+                     "test_speakers": sorted(set(g_te[c_te == c].tolist()))} for c in np.unique(c_tr)},
+        "metrics": {"speaker_stats_from_all_clips": table(offline), "streaming_running_stats": table(streaming),
+                    "population_prior_only": table(no_adaptation),
+                    "baselines": {k: table(v) for k, v in baselines.items()}},
+        "extract_seconds": round(extract_seconds, 1), "train_seconds": round(train_seconds, 1),
+        "parity": parity,
+    }
+    (out / RECORD_FILE).write_text(json.dumps(record, indent=2, default=json_default) + "\n", encoding="utf-8")
+    return record
