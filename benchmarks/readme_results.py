@@ -1,9 +1,9 @@
-"""Regenerate the README's benchmark section from a ``bench.json`` written by ``ecmf-edge bench``.
+"""Regenerate the benchmark section of docs/benchmarks.md from a ``bench.json`` written by ``ecmf-edge bench``.
 
 The section between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` is replaced (or
 appended when the markers are absent); nothing in it is typed by hand.
 
-    python benchmarks/readme_results.py bench-out/bench.json [--to README.md] [--print]
+    python benchmarks/readme_results.py bench-out/bench.json [--to docs/benchmarks.md] [--print]
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import _common  # noqa: F401  (puts the source checkout on sys.path)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", help="bench.json from `ecmf-edge bench`")
-    parser.add_argument("--to", default="README.md", help="markdown file to update (default README.md)")
+    parser.add_argument("--to", default="docs/benchmarks.md", help="markdown file to update (default docs/benchmarks.md)")
     parser.add_argument("--print", action="store_true", help="print the section instead of writing a file")
     args = parser.parse_args(argv)
 

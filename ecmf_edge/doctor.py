@@ -17,11 +17,11 @@ __all__ = ["Check", "run_checks", "format_table"]
 # (import name, distribution, extra that installs it, required for inference)
 PACKAGES: tuple[tuple[str, str, str, bool], ...] = (
     ("numpy", "numpy", "core", True),
-    ("onnx", "onnx", "core", True),
     ("onnxruntime", "onnxruntime", "core", True),
     ("cv2", "opencv-python-headless", "core", True),
     ("tokenizers", "tokenizers", "core", True),
-    ("torch", "torch", "export", False),
+    ("torch", "torch", "build", False),
+    ("onnx", "onnx", "build", False),
     ("faster_whisper", "faster-whisper", "asr", False),
     ("ctranslate2", "ctranslate2", "asr", False),
     ("llama_cpp", "llama-cpp-python", "llm", False),

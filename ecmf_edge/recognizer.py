@@ -31,6 +31,8 @@ from ecmf_edge.stream.models import Locked, ModelLoader
 from ecmf_edge.stream.options import MODALITIES, StreamOptions
 from ecmf_edge.stream.pipeline import EmotionStream
 from ecmf_edge.stream.sinks import CallbackSink, LabelChangeSink
+from ecmf_edge.text.asr import AsrOptions
+from ecmf_edge.text.llm_context import LlmOptions
 
 __all__ = ["Recognizer", "BACKENDS", "PRECISIONS"]
 
@@ -75,7 +77,8 @@ class Recognizer:
 
     def __init__(self, backend: str = "auto", precision: str = "fp32", bundle: Any = "default", *,
                  options: StreamOptions | None = None, fusion: Callable[[Mapping[str, Any]], Any] | None = None,
-                 text: bool = True, use_llm: bool = True, llm_options: Any = None, asr_options: Any = None,
+                 text: bool = True, use_llm: bool = True, llm_options: LlmOptions | None = None,
+                 asr_options: AsrOptions | None = None,
                  camera_options: CameraOptions | None = None, microphone_options: MicrophoneOptions | None = None,
                  model_threads: int = 1, on_event: Callable[[EmotionEvent], Any] | None = None,
                  on_label_change: Callable[[EmotionEvent], Any] | None = None, clock: Clock | None = None) -> None:
@@ -88,7 +91,9 @@ class Recognizer:
             options: stream options (rates, freshness limits, smoothing ...).
             fusion: replaces the bundle's fusion head: ``fusion(features) -> FusionResult``.
             text: run the text modality (speech recognition) in streams with audio.
-            use_llm: enrich transcripts with the local LLM (falls back with a warning when unavailable).
+            use_llm: enrich transcripts with the local LLM (falls back with a warning when unavailable). The LLM
+                is opened when a transcript first needs it, and not run at all when the bundle's text branch
+                was trained without LLM context (its answer would change no feature).
             llm_options, asr_options: :class:`~ecmf_edge.text.llm_context.LlmOptions`, :class:`~ecmf_edge.text.asr.AsrOptions`.
             model_threads: ONNX Runtime threads per model when the recognizer loads the bundle itself. A
                 stream runs its models in parallel on their own threads, so 1 (the default) avoids

@@ -42,8 +42,34 @@ def test_json_lines(capsys, bundle_root, face_video):
     assert set(events[0]["latency_ms"]) >= {"face_detect", "face_encode", "frame_encoder", "fusion", "capture_to_event"}
 
 
-def test_window_without_gui_support_is_a_one_line_error(capsys, bundle_root, face_video):
+def test_window_without_a_display_is_a_one_line_error_before_any_model_loads(capsys, monkeypatch, face_video, tmp_path):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    # a bundle folder that does not exist: the display is checked first, so this is never reached
+    code, out, err = _run(capsys, "--camera", "0", "--bundle", str(tmp_path / "no-bundle"))
+    assert code == 2 and out == "" and err.strip().count("\n") == 0
+    assert "no display" in err and "--headless" in err and "--json" in err and "ecmf-edge serve" in err
+
+
+def test_the_window_opens_at_the_frames_size_fitted_to_the_screen():
+    from ecmf_edge.cli.run import window_size
+
+    assert window_size(1280, 720, None) == (1280, 720)
+    assert window_size(640, 480, (1920, 1080)) == (640, 480)
+    w, h = window_size(3840, 2160, (1920, 1080))
+    assert w <= 1920 * 0.9 + 1 and h <= 1080 * 0.9 + 1 and abs(w / h - 16 / 9) < 0.01
+
+
+def test_serve_rejects_a_port_out_of_range_in_one_line(capsys):
+    code = main(["serve", "--port", "70000", "--video", "clip.mp4"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().count("\n") == 0 and "--port 70000" in err and "1-65535" in err
+
+
+def test_window_without_gui_support_is_a_one_line_error(capsys, monkeypatch, bundle_root, face_video):
     import cv2
+
+    monkeypatch.setenv("DISPLAY", ":0")  # a display is there; this OpenCV build cannot open windows
 
     try:
         cv2.namedWindow("probe")

@@ -192,7 +192,8 @@ def test_real_time_file_playback_takes_the_clips_duration(rec, face_video):
     with rec.stream(video=face_video, realtime=True) as stream:
         events = list(stream)
     elapsed = time.monotonic() - started
-    assert 1.9 < elapsed < 3.5 and 17 <= len(events) <= 21
+    # paced by the clock: never faster than the clip (the upper bound only catches a hang on a busy machine)
+    assert 1.9 < elapsed < 10 and 17 <= len(events) <= 21
     assert all(b.timestamp > a.timestamp for a, b in zip(events, events[1:]))
     with_face = [e for e in events if "face" in e.present]
     assert len(with_face) >= len(events) - 2 and all(e.label == "happy" for e in with_face[2:])

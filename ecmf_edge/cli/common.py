@@ -35,7 +35,7 @@ def add_llm_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="folder holding ravdess/ emodb/ fer2013/ ckplus/ meld/ (see README, 'Training data')")
+    p.add_argument("--data", help="folder holding ravdess/ emodb/ fer2013/ ckplus/ meld/ (layout in docs/training.md)")
     for name in ("ravdess", "emodb", "fer2013", "ckplus", "meld"):
         p.add_argument(f"--{name}", help=f"{name} folder (overrides --data)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "ecmf-edge" / "features"), help="feature cache folder")

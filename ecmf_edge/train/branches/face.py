@@ -110,7 +110,7 @@ def load_face_data(samples: Sequence[Sample], size: int = SIZE) -> FaceData:
         corpora.append(s.corpus)
         groups.append(s.group)
     if not images:
-        raise InputError("no face images found: check --fer2013 / --ckplus (layout in the README)")
+        raise InputError("no face images found: check --fer2013 / --ckplus (layout in docs/training.md)")
     return FaceData(np.stack(images), np.array(labels, np.int64), np.array(corpora), np.array(groups))
 
 
