@@ -40,7 +40,8 @@ with Recognizer(bundle=bundle, backend="onnxruntime", use_llm=use_llm) as rec:
         if event.transcript and first_text is None:
             first_text = now
     llm = rec.models.is_loaded("enricher") if hasattr(rec.models, "is_loaded") else "enricher" in rec.models._cache
-print(json.dumps({"import": t_import, "loaded": t_loaded, "first": first, "first_text": first_text, "llm_opened": llm,
+import ecmf_edge
+print(json.dumps({"package": ecmf_edge.__file__, "import": t_import, "loaded": t_loaded, "first": first, "first_text": first_text, "llm_opened": llm,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
 '''
 
@@ -72,7 +73,7 @@ def run_once(bundle: str, video: Path, use_llm: bool) -> dict:
     t = json.loads(done.stdout.strip().splitlines()[-1])
     return {"import_s": t["import"] - started, "loaded_s": t["loaded"] - started, "first_event_s": t["first"] - started,
             "first_transcript_s": (t["first_text"] - started) if t["first_text"] else None,
-            "llm_opened": t["llm_opened"], "peak_rss_mb": t["peak_rss_mb"]}
+            "llm_opened": t["llm_opened"], "peak_rss_mb": t["peak_rss_mb"], "package": t["package"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         video = replay_video(Path(tmp))
-        run_once(bundle, video, False)  # warm the file cache: every configuration then starts equally cold
+        # warm the file cache: every configuration then starts equally cold; it also says which ecmf_edge runs
+        packages = [run_once(bundle, video, False)["package"]]
         for use_llm in (False, True):
             runs = [run_once(bundle, video, use_llm) for _ in range(args.repeats)]
             row = {"configuration": "LLM on" if use_llm else "LLM off", "repeats": args.repeats,
@@ -102,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                        ("first_event_s_median", "first event s", ".2f"), ("first_event_s_p95", "p95", ".2f"),
                        ("first_transcript_s_median", "first transcript s", ".2f"),
                        ("peak_rss_mb_median", "peak RSS MiB", ".0f")])
-    out = write_report(args.json, {"bundle": bundle, "rows": rows})
-    print(f"written: {out}")
+    out = write_report(args.json, {"bundle": bundle, "package": packages[0] if packages else None, "rows": rows})
+    print(f"ecmf_edge from {packages[0]}; written: {out}")
     return 0
 
 

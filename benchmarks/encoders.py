@@ -42,7 +42,9 @@ def build_cases(bundle) -> list:
     crop = align_face(frame, faces[0], size=face_size)
     frame_encoder = FrameEncoder.from_bundle(bundle)
     vad = VoiceActivityDetector.from_bundle(bundle)
-    speech_encoder = SpeechEncoder.from_bundle(bundle)
+    speech_encoder = SpeechEncoder.from_bundle(bundle)  # runs the truncated token graph where the bundle has one
+    spec = bundle.spec("audio_encoder")
+    full_encoder = SpeechEncoder(bundle.session(spec["file"]), spec)  # all six Whisper layers (the token read at layer 1)
     text_encoder = TextEncoder.from_bundle(bundle)
     speech = load_audio(asset_path("speech_en.wav"))
     one_s, four_s = speech[16000:32000], np.resize(speech, 64000)
@@ -57,6 +59,8 @@ def build_cases(bundle) -> list:
         ("vad", "one 32 ms chunk", lambda: vad.chunk_probability(chunk)),
         ("audio_encoder_1s", "1 s speech window", lambda: speech_encoder.encode(one_s, 16000)),
         ("audio_encoder_4s", "4 s speech window", lambda: speech_encoder.encode(four_s, 16000)),
+        ("audio_encoder_full_1s", "1 s window, all 6 layers", lambda: full_encoder.encode(one_s, 16000)),
+        ("audio_encoder_full_4s", "4 s window, all 6 layers", lambda: full_encoder.encode(four_s, 16000)),
         ("prosody_1s", "1 s speech window", lambda: prosody_features(one_s, 16000)),
         ("text_encoder", "one sentence", lambda: text_encoder.encode(sentence)),
     ]

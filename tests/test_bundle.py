@@ -88,7 +88,7 @@ def test_manifest_without_hash_record(copy):
 
 
 def test_absent_bundle_and_model(tmp_path, copy):
-    with pytest.raises(ModelError, match="run `ecmf-edge export` to build it"):
+    with pytest.raises(ModelError, match="build it with `ecmf-edge export --out"):
         load_bundle(tmp_path / "nowhere", build_if_missing=False)
     with pytest.raises(ModelError, match="has no model 'face_encoder'"):
         load_bundle(copy).spec("face_encoder")

@@ -339,10 +339,16 @@ def _enricher(**options):
     return ContextEnricher(LlmOptions(**options))
 
 
-def _speech_stream(bundle, parts, llm_parts, enricher, face_video, speech_wav, options=None):
+def _speech_stream(bundle, parts, llm_parts, enricher, face_video, speech_wav, options=None, reads_llm=True):
+    """A stream with speech; ``reads_llm``: its text branch reads the LLM's sentence (as one trained with
+    LLM context does; the shipped branch does not, and then the LLM is never run)."""
+    import copy
+
     from ecmf_edge.text.text_path import TextFeaturizer, TextPath
 
-    path = TextPath(llm_parts[0], TextFeaturizer(None, enricher, branch=llm_parts[1]))
+    branch = copy.copy(llm_parts[1])
+    branch.uses_llm_context = reads_llm
+    path = TextPath(llm_parts[0], TextFeaturizer(None, enricher, branch=branch))
     return EmotionStream(models(bundle, parts, text=path), video=VideoFileSource(face_video, realtime=False),
                          audio=AudioFileSource(speech_wav, realtime=False), options=options, realtime=False)
 
@@ -367,6 +373,24 @@ def test_a_dead_llm_falls_back_to_the_transcript_and_is_switched_off(bundle, par
     assert results[1].fallback_reason.startswith("the LLM is switched off after 3 failures in a row")
     assert "--no-llm" in results[-1].fallback_reason
     assert warnings_with(caplog, "LLM context failed") == 1 and warnings_with(caplog, "switched off") == 1
+
+
+def test_the_llm_is_not_run_when_the_text_branch_does_not_read_it(bundle, parts, llm_parts, face_video, speech_wav):
+    from ecmf_edge.text.text_path import SKIPPED_LLM
+
+    enricher = _enricher(max_failures=3)
+    real, dead = enricher._llm, _DeadLlm()
+    enricher._llm = dead
+    try:
+        with _speech_stream(bundle, parts, llm_parts, enricher, face_video, speech_wav, reads_llm=False) as stream:
+            events = list(stream)
+    finally:
+        enricher._llm = real
+        enricher.close()
+    assert dead.calls == 0, "no LLM call whose answer no model reads"
+    assert "text" in events[-1].present and "happy" in events[-1].transcript.lower()
+    assert stream.text_stage is not None
+    assert SKIPPED_LLM.startswith("the bundle's text branch was trained without LLM context")
 
 
 def test_a_slow_llm_is_cut_at_its_time_limit(llm_parts):

@@ -24,10 +24,11 @@ from ecmf_edge.runtime.bundle import BUILDER_GROUP, ensure_default_bundle, load_
 HERE = Path(__file__).parent
 
 
-def run_slim(tmp_path: Path, code: str, *args: str, engines: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_slim(tmp_path: Path, code: str, *args: str, keep_build_layer: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
     script = tmp_path / "scenario.py"
     script.write_text(code, encoding="utf-8")
-    env = dict(os.environ, ECMF_EDGE_ENGINES=str(engines or tmp_path / "no-engines"), PYTHONWARNINGS="ignore")
+    env = dict(os.environ, ECMF_EDGE_ENGINES=str(tmp_path / "no-engines"), PYTHONWARNINGS="ignore",
+               ECMF_EDGE_KEEP_BUILD_LAYER="1" if keep_build_layer else "0")
     return subprocess.run([sys.executable, str(HERE / "without_build.py"), str(script), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -107,6 +108,13 @@ def test_without_a_bundle_or_the_build_extra_the_error_names_the_command_and_the
 
     api = run_slim(tmp_path, "from ecmf_edge import Recognizer\nRecognizer()\n")
     assert api.returncode != 0 and "ModelError" in api.stderr and "ecmf-edge export" in api.stderr
+
+
+def test_with_the_build_layer_but_no_torch_the_export_stops_before_it_starts(tmp_path):
+    done = run_slim(tmp_path, CLI, "run", "--video", "clip.mp4", "--json", keep_build_layer=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "export:" not in done.stderr, done.stderr
+    assert "torch is not installed" in done.stderr and "ecmf-edge[build]" in done.stderr
 
 
 def test_load_bundle_never_builds(tmp_path, monkeypatch):

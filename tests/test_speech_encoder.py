@@ -67,8 +67,10 @@ def test_record_describes_bundle(exported):
     assert (out / record["file"]).is_file()
     assert [i["name"] for i in record["inputs"]] == ["mel"] and record["inputs"][0]["shape"] == [1, 80, "frames"]
     assert {o["name"]: o["shape"] for o in record["outputs"]}["pooled"] == [1, 1024]
+    assert record["extra_files"][0] == record["attributes"]["token_file"] == "audio_encoder_token.onnx"
     for name in record["extra_files"]:
-        assert name.startswith(f"{CT2_DIR}/") and (out / name).is_file()
+        assert (out / name).is_file()
+    assert all(name.startswith(f"{CT2_DIR}/") for name in record["extra_files"][1:])
     assert record["provenance"]["licence"] == "MIT" and record["provenance"]["architecture"] == "whisper-base encoder"
     parity = record["parity"]
     assert parity["max_abs_diff"] <= parity["tolerance"] and parity["pooled_cosine"] >= parity["min_pooled_cosine"]

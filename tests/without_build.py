@@ -2,15 +2,19 @@
 
 ``python tests/without_build.py SCRIPT.py [ARGS...]`` makes torch, transformers and the
 package's build and train layers unimportable (as if they were not installed), then runs
-``SCRIPT.py`` as ``__main__``. At exit it fails if any of them got imported anyway.
+``SCRIPT.py`` as ``__main__``. At exit it fails if any of them got imported anyway. With
+``ECMF_EDGE_KEEP_BUILD_LAYER=1`` the package's build layer stays importable (a full install of
+the package without the build extra's dependencies).
 """
 from __future__ import annotations
 
 import importlib.abc
+import os
 import runpy
 import sys
 
-BLOCKED = ("torch", "transformers", "safetensors", "sklearn", "onnxconverter_common", "ecmf_edge.build", "ecmf_edge.train")
+BLOCKED = ("torch", "transformers", "safetensors", "sklearn", "onnxconverter_common") + (
+    () if os.environ.get("ECMF_EDGE_KEEP_BUILD_LAYER") == "1" else ("ecmf_edge.build", "ecmf_edge.train"))
 
 
 class Blocker(importlib.abc.MetaPathFinder):

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ecmf_edge import __version__
+from ecmf_edge.errors import missing_dependency
 from ecmf_edge.labels import MER2025_LABELS
 from ecmf_edge.runtime.bundle import DEFAULT_BUNDLE, MANIFEST, MANIFEST_FORMAT, REBUILD_COMMAND, bundle_dir, sha256_file
-from ecmf_edge.build.common import ExportedModel, json_default
+from ecmf_edge.build.common import ExportedModel, json_default, require_torch
 
 __all__ = ["export_bundle", "EXPORTERS", "MODALITIES"]
 
@@ -87,6 +88,11 @@ def export_bundle(
         DependencyError: torch (the ``export`` extra) is not installed.
     """
     target = Path(target) if target is not None else bundle_dir(DEFAULT_BUNDLE)
+    require_torch()  # fail before the progress bar, not in the middle of it
+    try:
+        import onnx  # noqa: F401  (every exporter checks its file with it)
+    except ImportError:
+        raise missing_dependency("onnx", "build") from None
     if (target / MANIFEST).is_file() and not force:
         logger.info("bundle already at %s (use force=True / --force to rebuild)", target)
         return target

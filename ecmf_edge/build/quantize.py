@@ -169,12 +169,24 @@ def _convert_all(bundle: Bundle, precision: str, partial: Path, wanted: Sequence
             token_file = spec.get("attributes", {}).get("token_file")
             for relative in spec.get("extra_files", []):
                 if relative == token_file:  # the truncated graph: same weights, same conversion, the same token
-                    _convert_file(bundle.path(relative), partial / relative, precision, INT8_SETTINGS[key])
+                    _convert_file(bundle.path(relative), partial / relative, precision,
+                                  _settings_up_to(INT8_SETTINGS[key], int(spec["attributes"]["token_layer"])))
                 else:
                     link_or_copy(bundle.path(relative), partial / relative)
     manifest["files"] = {rel: {"sha256": sha256_file(partial / rel), "bytes": (partial / rel).stat().st_size}
                          for rel in manifest["files"]}
     return manifest
+
+
+def _settings_up_to(settings: dict[str, Any], last_layer: int) -> dict[str, Any]:
+    """The settings for a graph cut after layer ``last_layer``: the float-kept nodes of later layers are not in it."""
+    import re
+
+    def keep(name: str) -> bool:
+        found = re.search(r"/layers\.(\d+)/", name)
+        return found is None or int(found.group(1)) <= last_layer
+
+    return {**settings, "nodes_to_exclude": [n for n in settings.get("nodes_to_exclude", []) if keep(n)]}
 
 
 def _convert_file(model_path: Path, target: Path, precision: str, settings: dict[str, Any]) -> None:
