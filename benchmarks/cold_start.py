@@ -67,7 +67,8 @@ def replay_video(folder: Path) -> Path:
 def run_once(bundle: str, video: Path, use_llm: bool) -> dict:
     started = time.time()
     done = subprocess.run([sys.executable, "-c", CHILD, bundle, str(video), "1" if use_llm else "0"],
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"),
+                          cwd=str(video.parent))  # not the checkout: PYTHONPATH decides which ecmf_edge runs
     if done.returncode != 0:
         raise SystemExit(f"cold-start child failed: {done.stderr.strip().splitlines()[-1:]}")
     t = json.loads(done.stdout.strip().splitlines()[-1])

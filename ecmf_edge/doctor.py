@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 
 from ecmf_edge._resources import package_version
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["Check", "run_checks", "format_table"]
 
@@ -129,7 +130,7 @@ def _smoke_row(bundle) -> Check:
         probs = np.asarray(result.probabilities, dtype=np.float64)
         if probs.shape != (len(bundle.labels),) or not np.all(np.isfinite(probs)) or abs(probs.sum() - 1) > 1e-3:
             return Check("inference", "fusion_head", False, "the fusion head gives invalid probabilities: run "
-                         "`ecmf-edge export --force` to rebuild the bundle", True)
+                         f"`{REBUILD_COMMAND}` to rebuild the bundle", True)
     except EcmfError as exc:
         return Check("inference", "fusion_head", False, str(exc), True)
     except Exception as exc:  # a broken ONNX Runtime install fails here, not in the middle of a stream

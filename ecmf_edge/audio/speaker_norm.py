@@ -21,6 +21,7 @@ import threading
 import numpy as np
 
 from ecmf_edge.errors import InputError
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["SpeakerNormalizer", "normalize_by_group", "STD_FLOOR"]
 
@@ -53,7 +54,7 @@ class SpeakerNormalizer:
         std = np.asarray(std, np.float64).reshape(-1)
         if mean.shape != std.shape or mean.size == 0 or not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
             raise InputError("speaker normaliser needs finite population mean and std of the same length: "
-                             "run `ecmf-edge export --force` to rebuild the speech branch")
+                             f"run `{REBUILD_COMMAND}` to rebuild the speech branch")
         if not np.isfinite(prior_windows) or prior_windows < 0:
             raise InputError(f"prior_windows must be >= 0, got {prior_windows}")
         self._mean0, self._var0 = mean, std ** 2

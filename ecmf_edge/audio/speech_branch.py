@@ -15,6 +15,7 @@ import numpy as np
 
 from ecmf_edge.audio.speaker_norm import SpeakerNormalizer
 from ecmf_edge.errors import ModelError
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["SpeechBranch", "MODEL_KEY"]
 
@@ -30,7 +31,7 @@ class SpeechBranch:
         outputs = {o.name for o in session.get_outputs()}
         if inputs != ["features"] or not {"embedding", "probs"} <= outputs:
             raise ModelError(f"speech head has inputs {inputs} and outputs {sorted(outputs)}, expected features -> "
-                             "embedding, probs: run `ecmf-edge export --force`")
+                             f"embedding, probs: run `{REBUILD_COMMAND}`")
         try:
             attrs = spec["attributes"]
             norm = attrs["speaker_normalisation"]
@@ -40,9 +41,9 @@ class SpeechBranch:
             self.normalizer = SpeakerNormalizer(np.asarray(norm["prior_mean"]), np.asarray(norm["prior_std"]),
                                                 float(norm["prior_windows"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"speech_head manifest entry is incomplete ({exc!r}): run `ecmf-edge export --force`") from None
+            raise ModelError(f"speech_head manifest entry is incomplete ({exc!r}): run `{REBUILD_COMMAND}`") from None
         if self.normalizer.dim != self.dim:
-            raise ModelError("speech_head speaker statistics do not match its input size: run `ecmf-edge export --force`")
+            raise ModelError(f"speech_head speaker statistics do not match its input size: run `{REBUILD_COMMAND}`")
         self._session = session
 
     @classmethod
@@ -55,7 +56,7 @@ class SpeechBranch:
         made = bundle.spec("audio_encoder").get("attributes", {}).get("token_output", "pooled") if bundle.has("audio_encoder") else None
         if made != wanted:
             raise ModelError(f"the speech head was trained on the audio encoder's '{wanted}' output but this bundle's encoder "
-                             f"gives '{made}': run `ecmf-edge export --force`")
+                             f"gives '{made}': run `{REBUILD_COMMAND}`")
         return cls(bundle.session(spec["file"]), spec)
 
     def reset_speaker(self) -> None:
@@ -74,5 +75,5 @@ class SpeechBranch:
             embedding, probs = self._session.run(["embedding", "probs"], {"features": x})
         except Exception as exc:  # onnxruntime's own exception types
             raise ModelError(f"speech head failed in ONNX Runtime ({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]}): "
-                             "run `ecmf-edge export --force`") from None
+                             f"run `{REBUILD_COMMAND}`") from None
         return embedding[0].astype(np.float32), probs[0].astype(np.float32)

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ecmf_edge.errors import InputError, ModelError
-from ecmf_edge.modalities import SAMPLE_RATE
+from ecmf_edge.modalities import REBUILD_COMMAND, SAMPLE_RATE
 
 __all__ = ["SpeechEncoder", "log_mel", "prepare_mel", "mel_filters", "SAMPLE_RATE", "MODEL_KEY"]
 
@@ -155,7 +155,7 @@ class SpeechEncoder:
             token = str(self.spec.get("attributes", {}).get("token_output", "pooled"))
             if names != {token}:
                 raise ModelError(f"truncated audio encoder has outputs {sorted(names)}, expected {token}: "
-                                 "run `ecmf-edge export --force`")
+                                 f"run `{REBUILD_COMMAND}`")
         if callable(session) and not hasattr(session, "run"):
             self._check_preprocessing()
             self.token_output = str(self.spec.get("attributes", {}).get("token_output", "pooled"))
@@ -175,7 +175,7 @@ class SpeechEncoder:
     def _check_preprocessing(self) -> None:
         pre = self.spec.get("preprocessing", {})
         if int(pre.get("sample_rate", SAMPLE_RATE)) != SAMPLE_RATE or int(pre.get("n_mels", N_MELS)) != N_MELS:
-            raise ModelError("audio encoder preprocessing in the manifest is not 16 kHz / 80 mel: run `ecmf-edge export --force`")
+            raise ModelError(f"audio encoder preprocessing in the manifest is not 16 kHz / 80 mel: run `{REBUILD_COMMAND}`")
         self.max_frames = int(pre.get("max_frames", MAX_FRAMES))
         self.min_frames = int(pre.get("min_frames", MIN_FRAMES))
         self.dim = int(self.spec.get("attributes", {}).get("pooled_dim", 2 * 512))
@@ -186,7 +186,7 @@ class SpeechEncoder:
         if "mel" not in inputs or not {"states", "pooled"} <= outputs:
             raise ModelError(
                 f"audio encoder model has inputs {sorted(inputs)} and outputs {sorted(outputs)}, expected mel -> states, pooled: "
-                "run `ecmf-edge export --force`"
+                f"run `{REBUILD_COMMAND}`"
             )
         self._check_preprocessing()
         # Which pooled output is the audio token (the speech branch's input): bundles from
@@ -194,7 +194,7 @@ class SpeechEncoder:
         self.token_output = str(self.spec.get("attributes", {}).get("token_output", "pooled"))
         if self.token_output not in outputs:
             raise ModelError(f"audio encoder model has no '{self.token_output}' output named in its manifest: "
-                             "run `ecmf-edge export --force`")
+                             f"run `{REBUILD_COMMAND}`")
 
     @classmethod
     def from_bundle(cls, bundle) -> "SpeechEncoder":
@@ -205,7 +205,7 @@ class SpeechEncoder:
         """
         spec = bundle.spec(MODEL_KEY)
         if not spec or "file" not in spec:
-            raise ModelError(f"bundle has no '{MODEL_KEY}' model: run `ecmf-edge export --force`")
+            raise ModelError(f"bundle has no '{MODEL_KEY}' model: run `{REBUILD_COMMAND}`")
         token_file = spec.get("attributes", {}).get("token_file")
         if token_file and token_file in spec.get("extra_files", []) and Path(token_file).suffix == Path(spec["file"]).suffix:
             # streams need only the token: the full graph is opened when states or the last layer are asked for
@@ -221,7 +221,7 @@ class SpeechEncoder:
             states, pooled = self.session.run(["states", self.token_output], {"mel": mel})
         except Exception as exc:  # onnxruntime raises its own exception types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"audio encoder failed on a {mel.shape} input ({first[:160]}): run `ecmf-edge export --force`") from None
+            raise ModelError(f"audio encoder failed on a {mel.shape} input ({first[:160]}): run `{REBUILD_COMMAND}`") from None
         return states[0].astype(np.float32, copy=False), pooled[0].astype(np.float32, copy=False)
 
     def _run_token(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -231,7 +231,7 @@ class SpeechEncoder:
             (pooled,) = self.token_session.run([self.token_output], {"mel": mel})
         except Exception as exc:  # onnxruntime raises its own exception types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"audio encoder failed on a {mel.shape} input ({first[:160]}): run `ecmf-edge export --force`") from None
+            raise ModelError(f"audio encoder failed on a {mel.shape} input ({first[:160]}): run `{REBUILD_COMMAND}`") from None
         return pooled[0].astype(np.float32, copy=False)
 
     def encode(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:

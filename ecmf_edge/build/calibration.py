@@ -17,6 +17,7 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from ecmf_edge.errors import InputError
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = [
     "CalibrationBatcher", "IMAGE_SUFFIXES", "CALIBRATED_MODELS", "CALIBRATION_KINDS", "face_crops", "scene_frames", "load_image_dir",
@@ -265,7 +266,7 @@ def _check_shape(key: str, spec: dict[str, Any], name: str, batch: np.ndarray) -
     fixed = [(axis, int(size)) for axis, size in enumerate(expected) if isinstance(size, int)]
     if batch.ndim != len(expected) or any(batch.shape[axis] != size for axis, size in fixed):
         raise InputError(f"calibration inputs for {key} have shape {list(batch.shape)}, the model reads {expected}: "
-                         "rebuild the bundle with `ecmf-edge export --force` or fix the calibration set")
+                         f"rebuild the bundle with `{REBUILD_COMMAND}` or fix the calibration set")
 
 
 class _NoSession:

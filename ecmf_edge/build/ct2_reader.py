@@ -27,6 +27,7 @@ from typing import BinaryIO, Callable
 import numpy as np
 
 from ecmf_edge.errors import ModelError
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["CT2Model", "read_ct2_model", "SUPPORTED_BINARY_VERSIONS"]
 
@@ -73,7 +74,7 @@ class _Reader:
     def _fail(self, what: str) -> ModelError:
         return ModelError(
             f"{self.path} is truncated or corrupt ({what} at byte {self.handle.tell()} of {self.size}): "
-            "delete it and run `ecmf-edge export --force`"
+            f"delete it and run `{REBUILD_COMMAND}`"
         )
 
     def read(self, n: int, what: str) -> bytes:
@@ -134,7 +135,7 @@ def _dequantize(variables: dict[str, np.ndarray], stored: dict[str, str]) -> lis
             if scale.shape != (rows,):
                 raise ModelError(
                     f"scale of {name} has shape {scale.shape}, expected ({rows},): the model file is corrupt, "
-                    "run `ecmf-edge export --force`"
+                    f"run `{REBUILD_COMMAND}`"
                 )
             value = value / scale.reshape((rows,) + (1,) * (value.ndim - 1))
         variables[name] = value

@@ -16,6 +16,7 @@ from ecmf_edge._assets import asset_path
 from ecmf_edge._resources import package_file, package_version
 from ecmf_edge.errors import ModelError
 from ecmf_edge.build.common import ExportedModel, check_parity, onnx_io
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["export_vad"]
 
@@ -53,7 +54,7 @@ def export_vad(out_dir: Path) -> ExportedModel:
     ours = vad.probabilities(speech)
     segments = vad.segments(speech)
     if not segments:
-        raise ModelError("vad.onnx found no speech in the reference utterance: reinstall silero-vad and run `ecmf-edge export --force`")
+        raise ModelError(f"vad.onnx found no speech in the reference utterance: reinstall silero-vad and run `{REBUILD_COMMAND}`")
     parity = {
         "inputs": "speech_en.wav (4 s espeak-ng English speech)",
         "speech_segments": [[s.start, s.end] for s in segments],

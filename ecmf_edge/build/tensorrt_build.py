@@ -26,6 +26,7 @@ from ecmf_edge.errors import InputError, ModelError
 from ecmf_edge.runtime.bundle import MANIFEST, Bundle, bundle_dir, load_bundle, sha256_file
 from ecmf_edge.runtime.tensorrt import current_engine_key, import_tensorrt
 from ecmf_edge.build.common import link_or_copy, staged_dir
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["build_engine", "build_engine_bundle", "optimization_profile", "make_entropy_calibrator",
            "ENGINE_MODELS", "PROFILE_DIMS", "DEFAULT_WORKSPACE_MB"]
@@ -71,7 +72,7 @@ def optimization_profile(key: str, inputs: Sequence[dict[str, Any]], network_sha
         fixed = list(network_shapes.get(name, [])) if network_shapes else []
         if fixed and len(fixed) != len(shape):
             raise ModelError(f"{key}: input {name} has {len(fixed)} axes in the ONNX graph but {len(shape)} in the manifest: "
-                             "rebuild the bundle with `ecmf-edge export --force`")
+                             f"rebuild the bundle with `{REBUILD_COMMAND}`")
         if all(isinstance(d, int) for d in shape) and not any(int(d) < 0 for d in fixed):
             continue
         lo, opt, hi = [], [], []
@@ -157,7 +158,7 @@ def build_engine(onnx_path: Path, engine_path: Path, *, key: str, inputs: Sequen
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
         raise ModelError(f"TensorRT cannot parse {onnx_path.name} ({(errors or ['unknown error'])[0][:160]}): "
-                         "keep this model on ONNX Runtime or rebuild the bundle with `ecmf-edge export --force`")
+                         f"keep this model on ONNX Runtime or rebuild the bundle with `{REBUILD_COMMAND}`")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     flags = []

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ecmf_edge._resources import package_file, package_version
 from ecmf_edge.errors import ModelError
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = [
     "assemble_whisper_model",
@@ -109,6 +110,6 @@ def assemble_whisper_model(dest_dir: Path) -> Path:
             continue
         _join(parts, target)
     if not _is_complete(dest, sources):
-        raise ModelError(f"assembling the Whisper model in {dest} gave files of the wrong size: delete the folder and run `ecmf-edge export --force`")
+        raise ModelError(f"assembling the Whisper model in {dest} gave files of the wrong size: delete the folder and run `{REBUILD_COMMAND}`")
     logger.info("assembled Whisper-base CTranslate2 model in %s", dest)
     return dest

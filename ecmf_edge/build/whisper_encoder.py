@@ -46,7 +46,7 @@ from ecmf_edge.errors import ModelError, missing_dependency
 from ecmf_edge.build.common import ExportedModel, check_parity, onnx_export, onnx_io, require_torch
 from ecmf_edge.build.ct2_reader import read_ct2_model
 from ecmf_edge.build.whisper_assets import MODEL_FILES, assemble_whisper_model, whisper_provenance
-from ecmf_edge.modalities import SAMPLE_RATE
+from ecmf_edge.modalities import REBUILD_COMMAND, SAMPLE_RATE
 
 __all__ = [
     "export_audio_encoder",
@@ -99,7 +99,7 @@ def encoder_weights(ct2_dir: Path) -> tuple[dict[str, np.ndarray], int, int, str
     v = model.variables
     layers = sorted({int(m.group(1)) for m in map(_LAYER.match, v) if m})
     if not layers or layers != list(range(len(layers))):
-        raise ModelError(f"{ct2_dir}/model.bin has no encoder layers: it is not a Whisper model, run `ecmf-edge export --force`")
+        raise ModelError(f"{ct2_dir}/model.bin has no encoder layers: it is not a Whisper model, run `{REBUILD_COMMAND}`")
     heads = int(v["encoder/num_heads"]) if "encoder/num_heads" in v else 8
     mapping = {
         "encoder/conv1/weight": "conv1.weight",
@@ -129,7 +129,7 @@ def encoder_weights(ct2_dir: Path) -> tuple[dict[str, np.ndarray], int, int, str
             mapping[f"encoder/layer_{i}/{src}"] = f"layers.{i}.{dst}"
     missing = [name for name in mapping if name not in v]
     if missing:
-        raise ModelError(f"{ct2_dir}/model.bin lacks {missing[0]} (and {len(missing) - 1} more): run `ecmf-edge export --force`")
+        raise ModelError(f"{ct2_dir}/model.bin lacks {missing[0]} (and {len(missing) - 1} more): run `{REBUILD_COMMAND}`")
     state = {dst: np.ascontiguousarray(v[src], dtype=np.float32) for src, dst in mapping.items()}
     return state, len(layers), heads, model.stored_dtypes.get("encoder/conv1/weight", "float32")
 
@@ -197,7 +197,7 @@ def build_whisper_encoder(state: dict[str, np.ndarray], num_layers: int, num_hea
         module.load_state_dict({k: torch.from_numpy(a) for k, a in state.items()}, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise ModelError(f"Whisper encoder weights do not fit the architecture ({first[:160]}): run `ecmf-edge export --force`") from None
+        raise ModelError(f"Whisper encoder weights do not fit the architecture ({first[:160]}): run `{REBUILD_COMMAND}`") from None
     return module.eval()
 
 
@@ -223,7 +223,7 @@ def ct2_encode(ct2_dir: Path, mel: np.ndarray) -> np.ndarray:
         model = ctranslate2.models.Whisper(str(ct2_dir), device="cpu", compute_type="float32")
         out = model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, dtype=np.float32)), to_cpu=True)
     except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"ctranslate2 could not run {ct2_dir} ({str(exc)[:160]}): run `ecmf-edge export --force`") from None
+        raise ModelError(f"ctranslate2 could not run {ct2_dir} ({str(exc)[:160]}): run `{REBUILD_COMMAND}`") from None
     return np.array(out, dtype=np.float32)
 
 
@@ -263,7 +263,7 @@ def _parity(onnx_path: Path, ct2_dir: Path) -> dict[str, Any]:
         diff = check_parity(f"{KEY} ({label}, {frames} frames)", reference, states, PARITY_TOLERANCE)
         cosine = _cosine(_pooled(reference), pooled)
         if cosine < MIN_POOLED_COSINE:
-            raise ModelError(f"{KEY}: pooled vector cosine {cosine:.6f} < {MIN_POOLED_COSINE} vs ctranslate2: run `ecmf-edge export --force`")
+            raise ModelError(f"{KEY}: pooled vector cosine {cosine:.6f} < {MIN_POOLED_COSINE} vs ctranslate2: run `{REBUILD_COMMAND}`")
         report[label] = {"frames": frames, "max_abs_diff": diff, "pooled_cosine": cosine, "states_abs_max": float(np.abs(reference).max())}
     report["max_abs_diff"] = max(report["padded_3000"]["max_abs_diff"], report["unpadded"]["max_abs_diff"])
     report["pooled_cosine"] = min(report["padded_3000"]["pooled_cosine"], report["unpadded"]["pooled_cosine"])

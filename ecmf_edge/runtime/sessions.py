@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ecmf_edge.errors import DeviceError, ModelError
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["SessionConfig", "create_session", "available_providers", "PROVIDER_ALIASES"]
 
@@ -104,7 +105,7 @@ def create_session(path: str | Path, config: SessionConfig | None = None):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
             f"{path.name} could not be loaded by ONNX Runtime ({first[:200]}): "
-            "run `ecmf-edge export --force` to rebuild it"
+            f"run `{REBUILD_COMMAND}` to rebuild it"
         ) from None
     logger.debug("opened %s with %s", path.name, session.get_providers())
     return session

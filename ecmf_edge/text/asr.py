@@ -18,6 +18,7 @@ import numpy as np
 
 from ecmf_edge.audio.io import SAMPLE_RATE, check_pcm, rms_dbfs
 from ecmf_edge.errors import DependencyError, ModelError
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["SpeechRecognizer", "AsrOptions", "Transcript", "TranscriptSegment", "Word"]
 
@@ -114,7 +115,7 @@ class SpeechRecognizer:
         self.vad = vad
         model_dir = Path(model_dir)
         if not (model_dir / "model.bin").is_file():
-            raise ModelError(f"Whisper model folder {model_dir} has no model.bin: run `ecmf-edge export --force`")
+            raise ModelError(f"Whisper model folder {model_dir} has no model.bin: run `{REBUILD_COMMAND}`")
         try:
             from faster_whisper import WhisperModel
         except ImportError:
@@ -123,14 +124,14 @@ class SpeechRecognizer:
             self._model = WhisperModel(str(model_dir), device="cpu", compute_type=self.options.compute_type,
                                        cpu_threads=self.options.threads, local_files_only=True)
         except (RuntimeError, ValueError, OSError) as exc:
-            raise ModelError(f"Whisper model in {model_dir} could not be loaded ({str(exc)[:160]}): run `ecmf-edge export --force`") from None
+            raise ModelError(f"Whisper model in {model_dir} could not be loaded ({str(exc)[:160]}): run `{REBUILD_COMMAND}`") from None
 
     @classmethod
     def from_bundle(cls, bundle, options: AsrOptions | None = None, use_vad: bool = True) -> "SpeechRecognizer":
         """Recogniser over the bundle's verified Whisper folder (and its VAD for chunking)."""
         files = [f for f in bundle.model_files(cls.key) if f.endswith("/model.bin")]
         if not files:
-            raise ModelError(f"bundle at {bundle.root} has no Whisper model folder: run `ecmf-edge export --force`")
+            raise ModelError(f"bundle at {bundle.root} has no Whisper model folder: run `{REBUILD_COMMAND}`")
         for relative in bundle.model_files(cls.key)[1:]:
             bundle.path(relative)  # sha256 check of every file in the folder
         vad = None
@@ -223,7 +224,7 @@ class LazySpeechRecognizer:
         if importlib.util.find_spec("faster_whisper") is None:
             raise DependencyError("faster-whisper is not installed: run `pip install 'ecmf-edge[asr]'`")
         if not any(f.endswith("/model.bin") for f in bundle.model_files(SpeechRecognizer.key)):
-            raise ModelError(f"bundle at {bundle.root} has no Whisper model folder: run `ecmf-edge export --force`")
+            raise ModelError(f"bundle at {bundle.root} has no Whisper model folder: run `{REBUILD_COMMAND}`")
         self._bundle, self._options = bundle, options
         self._recognizer: SpeechRecognizer | None = None
         self._lock = threading.Lock()

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ecmf_edge.errors import InputError, ModelError
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["TextBranch", "MODEL_KEY", "MAX_TOKENS", "context_text", "encode_pairs"]
 
@@ -43,7 +44,7 @@ class TextBranch:
         names = [i.name for i in session.get_inputs()]
         outputs = {o.name for o in session.get_outputs()}
         if names != ["input_ids", "attention_mask", "token_type_ids"] or not {"embedding", "probs"} <= outputs:
-            raise ModelError(f"text branch has inputs {names} and outputs {sorted(outputs)}: run `ecmf-edge export --force`")
+            raise ModelError(f"text branch has inputs {names} and outputs {sorted(outputs)}: run `{REBUILD_COMMAND}`")
         try:
             attrs = spec["attributes"]
             self.labels = tuple(attrs["labels"])
@@ -51,7 +52,7 @@ class TextBranch:
             self.history = int(attrs["history"])
             self.uses_llm_context = bool(attrs["llm_context"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"text_branch manifest entry is incomplete ({exc!r}): run `ecmf-edge export --force`") from None
+            raise ModelError(f"text_branch manifest entry is incomplete ({exc!r}): run `{REBUILD_COMMAND}`") from None
         self._session = session
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
 
@@ -87,5 +88,5 @@ class TextBranch:
             embedding, probs = self._session.run(["embedding", "probs"], feeds)
         except Exception as exc:  # onnxruntime's own exception types
             raise ModelError(f"text branch failed in ONNX Runtime ({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]}): "
-                             "run `ecmf-edge export --force`") from None
+                             f"run `{REBUILD_COMMAND}`") from None
         return embedding[0].astype(np.float32), probs[0].astype(np.float32)

@@ -25,6 +25,7 @@ import numpy as np
 
 from ecmf_edge.errors import DependencyError, EcmfError, ModelError
 from ecmf_edge.text.llm_context import ContextEnricher, ContextResult, LlmOptions
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["TextFeature", "TextFeaturizer", "TextPath", "build_text_path", "TEXT_FEATURE_DIM", "SKIPPED_LLM"]
 
@@ -61,7 +62,7 @@ class TextFeaturizer:
     def __init__(self, encoder, enricher: ContextEnricher | None = None, cache_size: int = 256, branch=None) -> None:
         """``branch``: a :class:`~ecmf_edge.text.text_branch.TextBranch` (used instead of ``encoder``)."""
         if encoder is None and branch is None:
-            raise ModelError("no text model: the bundle has neither text_branch nor text_encoder: run `ecmf-edge export --force`")
+            raise ModelError(f"no text model: the bundle has neither text_branch nor text_encoder: run `{REBUILD_COMMAND}`")
         self.encoder = encoder
         self.branch = branch
         self.enricher = enricher

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from ecmf_edge.errors import InputError, ModelError
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["Face", "FaceDetector", "as_bgr", "nms", "DEFAULT_MAX_SIDE", "MODEL_KEY"]
 
@@ -180,7 +181,7 @@ class FaceDetector:
         missing = [s for s in STAGES if s not in sessions]
         if missing:
             raise ModelError(f"face detector needs sessions for {', '.join(STAGES)} (missing: {', '.join(missing)}): "
-                             "run `ecmf-edge export --force`")
+                             f"run `{REBUILD_COMMAND}`")
         attrs = dict(spec.get("attributes", {}))
         io = {**_DEFAULT_IO, **attrs.get("io", {})}
         self._sessions = {s: sessions[s] for s in STAGES}
@@ -192,7 +193,7 @@ class FaceDetector:
             have = {o.name for o in session.get_outputs()}
             if not set(names) <= have:
                 raise ModelError(f"face detector {stage} graph lacks outputs {sorted(set(names) - have)}: "
-                                 "run `ecmf-edge export --force`")
+                                 f"run `{REBUILD_COMMAND}`")
             self._inputs[stage] = session.get_inputs()[0].name
             self._outputs[stage] = names
         if max_side is not None and (not isinstance(max_side, int) or max_side < 24):
@@ -222,7 +223,7 @@ class FaceDetector:
         if not files:
             extra = list(spec.get("extra_files", []))
             if len(extra) < 2:
-                raise ModelError("face_detector in the bundle manifest lists no R-Net/O-Net files: run `ecmf-edge export --force`")
+                raise ModelError(f"face_detector in the bundle manifest lists no R-Net/O-Net files: run `{REBUILD_COMMAND}`")
             files = {"pnet": spec["file"], "rnet": extra[0], "onet": extra[1]}
         return cls({stage: bundle.session(files[stage]) for stage in STAGES}, spec, **options)
 

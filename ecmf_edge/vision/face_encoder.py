@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ecmf_edge.errors import InputError, ModelError
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["FaceEncoder", "FaceOutput", "as_image_list"]
 
@@ -111,7 +112,7 @@ class FaceEncoder:
         self._outputs = [o.name for o in session.get_outputs()]
         if inputs != ["face"] or not {"features", "probs"} <= set(self._outputs):
             raise ModelError(f"face encoder model has inputs {inputs} and outputs {self._outputs}, expected input "
-                             "'face' and outputs 'features', 'probs': run `ecmf-edge export --force`")
+                             f"'face' and outputs 'features', 'probs': run `{REBUILD_COMMAND}`")
         try:
             pre = spec["preprocessing"]
             attrs = spec["attributes"]
@@ -123,9 +124,9 @@ class FaceEncoder:
             self._mean = float(np.asarray(pre["mean"], dtype=np.float64).reshape(-1)[0])
             self._std = float(np.asarray(pre["std"], dtype=np.float64).reshape(-1)[0])
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ModelError(f"face_encoder manifest entry is incomplete ({exc!r}): run `ecmf-edge export --force`") from None
+            raise ModelError(f"face_encoder manifest entry is incomplete ({exc!r}): run `{REBUILD_COMMAND}`") from None
         if pre.get("colour", "grey") != "grey" or self._std == 0:
-            raise ModelError("face_encoder manifest entry expects non-grey or unscaled input: run `ecmf-edge export --force`")
+            raise ModelError(f"face_encoder manifest entry expects non-grey or unscaled input: run `{REBUILD_COMMAND}`")
 
     @classmethod
     def from_bundle(cls, bundle: Any) -> FaceEncoder:
@@ -180,7 +181,7 @@ class FaceEncoder:
                 outs = self._session.run(None, {"face": batch[start:start + _CHUNK]})
             except Exception as exc:  # onnxruntime's own exception types
                 raise ModelError(f"face encoder failed in ONNX Runtime ({str(exc).splitlines()[0][:200]}): "
-                                 "run `ecmf-edge export --force`") from None
+                                 f"run `{REBUILD_COMMAND}`") from None
             for name, value in zip(self._outputs, outs):
                 results[name].append(value)
         merged = {name: np.concatenate(values).astype(np.float32, copy=False) for name, values in results.items()}

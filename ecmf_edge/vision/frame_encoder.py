@@ -13,6 +13,7 @@ import numpy as np
 
 from ecmf_edge.errors import ModelError
 from ecmf_edge.vision.face_encoder import as_image_list
+from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["FrameEncoder"]
 
@@ -36,7 +37,7 @@ class FrameEncoder:
         self._outputs = [o.name for o in session.get_outputs()]
         if inputs != ["image"] or "features" not in self._outputs:
             raise ModelError(f"frame encoder model has inputs {inputs} and outputs {self._outputs}, expected input "
-                             "'image' and output 'features': run `ecmf-edge export --force`")
+                             f"'image' and output 'features': run `{REBUILD_COMMAND}`")
         try:
             pre = spec["preprocessing"]
             self.feature_dim = int(spec["attributes"]["feature_dim"])
@@ -47,9 +48,9 @@ class FrameEncoder:
             self._std = np.asarray(pre["std"], dtype=np.float32).reshape(1, 1, -1)
             self._rgb = str(pre.get("colour", "RGB")).upper() == "RGB"
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"frame_encoder manifest entry is incomplete ({exc!r}): run `ecmf-edge export --force`") from None
+            raise ModelError(f"frame_encoder manifest entry is incomplete ({exc!r}): run `{REBUILD_COMMAND}`") from None
         if self._mean.size not in (1, 3) or self._std.shape != self._mean.shape or np.any(self._std == 0):
-            raise ModelError("frame_encoder manifest entry has a bad mean/std: run `ecmf-edge export --force`")
+            raise ModelError(f"frame_encoder manifest entry has a bad mean/std: run `{REBUILD_COMMAND}`")
 
     @classmethod
     def from_bundle(cls, bundle: Any) -> FrameEncoder:
@@ -100,7 +101,7 @@ class FrameEncoder:
                 outs = dict(zip(self._outputs, self._session.run(None, {"image": batch[start:start + _CHUNK]})))
             except Exception as exc:  # onnxruntime's own exception types
                 raise ModelError(f"frame encoder failed in ONNX Runtime ({str(exc).splitlines()[0][:200]}): "
-                                 "run `ecmf-edge export --force`") from None
+                                 f"run `{REBUILD_COMMAND}`") from None
             features.append(outs["features"])
             if "logits" in outs:
                 logits.append(outs["logits"])
