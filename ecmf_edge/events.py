@@ -51,6 +51,8 @@ class EmotionEvent:
     ages_s: dict[str, float] = field(default_factory=dict)
     # (x1, y1, x2, y2) of the face used, in frame pixels, if any.
     face_box: tuple[float, float, float, float] | None = None
+    # Language detected in the newest utterance ("en", "zh" ...), None before any speech was transcribed.
+    language: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (floats rounded, tuples as lists)."""
@@ -69,4 +71,5 @@ class EmotionEvent:
             "latency_ms": {k: _r(v, 2) for k, v in self.latency_ms.items()},
             "ages_s": {k: _r(v, 3) for k, v in self.ages_s.items()},
             "face_box": None if self.face_box is None else [_r(v, 1) for v in self.face_box],
+            "language": self.language,
         }

@@ -269,6 +269,11 @@ class FeatureExtractor:
         if transcript.is_empty:
             out.info["text_absent"] = f"no transcript: {transcript.empty_reason}"
             return out
+        gate = self._model("text_featurizer").language_gate(transcript.language)
+        if gate is not None:  # the text model was not trained on this language
+            out.info["transcript"] = transcript.text
+            out.info["text_absent"] = gate
+            return out
         return self.from_text(transcript.text, out)
 
     def extract(self, video: str | Path | None = None, audio: str | Path | None = None, text: str | None = None,

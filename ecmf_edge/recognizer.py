@@ -26,7 +26,7 @@ from ecmf_edge.capture.files import AudioFileSource, VideoFileSource
 from ecmf_edge.capture.microphone import MicrophoneOptions, MicrophoneSource
 from ecmf_edge.errors import EcmfError, InputError, ModelError
 from ecmf_edge.events import EmotionEvent
-from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS
+from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS, SAMPLE_RATE
 from ecmf_edge.stream.models import Locked, ModelLoader
 from ecmf_edge.stream.options import MODALITIES, StreamOptions
 from ecmf_edge.stream.pipeline import EmotionStream
@@ -70,6 +70,16 @@ def _resolve_bundle(bundle: Any, backend: str, precision: str, model_threads: in
         raise InputError(f"bundle '{loaded.name}' at {loaded.root} is {loaded.precision} but precision='{precision}' "
                          f"was asked: pass precision='{loaded.precision}' or another bundle")
     return loaded
+
+
+def _has_sound(path: Any) -> bool:
+    """Whether a media file has an audio stream (False when PyAV cannot tell: the video still plays)."""
+    from ecmf_edge.audio.media import probe_media
+
+    try:
+        return probe_media(path).has_audio
+    except EcmfError:
+        return False
 
 
 class Recognizer:
@@ -145,9 +155,13 @@ class Recognizer:
     # -- streams ----------------------------------------------------------------------------------
     def stream(self, camera: int | VideoSource | None = None, video: str | Path | None = None,
                microphone: str | int | AudioSource | None = None, audio: str | Path | None = None, *,
-               realtime: bool = True, on_event: Callable[[EmotionEvent], Any] | None = None,
+               realtime: bool = True, video_audio: bool = True, on_event: Callable[[EmotionEvent], Any] | None = None,
                on_label_change: Callable[[EmotionEvent], Any] | None = None) -> EmotionStream:
-        """Open a stream over a camera or video file and/or a microphone or WAV file.
+        """Open a stream over a camera or video file and/or a microphone or audio file.
+
+        A video file's own sound is the audio input when neither ``microphone`` nor ``audio`` is
+        given (``video_audio=False`` leaves it out); it is aligned to the frames by their
+        presentation timestamps. Audio files may be any common container and codec (PyAV).
 
         ``camera`` is an index or a ready :class:`~ecmf_edge.capture.base.VideoSource`;
         ``microphone`` is "default", a device index or name, or an
@@ -179,6 +193,8 @@ class Recognizer:
                 sources.append(vsrc)
                 vsrc.open()
             asrc = self._audio_source(microphone, audio, realtime)
+            if asrc is None and video is not None and video_audio and _has_sound(video):
+                asrc = AudioFileSource(video, realtime=realtime, clock=self.clock, align_to_video=True)
             if asrc is not None:
                 sources.append(asrc)
                 asrc.open()
@@ -218,12 +234,15 @@ class Recognizer:
 
     # -- one-shot ---------------------------------------------------------------------------------
     def predict(self, frame: np.ndarray | None = None, face: np.ndarray | None = None, audio: np.ndarray | None = None,
-                text: str | None = None, sample_rate: int = 16000) -> EmotionEvent:
+                text: str | None = None, sample_rate: int = SAMPLE_RATE, transcribe: bool = False) -> EmotionEvent:
         """Recognise one set of inputs in the calling thread (no smoothing).
 
         ``frame``: a BGR or grey uint8 image of any size (frame encoder, plus face detection when
         ``face`` is not given). ``face``: one face crop, grey or BGR, any size (no detection).
         ``audio``: mono samples (float in [-1, 1] or int16) at ``sample_rate``. ``text``: what was said.
+        ``transcribe``: when ``text`` is not given, the text modality comes from the speech in ``audio``
+        (speech recognition, then the text branch; a language the text branch was not trained on
+        leaves it absent with the reason). The event's ``transcript`` and ``language`` say what was heard.
 
         Raises:
             InputError: nothing given, or an input of the wrong type, shape, dtype or rate.
@@ -249,8 +268,10 @@ class Recognizer:
             absent["audio"] = "no audio given"
         if text is not None:
             self._predict_text(text, features, absent, latency, extra)
+        elif transcribe and audio is not None:
+            self._predict_transcribed(audio, sample_rate, features, absent, latency, extra)
         else:
-            absent["text"] = "no text given"
+            absent["text"] = "no text given" if not transcribe else "transcribe=True needs audio="
         present = tuple(m for m in MODALITIES if features[m] is not None)
         label, confidence, probabilities, weights = None, 0.0, {}, {}
         if present:
@@ -265,7 +286,7 @@ class Recognizer:
         return EmotionEvent(timestamp=self.clock.now(), label=label, confidence=confidence, probabilities=probabilities,
                             modality_weights=weights, present=present, absent=absent,
                             transcript=extra.get("transcript"), latency_ms=latency, index=0, label_changed=False,
-                            raw_label=label, face_box=extra.get("box"))
+                            raw_label=label, face_box=extra.get("box"), language=extra.get("language"))
 
     def _predict_frame(self, frame: Any, detect: bool, features: dict, absent: dict, latency: dict, extra: dict) -> None:
         from ecmf_edge.vision.alignment import align_face
@@ -331,6 +352,34 @@ class Recognizer:
             return
         features["text"] = found.text
         extra["transcript"] = found.info.get("transcript")
+
+    def _predict_transcribed(self, audio: Any, sample_rate: int, features: dict, absent: dict, latency: dict,
+                             extra: dict) -> None:
+        from ecmf_edge.audio.io import resample, to_float_mono
+
+        asr, reason = self.models.get("asr")
+        if asr is None:
+            absent["text"] = reason
+            return
+        pcm = to_float_mono(np.asarray(audio))
+        if int(sample_rate) != SAMPLE_RATE:
+            pcm = resample(pcm, int(sample_rate), SAMPLE_RATE)
+        started = time.perf_counter()
+        transcript = asr.transcribe(pcm)
+        latency["asr"] = round((time.perf_counter() - started) * 1000.0, 3)
+        extra["language"] = transcript.language
+        if transcript.is_empty:
+            absent["text"] = transcript.empty_reason or "no words in the audio"
+            return
+        extra["transcript"] = transcript.text
+        featurizer = self.models.get("featurizer")
+        gate = featurizer.language_gate(transcript.language)
+        if gate is not None:
+            absent["text"] = gate
+            return
+        started = time.perf_counter()
+        features["text"] = featurizer.featurize(transcript.text).vector
+        latency["text"] = round((time.perf_counter() - started) * 1000.0, 3)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def reset_speaker(self) -> None:

@@ -104,14 +104,21 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE, half_widt
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Read a WAV file as float32 mono at ``sample_rate`` (resampled if needed).
+    """Read the sound of a media file as float32 mono at ``sample_rate`` (resampled if needed): PCM and
+    float WAV directly, every other container and codec (mp3, m4a/aac, flac, ogg/opus, webm, mp4, mkv,
+    flv ...) through PyAV.
 
     Raises:
-        InputError: missing, unreadable, non-WAV or empty file.
+        InputError: missing, unreadable or empty file, or one without sound.
+        DependencyError: a non-WAV file and PyAV is not installed.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"audio file {path} does not exist: check the path")
+    if path.suffix.lower() not in (".wav", ".wave"):
+        from ecmf_edge.audio.media import decode_audio
+
+        return decode_audio(path, sample_rate)
     try:
         with wave.open(str(path), "rb") as wav:
             channels, width, rate, frames = wav.getnchannels(), wav.getsampwidth(), wav.getframerate(), wav.getnframes()
@@ -119,6 +126,10 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     except (wave.Error, EOFError) as exc:
         if "unknown format: 3" in str(exc):
             return _load_float_wav(path, sample_rate)
+        if "unknown format" in str(exc):  # a compressed WAV codec (ADPCM, mu-law ...): FFmpeg reads it
+            from ecmf_edge.audio.media import decode_audio
+
+            return decode_audio(path, sample_rate)
         raise InputError(
             f"{path} is not a readable PCM WAV file ({exc}): convert it with `ffmpeg -i {path.name} -ac 1 -ar 16000 out.wav`"
         ) from None

@@ -1,4 +1,4 @@
-"""Video and WAV files as stream sources, played in real time or as fast as they are consumed.
+"""Video and audio files as stream sources, played in real time or as fast as they are consumed.
 
 Real time (``realtime=True``) behaves like a device: a frame or a piece of audio
 becomes available at its position in the file measured from the stream start, and a
@@ -105,11 +105,15 @@ class VideoFileSource(VideoSource):
 
 
 class AudioFileSource(AudioSource):
-    """16 kHz chunks of a WAV file (any rate and channel count; resampled on load)."""
+    """16 kHz chunks of an audio file, or of a video file's sound (any container, codec, rate and channel
+    count; decoded and resampled on load)."""
 
     def __init__(self, path: str | Path, realtime: bool = True, clock: Clock | None = None, chunk_s: float = 0.128,
-                 buffer_s: float = 10.0) -> None:
+                 buffer_s: float = 10.0, align_to_video: bool = False) -> None:
+        """``align_to_video``: the file is a video and its sound starts at its first frame's time (see
+        :func:`ecmf_edge.audio.media.decode_audio`)."""
         super().__init__(clock)
+        self.align_to_video = bool(align_to_video)
         self.path = Path(path)
         self.name = self.path.name
         self.live = bool(realtime)
@@ -124,9 +128,15 @@ class AudioFileSource(AudioSource):
         """Read and resample the whole file.
 
         Raises:
-            InputError: missing, unreadable, non-WAV or empty file.
+            InputError: missing, unreadable or empty file, or one without sound.
+            DependencyError: PyAV is needed for this file and not installed.
         """
-        self._pcm = load_audio(self.path)
+        if self.align_to_video:
+            from ecmf_edge.audio.media import decode_audio
+
+            self._pcm = decode_audio(self.path, SAMPLE_RATE, align_to_video=True)
+        else:
+            self._pcm = load_audio(self.path)
 
     @property
     def duration(self) -> float:

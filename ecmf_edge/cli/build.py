@@ -102,7 +102,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("calibrate", help="sample a versioned calibration set (faces, frames, speech, texts) for INT8")
     p.add_argument("--out", required=True, help="folder for the set, e.g. calibration/mydevice-v1")
     p.add_argument("--video", action="append", help="video clip to sample frames and faces from (repeatable)")
-    p.add_argument("--audio", action="append", help="WAV clip to cut speech windows from (repeatable)")
+    p.add_argument("--audio", action="append", help="audio or video file to cut speech windows from (repeatable)")
     p.add_argument("--texts", help="UTF-8 file with one sentence per line")
     p.add_argument("--split", default="calibration", choices=("calibration", "held_out"),
                    help="which default sources fill the kinds not given")

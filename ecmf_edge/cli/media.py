@@ -86,7 +86,7 @@ def add_parsers(sub: Any) -> None:
     """Register the media commands."""
     p = sub.add_parser("features", help="extract per-modality feature vectors into an .npz file")
     p.add_argument("--video", help="video file (frame and face features)")
-    p.add_argument("--audio", help="WAV file (speech features; any rate, resampled to 16 kHz)")
+    p.add_argument("--audio", help="audio or video file (speech features; any container and rate, resampled to 16 kHz)")
     p.add_argument("--text", help="transcript or text (text features)")
     p.add_argument("--out", required=True, help="output .npz path")
     p.add_argument("--bundle", default="default", help="bundle name or folder")
@@ -97,7 +97,7 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("transcribe", help="speech recognition (Whisper base, CPU) + LLM emotional context of a WAV file")
-    p.add_argument("--audio", required=True, help="WAV file (any rate)")
+    p.add_argument("--audio", required=True, help="audio or video file (wav, mp3, m4a, flac, ogg, webm, mp4 ...; any rate)")
     p.add_argument("--language", help="language code (e.g. en); default: detect")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the recogniser")
     p.add_argument("--bundle", default="default", help="bundle name or folder")

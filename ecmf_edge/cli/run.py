@@ -26,8 +26,9 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     src.add_argument("--camera", type=int, metavar="INDEX", help="camera index (default 0 when no --video/--audio is given)")
     src.add_argument("--video", metavar="FILE", help="video file instead of a camera")
     src.add_argument("--mic", metavar="DEVICE", help="microphone: 'default', an index or a name (see `ecmf-edge doctor`)")
-    src.add_argument("--audio", metavar="FILE", help="WAV file instead of a microphone")
-    src.add_argument("--no-audio", action="store_true", help="do not open the default microphone with a camera")
+    src.add_argument("--audio", metavar="FILE", help="audio file instead of a microphone (wav, mp3, m4a, flac, ogg, webm, mp4 ...)")
+    src.add_argument("--no-audio", action="store_true",
+                     help="no sound: neither the default microphone with a camera nor a video file's own sound track")
     src.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
                      help="play files at their own pace (--no-realtime: as fast as they are processed)")
     model = p.add_argument_group("models")
@@ -79,7 +80,8 @@ def _open_stream(rec: Any, args: argparse.Namespace):
     # Without any input option: the camera (and the default microphone if there is one); files alone otherwise.
     camera = args.camera if args.camera is not None or args.video or args.audio else 0
     video = args.video
-    inputs = dict(camera=camera if video is None else None, video=video, audio=args.audio, realtime=args.realtime)
+    inputs = dict(camera=camera if video is None else None, video=video, audio=args.audio, realtime=args.realtime,
+                  video_audio=not args.no_audio)
     if args.mic:
         return rec.stream(microphone=args.mic, **inputs)
     if args.audio or args.no_audio or camera is None:

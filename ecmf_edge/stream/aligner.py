@@ -55,6 +55,8 @@ class Alignment:
     absent: dict[str, str]
     # The observation behind each present modality.
     used: dict[str, Observation]
+    # The newest observation per modality whether or not it is used (e.g. a text result that was gated).
+    latest: dict[str, Observation] = field(default_factory=dict)
 
     @property
     def present(self) -> tuple[str, ...]:
@@ -119,6 +121,7 @@ class Aligner:
         ages: dict[str, float] = {}
         absent: dict[str, str] = {}
         used: dict[str, Observation] = {}
+        latest: dict[str, Observation] = {}
         with self._lock:
             for m in self.modalities:
                 features[m] = None
@@ -133,6 +136,7 @@ class Aligner:
                 if obs is None:
                     absent[m] = f"no {m} result yet"
                     continue
+                latest[m] = obs
                 age = max(0.0, t - obs.t)
                 ages[m] = age
                 if obs.vector is None:
@@ -142,4 +146,4 @@ class Aligner:
                 else:
                     features[m] = obs.vector
                     used[m] = obs
-        return Alignment(t, features, ages, absent, used)
+        return Alignment(t, features, ages, absent, used, latest)

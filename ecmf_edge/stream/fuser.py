@@ -75,6 +75,7 @@ class Fuser:
             newest = max(obs.captured for obs in aligned.used.values())
             latency["capture_to_event"] = round((self.clock.now() - newest) * 1000.0, 3)
         text = aligned.used.get("text")
+        heard = aligned.latest.get("text")  # present or gated: the language is reported either way
         face = aligned.used.get("face")
         changed = label != self._last_label
         self._last_label = label
@@ -86,4 +87,5 @@ class Fuser:
             index=self.count, label_changed=changed, raw_label=raw_label,
             ages_s={m: round(a, 4) for m, a in aligned.ages.items()},
             face_box=face.extra.get("box") if face is not None else None,
+            language=heard.extra.get("language") if heard is not None else None,
         )

@@ -5,7 +5,8 @@ supervised thread behind a drop-oldest queue, the same contract as ``TextPath.su
 plus the stream's time limit, failure reporting and, for file playback, waiting until
 an utterance's text is known before the ticks after it are fused (reproducible runs).
 An utterance without words posts nothing: the previous transcript stays valid until it
-is ``max_age_s['text']`` old.
+is ``max_age_s['text']`` old. An utterance in a language the text model was not trained on
+posts an absent ``text`` with the reason (the language gate).
 """
 from __future__ import annotations
 
@@ -30,12 +31,18 @@ class TextStage(QueueStage):
 
     def handle(self, utterance: Utterance) -> None:
         feature = self.text_path.process(utterance.pcm, utterance.t)
+        language = getattr(self.text_path, "last_language", None)
         if feature is None:
+            gate = getattr(self.text_path, "last_gate_reason", None)
+            if gate is not None:  # words in a language the text model does not read: text is absent, and why
+                self.post(Observation("text", utterance.t, utterance.captured, None, gate, {},
+                                      {"transcript": getattr(self.text_path, "last_transcript", None), "language": language}))
+                return
             self.empty += 1
             self.last_empty_reason = getattr(self.text_path, "last_empty_reason", None)
             return
         latency = {k: float(v) for k, v in feature.latency_ms.items()}
         context = feature.context
         extra = {"transcript": feature.transcript, "context": getattr(context, "context", "") or None,
-                 "llm_fallback": getattr(context, "fallback_reason", None)}
+                 "llm_fallback": getattr(context, "fallback_reason", None), "language": language}
         self.post(Observation("text", utterance.t, utterance.captured, feature.vector, None, latency, extra))

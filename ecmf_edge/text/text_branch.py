@@ -51,6 +51,8 @@ class TextBranch:
             self.dim = int(attrs["embedding_dim"])
             self.history = int(attrs["history"])
             self.uses_llm_context = bool(attrs["llm_context"])
+            # Languages the branch was trained on (MiniLM fine-tuned on English dialogue).
+            self.languages = tuple(attrs.get("languages", ("en",)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"text_branch manifest entry is incomplete ({exc!r}): run `{REBUILD_COMMAND}`") from None
         self._session = session

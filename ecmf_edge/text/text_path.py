@@ -32,6 +32,8 @@ __all__ = ["TextFeature", "TextFeaturizer", "TextPath", "build_text_path", "TEXT
 logger = logging.getLogger("ecmf_edge")
 
 TEXT_FEATURE_DIM = 768
+# Names of the languages text models are trained on, for the language gate's message.
+LANGUAGE_NAMES = {"en": "English", "de": "German", "zh": "Chinese", "fr": "French", "es": "Spanish"}
 # Why a transcript got no LLM context although an LLM is configured.
 SKIPPED_LLM = "the bundle's text branch was trained without LLM context, so the LLM is not run"
 
@@ -69,6 +71,19 @@ class TextFeaturizer:
         self._cache: OrderedDict[tuple, tuple[np.ndarray, ContextResult, dict]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """Languages the text model reads (ISO 639-1 codes); transcripts in others are gated out."""
+        return tuple(getattr(self.branch, "languages", ("en",))) if self.branch is not None else ("en",)
+
+    def language_gate(self, language: str | None) -> str | None:
+        """Why a transcript in ``language`` must not reach the text model, or None when it may (also when the
+        language is unknown, e.g. a typed text)."""
+        if not language or language in self.languages:
+            return None
+        names = " or ".join(LANGUAGE_NAMES.get(code, code) for code in self.languages)
+        return f"speech is {language}; the text branch reads {names}"
 
     @property
     def reads_llm_context(self) -> bool:
@@ -150,6 +165,10 @@ class TextPath:
         self.errors = 0
         self.last_error: str | None = None
         self.last_empty_reason: str | None = None
+        # The language of the last utterance, and why it was kept from the text model (language gate).
+        self.last_language: str | None = None
+        self.last_gate_reason: str | None = None
+        self.last_transcript: str | None = None
 
     def start(self) -> "TextPath":
         if self._thread is None or not self._thread.is_alive():
@@ -194,8 +213,16 @@ class TextPath:
         started = time.perf_counter()
         transcript = self.recognizer.transcribe(pcm)
         asr_ms = (time.perf_counter() - started) * 1000.0
+        self.last_language = transcript.language
+        self.last_gate_reason = None
         if transcript.is_empty:
             self.last_empty_reason = transcript.empty_reason
+            return None
+        gate = self.featurizer.language_gate(transcript.language)
+        if gate is not None:  # transcribed, but in a language the text model was not trained on
+            self.last_gate_reason, self.last_transcript = gate, transcript.text
+            with self._lock:
+                self._latest = None
             return None
         feature = self.featurizer.featurize(transcript.text, tuple(self._history[-self.history_turns:]) if self.history_turns else (), utterance_end)
         feature.latency_ms["asr"] = round(asr_ms, 2)
