@@ -111,12 +111,29 @@ class FeatureExtractor:
     vision models.
     """
 
-    def __init__(self, bundle, options: FeatureOptions | None = None, enricher=None) -> None:
-        """``enricher``: a :class:`~ecmf_edge.text.llm_context.ContextEnricher` for LLM context, or None."""
+    def __init__(self, bundle, options: FeatureOptions | None = None, enricher=None, cluster=None) -> None:
+        """``enricher``: a :class:`~ecmf_edge.text.llm_context.ContextEnricher` for LLM context, or None.
+        ``cluster``: a :class:`~ecmf_edge.batch.ray_executor.RayOptions` to spread corpus feature extraction
+        over Ray actors (each holds its own copy of this extractor), or None for this process."""
         self.bundle = bundle
         self.options = options or FeatureOptions()
         self.enricher = enricher
+        self.cluster = cluster
         self._models: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict:
+        """What a copy in another process needs: the bundle, the options and the LLM's options (models,
+        sessions and the GGUF are opened again there, lazily)."""
+        enricher = self.enricher.options if self.enricher is not None else None
+        return {"bundle": self.bundle, "options": self.options, "enricher_options": enricher}
+
+    def __setstate__(self, state: dict) -> None:
+        enricher = None
+        if state["enricher_options"] is not None:
+            from ecmf_edge.text.llm_context import ContextEnricher
+
+            enricher = ContextEnricher(state["enricher_options"])
+        self.__init__(state["bundle"], state["options"], enricher)
 
     def _model(self, key: str):
         if key not in self._models:

@@ -33,6 +33,7 @@ from ecmf_edge.stream.pipeline import EmotionStream
 from ecmf_edge.stream.sinks import CallbackSink, LabelChangeSink
 from ecmf_edge.text.asr import AsrOptions
 from ecmf_edge.text.llm_context import LlmOptions
+from ecmf_edge.timeline import ClipResult, build_clip_result, check_step
 
 __all__ = ["Recognizer", "BACKENDS", "PRECISIONS"]
 
@@ -155,13 +156,15 @@ class Recognizer:
     # -- streams ----------------------------------------------------------------------------------
     def stream(self, camera: int | VideoSource | None = None, video: str | Path | None = None,
                microphone: str | int | AudioSource | None = None, audio: str | Path | None = None, *,
-               realtime: bool = True, video_audio: bool = True, on_event: Callable[[EmotionEvent], Any] | None = None,
+               realtime: bool = True, video_audio: bool = True, options: StreamOptions | None = None,
+               on_event: Callable[[EmotionEvent], Any] | None = None,
                on_label_change: Callable[[EmotionEvent], Any] | None = None) -> EmotionStream:
         """Open a stream over a camera or video file and/or a microphone or audio file.
 
         A video file's own sound is the audio input when neither ``microphone`` nor ``audio`` is
         given (``video_audio=False`` leaves it out); it is aligned to the frames by their
         presentation timestamps. Audio files may be any common container and codec (PyAV).
+        ``options`` replaces the recognizer's stream options for this stream only.
 
         ``camera`` is an index or a ready :class:`~ecmf_edge.capture.base.VideoSource`;
         ``microphone`` is "default", a device index or name, or an
@@ -208,11 +211,40 @@ class Recognizer:
             sinks.append(CallbackSink(on_event))
         if on_label_change is not None:
             sinks.append(LabelChangeSink(on_label_change))
-        stream = EmotionStream(models, video=vsrc, audio=asrc, options=self.options, clock=self.clock,
+        stream = EmotionStream(models, video=vsrc, audio=asrc, options=options or self.options, clock=self.clock,
                                realtime=realtime, sinks=tuple(sinks))
         with self._lock:
             self._streams = [s for s in self._streams if not s.finished] + [stream]
         return stream
+
+    def label_file(self, path: str | Path, step: float = 1.0,
+                   on_event: Callable[[EmotionEvent], Any] | None = None) -> ClipResult:
+        """Label a recorded file (video with its own sound, or audio alone) into a timeline of ``step``-second
+        rows and a summary (:class:`~ecmf_edge.timeline.ClipResult`).
+
+        Fast, deterministic playback: every frame and audio sample is processed and the label is not
+        smoothed across ticks, so a file gives the same timeline on every run.
+
+        Raises:
+            InputError: missing or unreadable file, one with neither video nor sound, or a bad step.
+        """
+        from dataclasses import replace
+
+        from ecmf_edge.audio.media import probe_media
+        from ecmf_edge.stream.options import SmootherOptions
+
+        step = check_step(step)
+        path = Path(path)
+        info = probe_media(path)
+        if not info.has_video and not info.has_audio:
+            raise InputError(f"{path} has neither video nor sound: give a video or audio file")
+        options = replace(self.options, smoother=SmootherOptions(alpha=1.0, switch_margin=0.0, min_dwell_s=0.0))
+        started = time.perf_counter()
+        inputs = {"video": path} if info.has_video else {"audio": path}
+        events = []
+        with self.stream(**inputs, realtime=False, options=options, on_event=on_event) as stream:
+            events.extend(stream)
+        return build_clip_result(path, events, info.duration, step, self.labels, time.perf_counter() - started)
 
     def _video_source(self, camera: Any, video: Any, realtime: bool) -> VideoSource | None:
         if isinstance(camera, VideoSource):

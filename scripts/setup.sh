@@ -39,7 +39,7 @@ fi
 python -m pip install -q --upgrade pip
 # torch is pinned to the CPU build (a looser spec pulls a multi-GB CUDA build).
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[build,train,asr,live,parity,test]"
+python -m pip install -q -e ".[build,train,asr,live,label,cluster,parity,test]"
 # llama-cpp-python is published as source only: it compiles once (about 12 minutes on 2 cores);
 # pip caches the wheel, so later runs take seconds. GGML_NATIVE=OFF keeps the build portable.
 if ! python -c "import llama_cpp" 2>/dev/null; then

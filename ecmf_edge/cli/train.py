@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ecmf_edge.cli.common import add_data_options, corpus_paths, make_enricher
+from ecmf_edge.cli.common import add_data_options, add_ray_options, corpus_paths, make_enricher, ray_options
 
 __all__ = ["add_parsers"]
 
@@ -22,7 +22,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     paths = corpus_paths(args)
     bundle = load_bundle(args.bundle)
-    extractor = FeatureExtractor(bundle, enricher=make_enricher(args))
+    extractor = FeatureExtractor(bundle, enricher=make_enricher(args), cluster=ray_options(args))
     plan = TrainPlan(paths=paths, cache_dir=Path(args.cache), out_dir=Path(args.out),
                      head=HeadConfig(d_model=args.d_model, layers=args.layers),
                      train=TrainOptions(epochs=args.epochs or 30, seed=args.seed),
@@ -54,7 +54,7 @@ def _train_branch(args: argparse.Namespace) -> int:
         from ecmf_edge.features import FeatureExtractor
         from ecmf_edge.runtime.bundle import load_bundle
 
-        extractor = FeatureExtractor(load_bundle(args.bundle))
+        extractor = FeatureExtractor(load_bundle(args.bundle), cluster=ray_options(args))
     out = Path(args.out if args.out != "trained-head" else f"trained-{args.branch}")
     lines = train_branch(args.branch, corpus_paths(args), out, extractor=extractor, cache=Path(args.cache),
                          epochs=args.epochs, seed=args.seed, progress=not args.quiet,
@@ -72,7 +72,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ecmf_edge.train.fusion.evaluate import evaluate_head
     from ecmf_edge.train.metrics import format_report
 
-    extractor = FeatureExtractor(load_bundle(args.bundle), enricher=make_enricher(args))
+    extractor = FeatureExtractor(load_bundle(args.bundle), enricher=make_enricher(args), cluster=ray_options(args))
     reports = evaluate_head(extractor, corpus_paths(args), Path(args.cache), head_dir=Path(args.head) if args.head else None,
                             out=Path(args.out), progress=not args.quiet)
     for name, report in reports.items():
@@ -96,10 +96,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-refine", action="store_true", help="skip multi-source label refinement")
     p.add_argument("--no-ablation", action="store_true", help="skip the component ablation runs")
+    add_ray_options(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a fusion head on the person-independent test splits")
     add_data_options(p)
     p.add_argument("--head", help="folder with fusion_head.onnx/.json (default: the bundle's head)")
     p.add_argument("--out", default="eval-out", help="folder for the confusion-matrix PNGs")
+    add_ray_options(p)
     p.set_defaults(func=_cmd_eval)

@@ -80,6 +80,14 @@ class Bundle:
     _sessions: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy for another process (a worker, a Ray actor): the folder, manifest and session settings;
+        sessions are opened and files verified again there."""
+        return {"root": self.root, "manifest": self.manifest, "session_config": self.session_config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["root"], state["manifest"], state["session_config"])
+
     @property
     def name(self) -> str:
         return str(self.manifest.get("name", self.root.name))

@@ -133,6 +133,36 @@ def _extract_one(extractor: FeatureExtractor, sample: Sample, dims: dict[str, in
     return row, mask, probs
 
 
+def _extract_or_error(extractor: FeatureExtractor, sample: Sample, dims: dict[str, int]):
+    """A sample's feature row, or the one-line reason it could not be read."""
+    try:
+        return _extract_one(extractor, sample, dims)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def _same(value):
+    return value
+
+
+def _extract_many(extractor: FeatureExtractor, samples: Sequence[Sample], dims: dict[str, int]):
+    """(sample, row or error) for every sample: in this process, or spread over Ray actors when the
+    extractor names a cluster (rows are the same either way; they arrive in another order)."""
+    cluster = getattr(extractor, "cluster", None)
+    if cluster is None or len(samples) < 2:
+        for s in samples:
+            yield s, _extract_or_error(extractor, s, dims)
+        return
+    from functools import partial
+
+    from ecmf_edge.batch.ray_executor import ray_map
+
+    for index, outcome in ray_map(partial(_same, extractor), partial(_extract_or_error, dims=dims), samples,
+                                  address=cluster.address, actors=cluster.actors, cpus_per_actor=cluster.cpus_per_actor,
+                                  gpus_per_actor=cluster.gpus_per_actor):
+        yield samples[index], outcome
+
+
 def extract_table(samples: Sequence[Sample], extractor: FeatureExtractor, cache_dir: str | Path,
                   dims: dict[str, int], progress: bool = True) -> FeatureTable:
     """Features for ``samples`` (in order), reusing and extending the per-corpus cache shards."""
@@ -160,14 +190,17 @@ def extract_table(samples: Sequence[Sample], extractor: FeatureExtractor, cache_
                 cached[str(sid)] = ({m: arrays[m][i] for m in MODALITY_ORDER}, arrays["mask"][i], arrays["face_probs"][i])
         missing = [s for s in items if s.id not in cached]
         failed = 0
-        for n, s in enumerate(tqdm(missing, desc=f"features {corpus}", disable=not progress or not missing, unit="sample")):
-            try:
-                cached[s.id] = _extract_one(extractor, s, dims)
-            except Exception as exc:  # one unreadable file must not stop a corpus
+        bar = tqdm(total=len(missing), desc=f"features {corpus}", disable=not progress or not missing, unit="sample")
+        for n, (s, outcome) in enumerate(_extract_many(extractor, missing, dims)):
+            if isinstance(outcome, str):  # one unreadable file must not stop a corpus
                 failed += 1
-                logger.warning("skipping %s: %s", s.id, exc)
-            if missing and (n + 1) % 2000 == 0:
+                logger.warning("skipping %s: %s", s.id, outcome)
+            else:
+                cached[s.id] = outcome
+            bar.update(1)
+            if (n + 1) % 2000 == 0:
                 _write_shard(shard, cached)
+        bar.close()
         if missing:
             _write_shard(shard, cached)
         if failed:

@@ -1,0 +1,161 @@
+"""A recorded session's events folded into a timeline: one row per step, and a summary per clip.
+
+Events come from a fast, deterministic playback of the file (every frame and audio sample
+processed, 10 fusion ticks per second of media). A step's row averages the fused
+probabilities and modality weights of the ticks inside it that had any modality, lists the
+modalities present at any tick, and carries the transcripts of the utterances first heard in
+it. The clip's label is the argmax of the probabilities averaged over the steps that had
+any modality.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ecmf_edge.errors import InputError
+from ecmf_edge.modalities import MODALITIES
+
+__all__ = ["TimelineRow", "ClipSummary", "ClipResult", "build_clip_result", "TranscriptSegment", "check_step"]
+
+
+def check_step(step: Any) -> float:
+    """A timeline step in seconds.
+
+    Raises:
+        InputError: not a number between 0.05 and 3600.
+    """
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0.05 <= float(step) <= 3600:
+        raise InputError(f"step={step!r} is invalid: use seconds between 0.05 and 3600 (default 1)")
+    return float(step)
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    """One step of a clip."""
+
+    # Step start and end, seconds of media time.
+    start: float
+    end: float
+    # Argmax of ``probabilities``, and its value (None / 0 when no modality was present in the step).
+    label: str | None
+    confidence: float
+    # Mean fused probability per label over the step's ticks with any modality.
+    probabilities: dict[str, float]
+    # Mean modality weight per modality over those ticks.
+    modality_weights: dict[str, float]
+    # Modalities present at any tick of the step, in the fusion head's order.
+    present: tuple[str, ...]
+    # Transcripts of the utterances first heard in this step (joined with " / ").
+    transcript: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["present"] = list(self.present)
+        return out
+
+
+@dataclass(frozen=True)
+class TranscriptSegment:
+    """An utterance as the timeline saw it: when its transcript first reached the events."""
+
+    time: float
+    text: str
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class ClipSummary:
+    """One clip in one line."""
+
+    file: str
+    # Clip label: argmax of the probabilities averaged over the steps that had any modality.
+    label: str | None
+    confidence: float
+    # Share of the clip's duration each modality was present (0..1), per modality.
+    presence: dict[str, float]
+    # Media duration, seconds.
+    duration: float
+    # The language heard over most of the clip ("" when no speech was transcribed).
+    language: str
+    # Processing time / media duration.
+    real_time_factor: float
+    # "ok", or the one-line error that stopped this file.
+    status: str = "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    """What labelling one recorded file gives."""
+
+    summary: ClipSummary
+    rows: tuple[TimelineRow, ...]
+    labels: tuple[str, ...]
+    step: float
+    transcripts: tuple[TranscriptSegment, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary.to_dict(), "labels": list(self.labels), "step": self.step,
+                "rows": [r.to_dict() for r in self.rows], "transcripts": [asdict(t) for t in self.transcripts]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ClipResult":
+        """Inverse of :meth:`to_dict` (results travel from worker processes and Ray actors as dicts)."""
+        rows = tuple(TimelineRow(**{**r, "present": tuple(r["present"])}) for r in data["rows"])
+        return cls(ClipSummary(**data["summary"]), rows, tuple(data["labels"]), float(data["step"]),
+                   tuple(TranscriptSegment(**t) for t in data.get("transcripts", [])))
+
+
+def _mean(dicts: Sequence[dict[str, float]], keys: Sequence[str]) -> dict[str, float]:
+    if not dicts:
+        return {}
+    return {k: round(float(np.mean([d.get(k, 0.0) for d in dicts])), 6) for k in keys}
+
+
+def build_clip_result(file: str | Path, events: Sequence[Any], duration: float, step: float, labels: Sequence[str],
+                      processing_s: float) -> ClipResult:
+    """Fold a clip's events (in time order) into its timeline and summary."""
+    labels = tuple(labels)
+    duration = max(float(duration), max((float(e.timestamp) for e in events), default=0.0))
+    count = max(1, math.ceil(duration / step - 1e-9))
+    buckets: list[list[Any]] = [[] for _ in range(count)]
+    transcripts: list[TranscriptSegment] = []
+    heard: list[list[str]] = [[] for _ in range(count)]
+    previous = None
+    for event in events:
+        k = min(count - 1, max(0, math.ceil(float(event.timestamp) / step - 1e-9) - 1))  # tick t belongs to (k*step, (k+1)*step]
+        buckets[k].append(event)
+        if event.transcript and event.transcript != previous:
+            transcripts.append(TranscriptSegment(round(float(event.timestamp), 3), event.transcript, event.language))
+            heard[k].append(event.transcript)
+        if event.transcript:
+            previous = event.transcript
+    rows = []
+    present_ticks: Counter = Counter()
+    for k, bucket in enumerate(buckets):
+        labelled = [e for e in bucket if e.present]
+        for e in bucket:
+            present_ticks.update(e.present)
+        probs = _mean([e.probabilities for e in labelled], labels)
+        weights = _mean([e.modality_weights for e in labelled], MODALITIES)
+        present = tuple(m for m in MODALITIES if any(m in e.present for e in bucket))
+        label = max(probs, key=probs.get) if probs else None
+        rows.append(TimelineRow(round(k * step, 3), round(min((k + 1) * step, duration), 3), label,
+                                round(probs[label], 6) if label else 0.0, probs, weights, present, " / ".join(heard[k])))
+    scored = [r.probabilities for r in rows if r.label is not None]
+    clip = _mean(scored, labels)
+    clip_label = max(clip, key=clip.get) if clip else None
+    ticks = max(1, len(events))
+    languages = Counter(e.language for e in events if getattr(e, "language", None))  # ticks since each utterance
+    summary = ClipSummary(str(file), clip_label, round(clip[clip_label], 6) if clip_label else 0.0,
+                          {m: round(present_ticks[m] / ticks, 4) for m in MODALITIES}, round(duration, 3),
+                          languages.most_common(1)[0][0] if languages else "",
+                          round(processing_s / duration, 4) if duration > 0 else 0.0)
+    return ClipResult(summary, tuple(rows), labels, float(step), tuple(transcripts))
