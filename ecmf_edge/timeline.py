@@ -124,7 +124,7 @@ def build_clip_result(file: str | Path, events: Sequence[Any], duration: float, 
     """Fold a clip's events (in time order) into its timeline and summary."""
     labels = tuple(labels)
     duration = max(float(duration), max((float(e.timestamp) for e in events), default=0.0))
-    count = max(1, math.ceil(duration / step - 1e-9))
+    count = max(1, math.ceil(duration / step - 0.05))  # a remainder under 5 % of a step joins the last row
     buckets: list[list[Any]] = [[] for _ in range(count)]
     transcripts: list[TranscriptSegment] = []
     heard: list[list[str]] = [[] for _ in range(count)]
@@ -147,7 +147,7 @@ def build_clip_result(file: str | Path, events: Sequence[Any], duration: float, 
         weights = _mean([e.modality_weights for e in labelled], MODALITIES)
         present = tuple(m for m in MODALITIES if any(m in e.present for e in bucket))
         label = max(probs, key=probs.get) if probs else None
-        rows.append(TimelineRow(round(k * step, 3), round(min((k + 1) * step, duration), 3), label,
+        rows.append(TimelineRow(round(k * step, 3), round(duration if k == count - 1 else (k + 1) * step, 3), label,
                                 round(probs[label], 6) if label else 0.0, probs, weights, present, " / ".join(heard[k])))
     scored = [r.probabilities for r in rows if r.label is not None]
     clip = _mean(scored, labels)

@@ -156,15 +156,19 @@ def test_overlay_draws_on_a_real_frame_without_touching_it(bundle, astronaut_bgr
     assert np.any(waiting != astronaut_bgr)
 
 
-def test_ctrl_c_stops_a_real_time_run_within_a_second(bundle_root, face_video, speech_wav):
+def test_ctrl_c_stops_a_real_time_run_within_a_second(bundle_root, face_video, speech, tmp_path):
     import os
     import signal
     import subprocess
     import sys
     import time
 
+    from conftest import write_wav
+
+    # 20 s of sound: the run is still going when Ctrl-C comes, however slowly a busy machine starts it.
+    long_wav = write_wav(tmp_path / "long.wav", np.tile(speech, int(np.ceil(20 * 16000 / speech.size))), 16000)
     proc = subprocess.Popen([sys.executable, "-m", "ecmf_edge.cli", "run", "--video", str(face_video), "--audio",
-                             str(speech_wav), "--headless", "--no-llm", "--bundle", str(bundle_root)],
+                             str(long_wav), "--headless", "--no-llm", "--bundle", str(bundle_root)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(bundle_root.parent),
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

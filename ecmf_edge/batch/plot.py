@@ -43,7 +43,7 @@ def timeline_png(result: ClipResult, path: str | Path, title: str | None = None)
     mids = [(r.start + r.end) / 2 for r in rows]
     width = [max(r.end - r.start, 1e-3) for r in rows]
     duration = max([r.end for r in rows] or [1.0])
-    fig, (ax_p, ax_t, ax_w) = plt.subplots(3, 1, figsize=(max(8.0, min(24.0, 2.0 + duration / 4)), 7.0), sharex=True,
+    fig, (ax_p, ax_t, ax_w) = plt.subplots(3, 1, figsize=(max(9.0, min(25.0, 3.0 + duration / 4)), 7.0), sharex=True,
                                            gridspec_kw={"height_ratios": [3.0, 1.1, 1.4]})
     try:
         for label in result.labels:
@@ -51,13 +51,13 @@ def timeline_png(result: ClipResult, path: str | Path, title: str | None = None)
                       label=label, color=_LABEL_COLOURS.get(label), linewidth=1.8)
         ax_p.set_ylim(0, 1)
         ax_p.set_ylabel("probability")
-        ax_p.legend(loc="upper right", ncol=len(result.labels), fontsize=8, frameon=False)
+        ax_p.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
         s = result.summary
         ax_p.set_title(title or f"{Path(s.file).name}: {s.label or 'no label'} ({s.confidence:.2f}), {s.duration:.0f} s"
                        + (f", speech: {s.language}" if s.language else ""), fontsize=10)
         for r in rows:  # the step's label as a thin band under the curves
             if r.label:
-                ax_p.axvspan(r.start, r.end, ymin=0, ymax=0.03, color=_LABEL_COLOURS.get(r.label, "#000000"), linewidth=0)
+                ax_p.axvspan(r.start, r.end, ymin=0, ymax=0.04, color=_LABEL_COLOURS.get(r.label, "#000000"), linewidth=0)
         ax_t.set_ylim(0, 1)
         ax_t.set_yticks([])
         ax_t.set_ylabel("speech")
@@ -74,7 +74,7 @@ def timeline_png(result: ClipResult, path: str | Path, title: str | None = None)
         ax_w.set_ylabel("modality weight")
         ax_w.set_xlabel("time (s)")
         ax_w.set_xlim(0, duration)
-        ax_w.legend(loc="upper right", ncol=len(MODALITIES), fontsize=8, frameon=False)
+        ax_w.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
         fig.tight_layout()
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)

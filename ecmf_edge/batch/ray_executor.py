@@ -75,7 +75,8 @@ def _init(ray, address: str | None, actors: int, cpus_per_actor: float, gpus_per
     if ray.is_initialized():
         return False
     check_address(address)
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True,
+                              "logging_level": logging.WARNING}
     if not address:
         kwargs["num_cpus"] = max(1, min(int(actors * max(cpus_per_actor, 1)), os.cpu_count() or 1))
         if gpus_per_actor:
