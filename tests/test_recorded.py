@@ -349,3 +349,12 @@ def test_corpus_features_on_ray_equal_the_local_ones(bundle, tmp_path, astronaut
     np.testing.assert_array_equal(local.mask, spread.mask)
     for m in local.features:
         np.testing.assert_allclose(local.features[m], spread.features[m], atol=1e-5)
+
+
+def test_a_sound_file_given_as_video_says_to_pass_it_as_audio(clip_dir, session_wav):
+    from ecmf_edge.capture.files import VideoFileSource
+
+    voice = clip_dir / "voice-only.m4a"
+    ffmpeg("-i", str(session_wav), "-c:a", "aac", str(voice))
+    with pytest.raises(InputError, match="has sound but no video stream: pass it with --audio"):
+        VideoFileSource(voice, realtime=False).open()

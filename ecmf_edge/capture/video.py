@@ -39,8 +39,22 @@ def _open(path: Path):
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()
+        _no_video_stream(path)
         raise InputError(f"{path} could not be opened as a video: check the file or convert it with `ffmpeg -i {path.name} out.mp4`")
     return cap
+
+
+def _no_video_stream(path: Path) -> None:
+    """Raise the clearer error when the file is readable media with sound but no picture."""
+    from ecmf_edge.audio.media import probe_media
+    from ecmf_edge.errors import DependencyError
+
+    try:
+        info = probe_media(path)
+    except (InputError, DependencyError):
+        return
+    if not info.has_video and info.has_audio:
+        raise InputError(f"{path} has sound but no video stream: pass it with --audio (Python: audio=...)")
 
 
 def probe_video(path: str | Path) -> VideoInfo:
