@@ -113,6 +113,14 @@ def test_missing_provider_is_a_clear_error(copy):
     assert session.get_providers() == ["CPUExecutionProvider"]
 
 
+def test_sessions_do_not_spin_idle_threads_unless_asked(copy):
+    quiet = create_session(copy / "vad.onnx", SessionConfig(intra_op_threads=2)).get_session_options()
+    assert quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert quiet.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    busy = create_session(copy / "vad.onnx", SessionConfig(intra_op_threads=2, allow_spinning=True)).get_session_options()
+    assert busy.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+
+
 def test_garbage_model_file_is_a_model_error(tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"\x00garbage" * 100)

@@ -43,6 +43,9 @@ class SessionConfig:
     optimization: str = "all"
     # Fail when a requested provider is missing (True) or drop it with a warning (False).
     strict_providers: bool = True
+    # Let idle worker threads spin waiting for work (ONNX Runtime's default). Off: a stream's many small
+    # calls do not keep cores busy between frames (measured in docs/benchmarks.md, "CPU per stream").
+    allow_spinning: bool = False
 
 
 def available_providers() -> list[str]:
@@ -98,6 +101,9 @@ def create_session(path: str | Path, config: SessionConfig | None = None):
     options.inter_op_num_threads = int(config.inter_op_threads)
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[config.optimization])
     options.log_severity_level = 3  # errors only; ecmf-edge reports its own problems
+    spin = "1" if config.allow_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
     providers = _resolve_providers(config.providers, config.strict_providers)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
