@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,8 @@ class ContextEnricher:
         except ImportError:
             raise DependencyError("llama-cpp-python is not installed: run `pip install 'ecmf-edge[llm]'`") from None
         self.path = path
+        self._busy = threading.Lock()
+        self._close_pending = False
         self._failures = 0
         self._logged: set[str] = set()
         # Why the LLM was switched off after repeated failures (None while it is used).
@@ -190,10 +193,20 @@ class ContextEnricher:
         transcript = transcript.strip()
         if not transcript:
             return ContextResult("", "", "", False, "empty transcript")
-        opts = self.options
-        started = time.perf_counter()
         if self.disabled is not None:
             return ContextResult(transcript, "", transcript, False, self.disabled)
+        with self._busy:  # close() never frees the model under an answer being generated
+            if self._llm is None:
+                return ContextResult(transcript, "", transcript, False, "the LLM is closed")
+            try:
+                return self._answer(transcript, history)
+            finally:
+                if self._close_pending:
+                    self._free()
+
+    def _answer(self, transcript: str, history: Sequence[str]) -> ContextResult:
+        opts = self.options
+        started = time.perf_counter()
         deadline = started + opts.time_limit_s
         pieces: list[str] = []
         first_token: float | None = None
@@ -244,14 +257,28 @@ class ContextEnricher:
 
     def reset(self) -> None:
         """Forget llama.cpp's prompt cache, so the next answer evaluates its whole prompt."""
-        if getattr(self, "_llm", None) is not None:
-            self._llm.reset()
+        with self._busy:
+            if self._llm is not None:
+                self._llm.reset()
 
     def close(self) -> None:
-        """Free the model."""
-        llm = getattr(self, "_llm", None)
+        """Free the model; when an answer is being generated in another thread (a stream's text stage that
+        outlived its stream's close), the model is freed as soon as that answer ends, never under it."""
+        busy = getattr(self, "_busy", None)
+        if busy is None:
+            return
+        if busy.acquire(timeout=0.2):
+            try:
+                self._free()
+            finally:
+                busy.release()
+        else:
+            self._close_pending = True
+
+    def _free(self) -> None:
+        llm, self._llm = getattr(self, "_llm", None), None
+        self._close_pending = False
         if llm is not None:
             close = getattr(llm, "close", None)
             if callable(close):
                 close()
-            self._llm = None
