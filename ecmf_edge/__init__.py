@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 from ecmf_edge.capture.camera import CameraOptions
 from ecmf_edge.capture.microphone import MicrophoneOptions
 from ecmf_edge.errors import DependencyError, DeviceError, EcmfError, InputError, ModelError
-from ecmf_edge.events import EmotionEvent
+from ecmf_edge.events import EmotionEvent, Person
 from ecmf_edge.labels import LABELS
 from ecmf_edge.modalities import BACKEND_CHOICES, MODALITIES, PRECISIONS, SAMPLE_RATE
 from ecmf_edge.recognizer import Recognizer
@@ -25,6 +25,7 @@ __all__ = [
     "__version__",
     "Recognizer",
     "EmotionEvent",
+    "Person",
     "LABELS",
     "MODALITIES",
     "SAMPLE_RATE",

@@ -5,12 +5,39 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EmotionEvent"]
+__all__ = ["EmotionEvent", "Person"]
 
 
 def _r(value: float, digits: int = 4) -> float | None:
     value = float(value)
     return round(value, digits) if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Person:
+    """One tracked face in view: who (track id), where, and what the face alone says.
+
+    The label here is the fusion head's with the face as its only input; audio and text attach to the
+    focus person only (``EmotionEvent.focus_id``), whose fused label is the event's ``label``.
+    """
+
+    # Track id, stable while the person stays in view (in ``predict``: 0, 1 ... largest first).
+    id: int
+    # (x1, y1, x2, y2) of the face in frame pixels.
+    box: tuple[float, float, float, float]
+    # Most probable label of the face alone (unsmoothed).
+    label: str
+    # Its probability.
+    confidence: float
+    # Probability per bundle label, from the face alone.
+    probabilities: dict[str, float]
+    # Seconds since the track began (0 in ``predict``).
+    tracked_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "box": [_r(v, 1) for v in self.box], "label": self.label,
+                "confidence": _r(self.confidence), "probabilities": {k: _r(v) for k, v in self.probabilities.items()},
+                "tracked_s": _r(self.tracked_s, 3)}
 
 
 @dataclass(frozen=True)
@@ -53,6 +80,12 @@ class EmotionEvent:
     face_box: tuple[float, float, float, float] | None = None
     # Language detected in the newest utterance ("en", "zh" ...), None before any speech was transcribed.
     language: str | None = None
+    # Every tracked face in view, largest first (at most max_people).
+    people: tuple[Person, ...] = ()
+    # Track id of the focus person: the face whose features the fused label used (None without one).
+    focus_id: int | None = None
+    # Faces seen but left out because of max_people.
+    people_skipped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (floats rounded, tuples as lists)."""
@@ -72,4 +105,7 @@ class EmotionEvent:
             "ages_s": {k: _r(v, 3) for k, v in self.ages_s.items()},
             "face_box": None if self.face_box is None else [_r(v, 1) for v in self.face_box],
             "language": self.language,
+            "people": [p.to_dict() for p in self.people],
+            "focus_id": self.focus_id,
+            "people_skipped": self.people_skipped,
         }

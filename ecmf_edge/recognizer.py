@@ -27,6 +27,7 @@ from ecmf_edge.capture.microphone import MicrophoneOptions, MicrophoneSource
 from ecmf_edge.errors import EcmfError, InputError, ModelError
 from ecmf_edge.events import EmotionEvent
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS, SAMPLE_RATE
+from ecmf_edge.people import FRAME_ALONE_REASON, frame_alone, people_results
 from ecmf_edge.stream.models import Locked, ModelLoader
 from ecmf_edge.stream.options import MODALITIES, StreamOptions
 from ecmf_edge.stream.pipeline import EmotionStream
@@ -305,6 +306,8 @@ class Recognizer:
         else:
             absent["text"] = "no text given" if not transcribe else "transcribe=True needs audio="
         present = tuple(m for m in MODALITIES if features[m] is not None)
+        if frame_alone(present):  # a scene alone is not evidence of anyone's emotion
+            absent["frame"], features["frame"], present = FRAME_ALONE_REASON, None, ()
         label, confidence, probabilities, weights = None, 0.0, {}, {}
         if present:
             started = time.perf_counter()
@@ -318,13 +321,24 @@ class Recognizer:
         return EmotionEvent(timestamp=self.clock.now(), label=label, confidence=confidence, probabilities=probabilities,
                             modality_weights=weights, present=present, absent=absent,
                             transcript=extra.get("transcript"), latency_ms=latency, index=0, label_changed=False,
-                            raw_label=label, face_box=extra.get("box"), language=extra.get("language"))
+                            raw_label=label, face_box=extra.get("box"), language=extra.get("language"),
+                            people=people_results(extra.get("people", ()), self._fusion),
+                            focus_id=extra.get("focus_id"), people_skipped=extra.get("people_skipped", 0))
 
     def _predict_frame(self, frame: Any, detect: bool, features: dict, absent: dict, latency: dict, extra: dict) -> None:
+        from ecmf_edge.people import FaceEntry, choose_focus, focus_reason
+        from ecmf_edge.stream.vision import is_blank
         from ecmf_edge.vision.alignment import align_face
         from ecmf_edge.vision.face_detector import as_bgr
 
         image = as_bgr(frame)
+        if is_blank(image) or min(image.shape[:2]) < 12:
+            reason = (f"the frame ({image.shape[1]}x{image.shape[0]}) is all one colour: nothing to read" if is_blank(image)
+                      else f"the frame is {image.shape[1]}x{image.shape[0]} pixels: too small to read (12 or more)")
+            absent["frame"] = reason
+            if detect:
+                absent["face"] = reason
+            return
         started = time.perf_counter()
         features["frame"] = self.models.get("frame_encoder").encode(image)[0]
         latency["frame_encoder"] = round((time.perf_counter() - started) * 1000.0, 3)
@@ -333,15 +347,25 @@ class Recognizer:
         started = time.perf_counter()
         faces = self.models.get("face_detector").detect(image)
         latency["face_detect"] = round((time.perf_counter() - started) * 1000.0, 3)
+        limit = self.options.max_people
+        faces, extra["people_skipped"] = faces[:limit], max(0, len(faces) - limit)
         if not faces:
             absent["face"] = "no face in the frame"
             return
         encoder = self.models.get("face_encoder")
         started = time.perf_counter()
-        out = encoder.encode(align_face(image, faces[0], size=encoder.input_size))
+        out = encoder.encode([align_face(image, face, size=encoder.input_size) for face in faces])
         latency["face_encode"] = round((time.perf_counter() - started) * 1000.0, 3)
-        features["face"] = out.features[0]
-        extra["box"] = tuple(float(v) for v in faces[0].box)
+        entries = [FaceEntry(id=k, box=tuple(float(v) for v in face.box), features=out.features[k], since_t=0.0)
+                   for k, face in enumerate(faces)]
+        extra["people"] = entries
+        chosen = choose_focus(entries, self.options.focus, None, image.shape)
+        if chosen is None:
+            absent["face"] = focus_reason(self.options.focus)
+            return
+        extra["focus_id"] = chosen.id
+        features["face"] = chosen.features
+        extra["box"] = chosen.box
 
     def _predict_face(self, face: Any, features: dict, latency: dict) -> None:
         from ecmf_edge.vision.face_encoder import as_image_list

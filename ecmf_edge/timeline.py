@@ -20,7 +20,7 @@ import numpy as np
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import MODALITIES
 
-__all__ = ["TimelineRow", "ClipSummary", "ClipResult", "build_clip_result", "TranscriptSegment", "check_step"]
+__all__ = ["TimelineRow", "PersonRow", "ClipSummary", "ClipResult", "build_clip_result", "TranscriptSegment", "check_step"]
 
 
 def check_step(step: Any) -> float:
@@ -57,6 +57,28 @@ class TimelineRow:
         out = asdict(self)
         out["present"] = list(self.present)
         return out
+
+
+@dataclass(frozen=True)
+class PersonRow:
+    """One tracked person in one step (from the face alone; audio and text attach to the focus person)."""
+
+    start: float
+    end: float
+    # Track id.
+    person: int
+    # Argmax of ``probabilities`` and its value.
+    label: str
+    confidence: float
+    # Mean probability per label of this person's face over the ticks of the step where it was in view.
+    probabilities: dict[str, float]
+    # Share of the step's ticks this person was in view (0..1).
+    seen: float
+    # Share of the step's ticks this person was the focus of the fused label (0..1).
+    focus: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -100,17 +122,21 @@ class ClipResult:
     labels: tuple[str, ...]
     step: float
     transcripts: tuple[TranscriptSegment, ...] = field(default_factory=tuple)
+    # Per step, one row per tracked person in view (empty without faces).
+    people: tuple[PersonRow, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
         return {"summary": self.summary.to_dict(), "labels": list(self.labels), "step": self.step,
-                "rows": [r.to_dict() for r in self.rows], "transcripts": [asdict(t) for t in self.transcripts]}
+                "rows": [r.to_dict() for r in self.rows], "transcripts": [asdict(t) for t in self.transcripts],
+                "people": [p.to_dict() for p in self.people]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ClipResult":
         """Inverse of :meth:`to_dict` (results travel from worker processes and Ray actors as dicts)."""
         rows = tuple(TimelineRow(**{**r, "present": tuple(r["present"])}) for r in data["rows"])
         return cls(ClipSummary(**data["summary"]), rows, tuple(data["labels"]), float(data["step"]),
-                   tuple(TranscriptSegment(**t) for t in data.get("transcripts", [])))
+                   tuple(TranscriptSegment(**t) for t in data.get("transcripts", [])),
+                   tuple(PersonRow(**p) for p in data.get("people", [])))
 
 
 def _mean(dicts: Sequence[dict[str, float]], keys: Sequence[str]) -> dict[str, float]:
@@ -138,6 +164,7 @@ def build_clip_result(file: str | Path, events: Sequence[Any], duration: float, 
         if event.transcript:
             previous = event.transcript
     rows = []
+    people_rows: list[PersonRow] = []
     present_ticks: Counter = Counter()
     for k, bucket in enumerate(buckets):
         labelled = [e for e in bucket if e.present]
@@ -147,8 +174,10 @@ def build_clip_result(file: str | Path, events: Sequence[Any], duration: float, 
         weights = _mean([e.modality_weights for e in labelled], MODALITIES)
         present = tuple(m for m in MODALITIES if any(m in e.present for e in bucket))
         label = max(probs, key=probs.get) if probs else None
-        rows.append(TimelineRow(round(k * step, 3), round(duration if k == count - 1 else (k + 1) * step, 3), label,
-                                round(probs[label], 6) if label else 0.0, probs, weights, present, " / ".join(heard[k])))
+        start, end = round(k * step, 3), round(duration if k == count - 1 else (k + 1) * step, 3)
+        rows.append(TimelineRow(start, end, label, round(probs[label], 6) if label else 0.0, probs, weights, present,
+                                " / ".join(heard[k])))
+        people_rows.extend(_people_rows(bucket, labels, start, end))
     scored = [r.probabilities for r in rows if r.label is not None]
     clip = _mean(scored, labels)
     clip_label = max(clip, key=clip.get) if clip else None
@@ -158,4 +187,21 @@ def build_clip_result(file: str | Path, events: Sequence[Any], duration: float, 
                           {m: round(present_ticks[m] / ticks, 4) for m in MODALITIES}, round(duration, 3),
                           languages.most_common(1)[0][0] if languages else "",
                           round(processing_s / duration, 4) if duration > 0 else 0.0)
-    return ClipResult(summary, tuple(rows), labels, float(step), tuple(transcripts))
+    return ClipResult(summary, tuple(rows), labels, float(step), tuple(transcripts), tuple(people_rows))
+
+
+def _people_rows(bucket: Sequence[Any], labels: tuple[str, ...], start: float, end: float) -> list[PersonRow]:
+    seen: dict[int, list[dict[str, float]]] = {}
+    focus: Counter = Counter()
+    for event in bucket:
+        for person in getattr(event, "people", ()):
+            seen.setdefault(person.id, []).append(person.probabilities)
+            focus[person.id] += person.id == event.focus_id
+    out = []
+    ticks = max(1, len(bucket))
+    for pid in sorted(seen):
+        probs = _mean(seen[pid], labels)
+        label = max(probs, key=probs.get)
+        out.append(PersonRow(start, end, pid, label, probs[label], probs, round(len(seen[pid]) / ticks, 4),
+                             round(focus[pid] / ticks, 4)))
+    return out

@@ -284,7 +284,8 @@ def test_a_stage_stuck_for_a_while_comes_back(bundle, parts, face_frames, caplog
     reason = "face stage hung: no result within 0.4 s"
     hung = [i for i, e in enumerate(events) if e.absent.get("face") == reason]
     assert len(hung) >= 4, [e.absent.get("face") for e in events]
-    assert all("frame" in events[i].present and events[i].label is not None for i in hung), "the frame path goes on"
+    # The frame path goes on (its features stay fresh), but the scene alone gives no label.
+    assert all(events[i].label is None and events[i].ages_s.get("frame", 9) < 1.0 for i in hung), "the frame path goes on"
     after = events[hung[-1] + 1:]
     assert sum("face" in e.present for e in after) >= 5, "the face modality comes back once the call returns"
     assert warnings_with(caplog, "face stage hung") == 1 and warnings_with(caplog, "face stage recovered") == 1

@@ -65,7 +65,8 @@ def test_the_fusion_head_is_the_bundles_and_can_be_replaced(bundle, rec, astrona
 
     with Recognizer(bundle=bundle, fusion=spy, use_llm=False, text=False) as custom:
         event = custom.predict(frame=astronaut_bgr)
-    assert calls == [{"frame", "face"}] and event.label == rec.predict(frame=astronaut_bgr).label
+    # The fused prediction, then the face alone for the person's own label.
+    assert calls == [{"frame", "face"}, {"face"}] and event.label == rec.predict(frame=astronaut_bgr).label
 
 
 def test_real_head_reads_clear_cases(rec):
@@ -91,8 +92,8 @@ def test_predict_on_frames_detects_the_face(rec, astronaut_bgr, coffee_bgr):
     x1, y1, x2, y2 = event.face_box
     assert 150 < (x1 + x2) / 2 < 300 and 50 < (y1 + y2) / 2 < 200
     assert {"frame_encoder", "face_detect", "face_encode", "fusion"} <= set(event.latency_ms)
-    scene = rec.predict(frame=coffee_bgr)
-    assert scene.present == ("frame",) and scene.absent["face"] == "no face in the frame"
+    scene = rec.predict(frame=coffee_bgr)  # a scene alone is no evidence of anyone's emotion
+    assert scene.present == () and scene.label is None and scene.absent["face"] == "no face in the frame"
 
 
 def test_predict_on_audio_at_any_rate_and_on_text(bundle, rec, speech_wav):

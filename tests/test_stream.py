@@ -23,6 +23,7 @@ from ecmf_edge.capture import (
     MicrophoneSource,
 )
 from ecmf_edge.capture.files import AudioFileSource, VideoFileSource
+from ecmf_edge.people import FRAME_ALONE_REASON
 from ecmf_edge.errors import InputError
 from ecmf_edge.stream.aligner import Aligner, Observation
 from ecmf_edge.stream.options import SmootherOptions, StreamOptions
@@ -212,7 +213,9 @@ def test_fast_file_playback_is_reproducible(bundle, parts, face_video):
 def test_scene_without_a_face_and_silent_audio_are_absent_with_reasons(bundle, parts, scene_video, tmp_path):
     silence = write_wav(tmp_path / "silence.wav", np.zeros(24000, np.float32), 16000)
     events, _ = run_files(bundle, parts, video=scene_video, audio=silence)
-    assert events and all(e.present == ("frame",) for e in events if e.timestamp < 0.95)
+    # The scene alone is no evidence of anyone's emotion: no label, and the frame says why.
+    assert events and all(e.present == () and e.label is None for e in events)
+    assert all(e.absent["frame"] == FRAME_ALONE_REASON for e in events if e.timestamp < 0.95)
     assert all(e.absent["face"] == "no face in the frame" for e in events if e.timestamp < 0.95)
     assert all(e.absent["audio"] == "no speech (VAD)" for e in events if e.timestamp < 1.45)
     assert all(e.face_box is None for e in events)
@@ -279,9 +282,11 @@ def test_a_stage_that_raises_is_reported_once_and_the_rest_goes_on(bundle, parts
         events, stream = run_files(bundle, parts, video=face_video, face_encoder=_Broken())
     assert len(events) == 20
     assert all(e.absent["face"] == "face stage failed: RuntimeError: boom" for e in events)
-    assert all(e.present == ("frame",) and e.label is not None for e in events)
+    # The frame path goes on, but the scene alone gives no label.
+    assert all(e.present == () and e.label is None and e.absent["frame"] == FRAME_ALONE_REASON for e in events)
     assert sum("face stage failed" in r.message for r in caplog.records) == 1
     assert stream.stats()["stages"]["face"]["errors"] == 20
+    assert stream.stats()["stages"]["frame"]["processed"] >= 10 and stream.stats()["stages"]["frame"]["errors"] == 0
 
 
 def test_a_stage_that_hangs_hits_its_time_limit(bundle, parts, face_video, caplog):
@@ -296,7 +301,8 @@ def test_a_stage_that_hangs_hits_its_time_limit(bundle, parts, face_video, caplo
         hanging.release.set()
     assert len(events) == 20 and elapsed < 10
     assert all(e.absent["face"] == "face stage hung: no result within 0.4 s" for e in events)
-    assert all(e.present == ("frame",) for e in events)
+    assert all(e.present == () and e.absent["frame"] == FRAME_ALONE_REASON for e in events)
+    assert stream.stats()["stages"]["frame"]["processed"] >= 10
     assert sum("face stage hung" in r.message for r in caplog.records) == 1
     assert stream.stats()["stages"]["face"]["failed"].startswith("face stage hung")
 

@@ -3,7 +3,8 @@
 Files and folders (searched recursively for media files) are played through the same stream
 as live input, in fast playback: every frame and audio sample is processed, so a file gives
 the same timeline on every run and with any number of workers. A video's own sound is its
-audio. Each finished file leaves ``<name>.timeline.csv`` (or ``.jsonl``), ``<name>.png`` and
+audio. Each finished file leaves ``<name>.timeline.csv`` (or ``.jsonl``; ``<name>.people.csv`` with a row
+per tracked person and step when faces were seen), ``<name>.png`` and
 ``<name>.summary.json``; the last one marks the file as done, so a re-run (after Ctrl-C, or
 with more files) skips it. A file that fails is recorded with its one-line error and the
 others go on. Work is spread over local processes (``workers``) or a Ray cluster
@@ -113,9 +114,27 @@ def _timeline_text(result: ClipResult, fmt: str) -> str:
     return buffer.getvalue()
 
 
+def _people_text(result: ClipResult, fmt: str) -> str:
+    if fmt == "jsonl":
+        return "".join(json.dumps(row.to_dict(), ensure_ascii=False) + "\n" for row in result.people)
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["start", "end", "person", "label", "confidence", *(f"p_{label}" for label in result.labels),
+                     "seen", "focus"])
+    for r in result.people:
+        writer.writerow([r.start, r.end, r.person, r.label, r.confidence,
+                         *(r.probabilities.get(label, "") for label in result.labels), r.seen, r.focus])
+    return buffer.getvalue()
+
+
 def write_clip(result: ClipResult, out: Path, name: str, fmt: str, plot: bool) -> None:
-    """Timeline, picture, then the summary record that marks the file as done."""
+    """Timeline (and the per-person timeline when faces were seen), picture, then the summary record that
+    marks the file as done."""
     _atomic_write(out / f"{name}.timeline.{fmt}", _timeline_text(result, fmt))
+    if result.people:
+        _atomic_write(out / f"{name}.people.{fmt}", _people_text(result, fmt))
     if plot:
         from ecmf_edge.batch.plot import timeline_png
 

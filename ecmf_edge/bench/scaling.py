@@ -1,4 +1,5 @@
-"""How cost grows: frame size, faces per frame, audio window length, transcript length (and ASR clip length).
+"""How cost grows: frame size, faces per frame, people tracked over a clip, audio window length, transcript
+length (and ASR clip length).
 
 All inputs are real: the astronaut photograph scaled into frames of each size, its face
 tiled 0-4 times over the coffee photograph (a real scene, so the 0-face case still runs
@@ -14,7 +15,7 @@ import numpy as np
 from ecmf_edge._assets import asset_path
 from ecmf_edge.bench.stats import summarize, time_calls
 
-__all__ = ["FRAME_SIZES", "FACE_COUNTS", "AUDIO_WINDOWS_S", "TRANSCRIPT_WORDS", "ASR_SECONDS", "measure_scaling"]
+__all__ = ["FRAME_SIZES", "FACE_COUNTS", "PEOPLE_COUNTS", "AUDIO_WINDOWS_S", "TRANSCRIPT_WORDS", "ASR_SECONDS", "measure_scaling"]
 
 FRAME_SIZES = ((320, 240), (640, 480), (1280, 720), (1920, 1080))
 FACE_COUNTS = (0, 1, 2, 4)
@@ -107,6 +108,63 @@ def _face_counts(detector: Any, face_encoder: Any, repeats: int, warmup: int) ->
     return rows
 
 
+# Faces per frame in the people table (a 30 fps clip of still, swaying people per count).
+PEOPLE_COUNTS = (0, 1, 2, 4, 8)
+# The face path per frame: before tracking (detect and encode every face on every frame), and the
+# stream's default (detect every 10th frame or when something changes; each face encoded at 10 Hz).
+PEOPLE_MODES = {"detect every frame": dict(detect_every=1, period_s=0.0),
+                "tracked (default)": dict(detect_every=10, period_s=0.1)}
+
+
+def people_cost(detector: Any, face_encoder: Any, frames: int = 90) -> list[dict]:
+    """Face path cost per frame averaged over a 30 fps clip, for 0-8 people, in both modes."""
+    import time
+
+    from ecmf_edge.bench.people_clips import grid_clip
+    from ecmf_edge.vision.face_path import FacePath
+
+    rows = []
+    for count in PEOPLE_COUNTS:
+        clip = grid_clip(count, frames=frames)
+        row: dict[str, Any] = {"input": f"{count} face(s), 640x480 at 30 fps"}
+        for mode, options in PEOPLE_MODES.items():
+            path = FacePath(detector, face_encoder, **options)
+            times, seen = [], 0
+            for k, frame in enumerate(clip.frames):
+                started = time.perf_counter()
+                step = path.step(frame, k / clip.fps)
+                times.append((time.perf_counter() - started) * 1000.0)
+                seen += len(step.people)
+            key = "every_frame" if options["detect_every"] == 1 else "tracked"
+            row[f"{key}_mean_ms"] = round(float(np.mean(times)), 3)
+            row[f"{key}_p95_ms"] = round(float(np.percentile(times, 95)), 3)
+            row[f"{key}_faces_per_frame"] = round(seen / len(clip.frames), 2)
+            if key == "tracked":
+                row["detections"] = f"{path.tracker.detections}/{len(clip.frames)}"
+        row["speed_up"] = round(row["every_frame_mean_ms"] / max(row["tracked_mean_ms"], 1e-9), 2)
+        rows.append(row)
+    return rows
+
+
+def people_tracking(detector: Any, face_encoder: Any) -> list[dict]:
+    """Id switches on the moving clips (people walking, crossing, leaving and coming back)."""
+    from ecmf_edge.bench.people_clips import SCENARIOS, id_switches, moving_clip
+    from ecmf_edge.vision.face_path import FacePath
+
+    rows = []
+    for scenario in SCENARIOS:
+        clip = moving_clip(scenario)
+        path = FacePath(detector, face_encoder)
+        tracks = []
+        for k, frame in enumerate(clip.frames):
+            tracks.append({p.id: p.box for p in path.step(frame, k / clip.fps).people})
+        rows.append({"input": f"moving: {scenario}", "id_switches": id_switches(tracks, clip.heads),
+                     "ids": len({tid for t in tracks for tid in t}),
+                     "people": len({i for h in clip.heads for i in h}),
+                     "detections": f"{path.tracker.detections}/{len(clip.frames)}"})
+    return rows
+
+
 def _audio_windows(encoder: Any, speech: np.ndarray, repeats: int, warmup: int) -> list[dict]:
     from ecmf_edge.audio.prosody import prosody_features
 
@@ -154,6 +212,8 @@ def measure_scaling(recognizer: Any, repeats: int = 10, warmup: int = 2, asr: bo
     tables: dict[str, Any] = {
         "frame_size": _frame_sizes(detector, face_encoder, models.get("frame_encoder"), repeats, warmup),
         "faces": _face_counts(detector, face_encoder, repeats, warmup),
+        "people": people_cost(detector, face_encoder),
+        "people_tracking": people_tracking(detector, face_encoder),
         "audio_window": _audio_windows(models.get("speech_encoder"), speech, repeats, warmup),
         "transcript": _transcripts(TextEncoder.from_bundle(recognizer.bundle), repeats, warmup),
     }

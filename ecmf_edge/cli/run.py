@@ -41,9 +41,27 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     model.add_argument("--fusion-hz", type=float, default=10.0, help="events per second (default 10)")
     model.add_argument("--model-threads", type=int, default=1,
                        help="ONNX Runtime threads per model (default 1: the stages already run in parallel)")
+    people = p.add_argument_group("people")
+    people.add_argument("--focus", default="largest", type=_focus,
+                        help="whose face the fused label follows: largest (default), center, or a track id")
+    people.add_argument("--max-people", type=int, default=8, help="most faces tracked and labelled per frame (default 8)")
+    people.add_argument("--detect-every", type=int, default=10, metavar="N",
+                        help="full face detection every N frames, tracking between (1: every frame; default 10)")
     p.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds of stream time")
     p.add_argument("--log-events", metavar="FILE.jsonl",
                    help="append every event (labels, transcripts) to this JSON-lines file; nothing is written otherwise")
+
+
+def _focus(value: str) -> str | int:
+    if value in ("largest", "center"):
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a focus: use largest, center or a track id (1, 2 ...)")
+    return number
 
 
 def _event_log(args: argparse.Namespace):
@@ -66,7 +84,8 @@ def _recognizer(args: argparse.Namespace):
 
         llm_options = LlmOptions(model_path=args.llm)
     return Recognizer(backend=args.backend, precision=args.precision, bundle=args.bundle,
-                      options=StreamOptions(fusion_hz=args.fusion_hz), text=not args.no_text,
+                      options=StreamOptions(fusion_hz=args.fusion_hz, focus=args.focus, max_people=args.max_people,
+                                            detect_every=args.detect_every), text=not args.no_text,
                       use_llm=not args.no_llm, llm_options=llm_options, model_threads=args.model_threads,
                       microphone_options=MicrophoneOptions(max_reconnects=3))  # unattended runs ride out a replugged mic
 
@@ -100,7 +119,10 @@ def format_event_line(event: Any) -> str:
     latency = event.latency_ms.get("capture_to_event")
     text = f'  "{event.transcript}"' if event.transcript else ""
     lat = f"{latency:6.0f} ms" if latency is not None else "     - ms"
-    return f"{event.timestamp:8.2f}s  {label}  [{mods}]  {lat}{text}"
+    people = ""
+    if len(event.people) > 1:  # one face: the line already says it
+        people = "  people " + " ".join(f"#{p.id}{'*' if p.id == event.focus_id else ''}={p.label}" for p in event.people)
+    return f"{event.timestamp:8.2f}s  {label}  [{mods}]  {lat}{people}{text}"
 
 
 class LatencyStats:

@@ -15,6 +15,7 @@ import numpy as np
 from ecmf_edge.capture.clock import Clock
 from ecmf_edge.errors import EcmfError
 from ecmf_edge.events import EmotionEvent
+from ecmf_edge.people import FRAME_ALONE_REASON, frame_alone, people_results
 from ecmf_edge.stream.aligner import Aligner
 from ecmf_edge.stream.models import StreamModels
 from ecmf_edge.stream.options import MODALITIES, SmootherOptions
@@ -29,8 +30,10 @@ class Fuser:
     """Builds the event of each tick and numbers the events of one stream."""
 
     def __init__(self, aligner: Aligner, models: StreamModels, smoother: SmootherOptions, clock: Clock,
-                 newest: bool) -> None:
+                 newest: bool, face_max_age_s: float = 0.5) -> None:
         self.aligner, self.models, self.clock, self.newest = aligner, models, clock, newest
+        self.face_max_age_s = float(face_max_age_s)
+        self._people_cache: dict = {}
         self.smoother = Smoother(models.labels, smoother)
         self._errors: set[str] = set()
         self._last_label: str | None = None
@@ -57,9 +60,13 @@ class Fuser:
         probabilities: dict[str, float] = {}
         weights: dict[str, float] = {}
         absent = dict(aligned.absent)
-        if aligned.present:
+        features = aligned.features
+        if frame_alone(aligned.present):  # a scene alone is not evidence of anyone's emotion
+            absent["frame"] = FRAME_ALONE_REASON
+            features = {m: None for m in features}
+        if any(v is not None for v in features.values()):
             started = time.perf_counter()
-            result, failure = self._fuse(aligned.features)
+            result, failure = self._fuse(features)
             latency["fusion"] = round((time.perf_counter() - started) * 1000.0, 3)
             if result is not None:
                 smoothed = self.smoother.update(result.probabilities, t)
@@ -74,6 +81,7 @@ class Fuser:
         if aligned.used:
             newest = max(obs.captured for obs in aligned.used.values())
             latency["capture_to_event"] = round((self.clock.now() - newest) * 1000.0, 3)
+        people, focus_id, skipped = self._people(aligned, t) if "fusion" not in absent else ((), None, 0)
         text = aligned.used.get("text")
         heard = aligned.latest.get("text")  # present or gated: the language is reported either way
         face = aligned.used.get("face")
@@ -82,10 +90,27 @@ class Fuser:
         self.count += 1
         return EmotionEvent(
             timestamp=round(t, 6), label=label, confidence=confidence, probabilities=probabilities,
-            modality_weights=weights, present=tuple(m for m in MODALITIES if m in aligned.used), absent=absent,
+            modality_weights=weights, present=tuple(m for m in MODALITIES if features.get(m) is not None), absent=absent,
             transcript=text.extra.get("transcript") if text is not None else None, latency_ms=latency,
             index=self.count, label_changed=changed, raw_label=raw_label,
             ages_s={m: round(a, 4) for m, a in aligned.ages.items()},
             face_box=face.extra.get("box") if face is not None else None,
             language=heard.extra.get("language") if heard is not None else None,
+            people=people, focus_id=focus_id, people_skipped=skipped,
         )
+
+    def _people(self, aligned: Any, t: float) -> tuple[tuple, int | None, int]:
+        """Every tracked face of the newest fresh face observation, with its own label."""
+        seen = aligned.latest.get("face")
+        if seen is None or t - seen.t > self.face_max_age_s:
+            return (), None, 0
+        entries = seen.extra.get("people", ())
+        try:
+            people = people_results(entries, self.models.fusion, self._people_cache, t)
+        except Exception as exc:  # a failing head already shows in absent["fusion"]; people are left out
+            reason = f"per-person labels failed: {type(exc).__name__}: {exc}"
+            if reason not in self._errors:
+                self._errors.add(reason)
+                logger.warning("%s", reason)
+            people = ()
+        return people, seen.extra.get("focus_id"), int(seen.extra.get("skipped", 0))

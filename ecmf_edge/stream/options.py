@@ -88,6 +88,19 @@ class StreamOptions:
     max_lead_s: float = 1.0
     # Label smoothing.
     smoother: SmootherOptions = field(default_factory=SmootherOptions)
+    # Whose face the fused label uses: "largest" (kept while within 75 % of the largest face's area),
+    # "center" (nearest the frame's centre) or a track id (the face is absent while that person is out of view).
+    focus: str | int = "largest"
+    # Most faces tracked, encoded and reported per frame; beyond it the largest are kept.
+    max_people: int = 8
+    # The full face detector runs every this many frames (sooner when a face is lost or the picture changes
+    # outside the tracked faces); between, tracked faces are re-placed by O-Net alone. 1: detect every frame.
+    detect_every: int = 10
+    # Frames a track survives without being seen (short occlusions, people crossing).
+    track_buffer_frames: int = 30
+    # Each tracked face is encoded at most this often (per second); None: at fusion_hz, as the ticks read
+    # no more. The tracked box still moves with every frame.
+    face_encoder_hz: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.fusion_hz <= 120:
@@ -106,8 +119,22 @@ class StreamOptions:
                                      + (" (inf: no limit)" if allow_inf else ""))
         if not 0.0 < self.window_min_s <= self.window_max_s <= 30.0 or self.hop_s <= 0:
             raise InputError("speech windows need 0 < window_min_s <= window_max_s <= 30 and hop_s > 0")
+        if not (self.focus in ("largest", "center") or (isinstance(self.focus, int) and not isinstance(self.focus, bool)
+                                                         and self.focus >= 1)):
+            raise InputError(f"focus={self.focus!r} is invalid: use 'largest', 'center' or a track id (1, 2 ...)")
+        for name in ("max_people", "detect_every", "track_buffer_frames"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name}={value!r} is invalid: use a positive integer")
+        if self.face_encoder_hz is not None and not 0.5 <= self.face_encoder_hz <= 120:
+            raise InputError(f"face_encoder_hz={self.face_encoder_hz!r} is invalid: use 0.5 .. 120, or None (fusion_hz)")
         if self.max_lead_s < 1.0 / self.fusion_hz:
             raise InputError(f"max_lead_s={self.max_lead_s!r} must be at least one fusion period ({1 / self.fusion_hz:g} s)")
+
+    @property
+    def face_period_s(self) -> float:
+        """Shortest time between two encodings of one tracked face, seconds."""
+        return 1.0 / (self.face_encoder_hz or self.fusion_hz)
 
     def max_age(self, modality: str) -> float:
         return float({**_default_max_age(), **self.max_age_s}[modality])

@@ -1,6 +1,7 @@
 """The overlay drawn by ``ecmf-edge run``: a pure function from (frame, event) to an annotated copy.
 
-It shows the face box, the label and its confidence, a bar per label, a bar per
+It shows every tracked face (box in the colour of its own label, track id, label; the focus
+person's box thicker and marked *), the fused label and its confidence, a bar per label, a bar per
 modality weight (absent modalities greyed, with the reason), the latest transcript,
 and frames per second and capture-to-event latency.
 """
@@ -60,11 +61,23 @@ def draw_overlay(frame: np.ndarray, event: EmotionEvent | None, *, fps: float | 
     if event is None:
         _text(img, "waiting for the first event...", (int(10 * s), int(30 * s)), 0.7 * s)
         return img
-    if event.face_box is not None:
+    drawn = False
+    for person in event.people:  # every tracked face: box in its own label's colour, id and label
+        focus = person.id == event.focus_id
+        x1, y1, x2, y2 = (int(round(v)) for v in person.box)
+        colour = LABEL_COLOURS.get(person.label, (0, 255, 255))
+        cv2.rectangle(img, (max(x1, 0), max(y1, 0)), (min(x2, w - 1), min(y2, h - 1)), colour,
+                      max(1, int((3 if focus else 1.5) * s)))
+        tag = f"#{person.id} {person.label} {person.confidence:.2f}" + (" *" if focus else "")
+        _text(img, tag, (max(x1, 0), max(int(14 * s), y1 - int(5 * s))), 0.45 * s, colour)
+        drawn = drawn or focus
+    if event.face_box is not None and not drawn:
         x1, y1, x2, y2 = (int(round(v)) for v in event.face_box)
         colour = LABEL_COLOURS.get(event.label or "", (0, 255, 255))
         cv2.rectangle(img, (max(x1, 0), max(y1, 0)), (min(x2, w - 1), min(y2, h - 1)), colour, max(1, int(2 * s)))
     heading = f"{event.label}  {event.confidence:.2f}" if event.label else "no signal"
+    if event.focus_id is not None and len(event.people) > 1:
+        heading += f"  (#{event.focus_id})"
     _text(img, heading, (int(10 * s), int(34 * s)), 0.9 * s, LABEL_COLOURS.get(event.label or "", (255, 255, 255)), 2)
     # Right-hand panel: probabilities, then modality weights.
     names = list(labels or event.probabilities.keys() or LABELS)

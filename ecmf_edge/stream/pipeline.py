@@ -66,7 +66,8 @@ class EmotionStream:
         self._finished = threading.Event()
         self._progress = threading.Condition()
         self.aligner = Aligner({m: self.options.max_age(m) for m in MODALITIES})
-        self.fuser = Fuser(self.aligner, models, self.options.smoother, self.clock, newest=self.realtime)
+        self.fuser = Fuser(self.aligner, models, self.options.smoother, self.clock, newest=self.realtime,
+                           face_max_age_s=self.options.max_age("face"))
         self._queues: list[EventQueue] = []
         self._tick_t = 0.0
         self._seen = -1
@@ -87,7 +88,8 @@ class EmotionStream:
         if self.video is not None:
             if models.face_detector is not None and models.face_encoder is not None:
                 self.face_stage = FaceStage(time_limit_s=opts.time_limit("face"), queue_size=opts.queue_size,
-                                            detector=models.face_detector, encoder=models.face_encoder, **common)
+                                            detector=models.face_detector, encoder=models.face_encoder, options=opts,
+                                            **common)
             if models.frame_encoder is not None:
                 self.scene_stage = SceneStage(time_limit_s=opts.time_limit("frame"), queue_size=opts.queue_size,
                                               encoder=models.frame_encoder, **common)

@@ -35,10 +35,12 @@ PAGE = """<!doctype html>
  .track{flex:1;background:#30343c;height:18px;max-width:420px}
  .bar{height:18px;background:#2f9e44} .w .bar{background:#f08c00}
  #transcript{margin-top:14px;font-style:italic;color:#ffe8a3} #status{color:#888;font-size:13px;margin-top:10px}
+ table{border-collapse:collapse} td,th{padding:2px 12px 2px 0;text-align:left} .focus{color:#ffd43b}
 </style></head><body>
 <h1 id="label">waiting for events&hellip;</h1><div id="conf"></div>
 <h3>probabilities</h3><div id="probs"></div>
 <h3>modality weights</h3><div id="weights" class="w"></div>
+<h3>people</h3><table id="people"><tr><td>nobody in view</td></tr></table>
 <div id="transcript"></div><div id="status">connecting</div>
 <script>
 function bars(el, values, all) {
@@ -60,6 +62,16 @@ source.onmessage = (msg) => {
   document.getElementById("conf").textContent = e.label ? "confidence " + e.confidence.toFixed(2) : "";
   bars(document.getElementById("probs"), e.probabilities, Object.keys(e.probabilities));
   bars(document.getElementById("weights"), e.modality_weights, ["frame", "face", "audio", "text"]);
+  const table = document.getElementById("people"), people = e.people || [];
+  table.innerHTML = people.length ? "<tr><th>id</th><th>label</th><th>confidence</th><th>in view</th></tr>"
+                                  : "<tr><td>nobody in view</td></tr>";
+  for (const p of people) {
+    const row = table.insertRow();
+    if (p.id === e.focus_id) row.className = "focus";
+    for (const text of ["#" + p.id + (p.id === e.focus_id ? " (focus)" : ""), p.label, p.confidence.toFixed(2),
+                        p.tracked_s.toFixed(1) + " s"]) row.insertCell().textContent = text;
+  }
+  if (e.people_skipped) table.insertRow().insertCell().textContent = e.people_skipped + " more not tracked";
   document.getElementById("transcript").textContent = e.transcript ? '"' + e.transcript + '"' : "";
   document.getElementById("status").textContent = count + " events, t = " + e.timestamp + " s";
 };

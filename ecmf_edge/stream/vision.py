@@ -35,30 +35,30 @@ def _ms(start: float) -> float:
 
 
 class FaceStage(QueueStage):
-    """Largest face per frame -> aligned crop -> face-encoder features (the ``face`` modality)."""
+    """Tracked faces per frame -> aligned crops -> face-encoder features (the ``face`` modality).
 
-    def __init__(self, *args: Any, detector: Any, encoder: Any, **kwargs: Any) -> None:
+    The work is :class:`~ecmf_edge.vision.face_path.FacePath`'s; the observation's vector is the focus
+    person's features, and ``extra["people"]`` carries every tracked face for the fusion tick.
+    """
+
+    def __init__(self, *args: Any, detector: Any, encoder: Any, options: Any = None, **kwargs: Any) -> None:
+        from ecmf_edge.stream.options import StreamOptions
+        from ecmf_edge.vision.face_path import FacePath
+
         super().__init__("face", ("face",), *args, **kwargs)
-        self.detector = detector
-        self.encoder = encoder
+        self.detector, self.encoder = detector, encoder
+        self.path = FacePath.from_options(detector, encoder, options or StreamOptions())
 
     def handle(self, frame: Frame) -> None:
-        from ecmf_edge.vision.alignment import align_face
-
-        started = time.perf_counter()
-        faces = self.detector.detect(frame.image)
-        detect_ms = _ms(started)
-        if not faces:
-            self.post(Observation("face", frame.t, frame.captured, None, "no face in the frame", {"face_detect": detect_ms}))
+        found = self.path.step(frame.image, frame.t)
+        extra: dict[str, Any] = {"people": found.people, "focus_id": found.focus.id if found.focus else None}
+        if found.skipped:
+            extra["skipped"] = found.skipped
+        if found.focus is None:
+            self.post(Observation("face", frame.t, frame.captured, None, found.reason, found.latency_ms, extra))
             return
-        face = faces[0]
-        started = time.perf_counter()
-        crop = align_face(frame.image, face, size=self.encoder.input_size)
-        out = self.encoder.encode(crop)
-        extra = {"box": tuple(float(v) for v in face.box), "score": float(face.score),
-                 "expression": {label: float(p) for label, p in zip(out.labels, out.probs[0])}}
-        self.post(Observation("face", frame.t, frame.captured, out.features[0].copy(), None,
-                              {"face_detect": detect_ms, "face_encode": _ms(started)}, extra))
+        extra.update(box=found.focus.box, score=found.score, expression=found.expression)
+        self.post(Observation("face", frame.t, frame.captured, found.focus.features, None, found.latency_ms, extra))
 
 
 class SceneStage(QueueStage):

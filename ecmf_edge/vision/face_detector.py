@@ -291,6 +291,61 @@ class FaceDetector:
         pick = nms(boxes[:, :4], boxes[:, 4], self.nms_thresholds["onet"], method="min")
         return boxes[pick], points[pick]
 
+    def _working(self, bgr: np.ndarray) -> np.ndarray:
+        """The frame shrunk so its longer side is at most ``max_side`` (the image the networks read)."""
+        h, w = bgr.shape[:2]
+        if self.max_side is not None and max(h, w) > self.max_side:
+            ratio = self.max_side / max(h, w)
+            return cv2.resize(bgr, (max(1, round(w * ratio)), max(1, round(h * ratio))), interpolation=cv2.INTER_AREA)
+        return bgr
+
+    @staticmethod
+    def _to_face(box: np.ndarray, marks: np.ndarray, sx: float, sy: float) -> Face:
+        # 1-based inclusive pixels -> edge coordinates; landmark pixel centres scale about +0.5.
+        edges = ((box[0] - 1) * sx, (box[1] - 1) * sy, box[2] * sx, box[3] * sy)
+        lm = np.empty((5, 2), dtype=np.float32)
+        lm[:, 0] = (marks[:, 0] + 0.5) * sx - 0.5
+        lm[:, 1] = (marks[:, 1] + 0.5) * sy - 0.5
+        lm.setflags(write=False)
+        return Face(box=tuple(float(v) for v in edges), score=float(box[4]), landmarks=lm)
+
+    def refine(self, image_bgr: np.ndarray, boxes: Any) -> list[Face | None]:
+        """Re-place known faces cheaply: O-Net alone on each (x1, y1, x2, y2) box (e.g. a tracker's prediction).
+
+        Returns, per box, the refined face with fresh landmarks, or None where O-Net no longer sees a face
+        there (the face left, turned away or was covered). About one O-Net crop per box instead of the
+        whole P-Net/R-Net cascade.
+
+        Raises:
+            InputError: the image is not an accepted uint8 array.
+        """
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if not len(boxes):
+            return []
+        bgr = as_bgr(image_bgr)
+        # Crops come straight from the full frame (no pyramid, no whole-frame resize): edge coordinates ->
+        # 1-based inclusive pixels, squared as O-Net expects.
+        cand = np.zeros((len(boxes), 5))
+        cand[:, 0], cand[:, 1] = boxes[:, 0] + 1, boxes[:, 1] + 1
+        cand[:, 2], cand[:, 3] = boxes[:, 2], boxes[:, 3]
+        cand = _square(cand)
+        crops, valid = _crops(bgr, cand, 48)
+        crops = crops[..., ::-1]  # BGR -> RGB
+        out: list[Face | None] = [None] * len(boxes)
+        index = np.flatnonzero(valid)
+        if not len(index):
+            return out
+        reg, marks, prob = self._run("onet", _normalise(crops[index]))
+        for j, i in enumerate(index):
+            if prob[j, 1] <= self.thresholds[2]:
+                continue
+            box = cand[i].copy()
+            box[4] = prob[j, 1]
+            w, h = box[2] - box[0] + 1, box[3] - box[1] + 1
+            points = np.stack([w * marks[j, :5] + box[0] - 1, h * marks[j, 5:10] + box[1] - 1], axis=1)
+            out[i] = self._to_face(_regress(box[None], reg[j:j + 1])[0], points, 1.0, 1.0)
+        return out
+
     def detect(self, image_bgr: np.ndarray, max_faces: int | None = None) -> list[Face]:
         """Faces in a BGR (or grey, or BGRA) uint8 frame, largest first.
 
@@ -302,11 +357,7 @@ class FaceDetector:
             raise InputError(f"max_faces={max_faces!r} is invalid: use a positive integer or None")
         bgr = as_bgr(image_bgr)
         h, w = bgr.shape[:2]
-        work = bgr
-        if self.max_side is not None and max(h, w) > self.max_side:
-            ratio = self.max_side / max(h, w)
-            size = (max(1, round(w * ratio)), max(1, round(h * ratio)))
-            work = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+        work = self._working(bgr)
         if min(work.shape[:2]) < 12 or int(work.max()) - int(work.min()) < _FLAT_RANGE:
             return []
         rgb = cv2.cvtColor(work, cv2.COLOR_BGR2RGB)
@@ -317,15 +368,7 @@ class FaceDetector:
             return []
         boxes, points = self._onet(rgb, boxes)
         sx, sy = w / work.shape[1], h / work.shape[0]
-        faces = []
-        for box, marks in zip(boxes, points):
-            # 1-based inclusive pixels -> edge coordinates; landmark pixel centres scale about +0.5.
-            edges = ((box[0] - 1) * sx, (box[1] - 1) * sy, box[2] * sx, box[3] * sy)
-            lm = np.empty((5, 2), dtype=np.float32)
-            lm[:, 0] = (marks[:, 0] + 0.5) * sx - 0.5
-            lm[:, 1] = (marks[:, 1] + 0.5) * sy - 0.5
-            lm.setflags(write=False)
-            faces.append(Face(box=tuple(float(v) for v in edges), score=float(box[4]), landmarks=lm))
+        faces = [self._to_face(box, marks, sx, sy) for box, marks in zip(boxes, points)]
         faces.sort(key=lambda f: f.area, reverse=True)
         logger.debug("face detector: %d face(s) in %dx%d frame (working %dx%d)", len(faces), w, h, work.shape[1], work.shape[0])
         return faces[:max_faces] if max_faces is not None else faces
