@@ -111,9 +111,10 @@ def _face_counts(detector: Any, face_encoder: Any, repeats: int, warmup: int) ->
 # Faces per frame in the people table (a 30 fps clip of still, swaying people per count).
 PEOPLE_COUNTS = (0, 1, 2, 4, 8)
 # The face path per frame: before tracking (detect and encode every face on every frame), and the
-# stream's default (detect every 10th frame or when something changes; each face encoded at 10 Hz).
-PEOPLE_MODES = {"detect every frame": dict(detect_every=1, period_s=0.0),
-                "tracked (default)": dict(detect_every=10, period_s=0.1)}
+# stream's default (detect every 10th frame or when something changes; the focus face encoded at 10 Hz,
+# the others at 5 Hz).
+PEOPLE_MODES = {"detect every frame": dict(detect_every=1, period_s=0.0, others_period_s=0.0),
+                "tracked (default)": dict(detect_every=10, period_s=0.1, others_period_s=0.2)}
 
 
 def people_cost(detector: Any, face_encoder: Any, frames: int = 90) -> list[dict]:

@@ -101,6 +101,8 @@ class StreamOptions:
     # Each tracked face is encoded at most this often (per second); None: at fusion_hz, as the ticks read
     # no more. The tracked box still moves with every frame.
     face_encoder_hz: float | None = None
+    # The faces of people other than the focus (they feed only their own labels) are encoded at most this often.
+    people_encoder_hz: float = 5.0
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.fusion_hz <= 120:
@@ -128,6 +130,8 @@ class StreamOptions:
                 raise InputError(f"{name}={value!r} is invalid: use a positive integer")
         if self.face_encoder_hz is not None and not 0.5 <= self.face_encoder_hz <= 120:
             raise InputError(f"face_encoder_hz={self.face_encoder_hz!r} is invalid: use 0.5 .. 120, or None (fusion_hz)")
+        if not 0.5 <= self.people_encoder_hz <= 120:
+            raise InputError(f"people_encoder_hz={self.people_encoder_hz!r} is invalid: use 0.5 .. 120 (default 5)")
         if self.max_lead_s < 1.0 / self.fusion_hz:
             raise InputError(f"max_lead_s={self.max_lead_s!r} must be at least one fusion period ({1 / self.fusion_hz:g} s)")
 

@@ -1,7 +1,7 @@
 """The per-frame face path of a stream: tracked faces -> aligned crops -> face-encoder features, and the focus.
 
-One :class:`FacePath` per stream (it carries the tracks). Each tracked face is encoded at most every
-``period_s`` of stream time, the faces due in a frame in one batched call; between encodings a face
+One :class:`FacePath` per stream (it carries the tracks). The focus face is encoded at most every
+``period_s`` of stream time and the other people's at most every ``others_period_s``, the faces due in a frame in one batched call; between encodings a face
 keeps its newest features while its box follows every frame.
 """
 from __future__ import annotations
@@ -48,12 +48,15 @@ class FacePath:
     """Tracks, encodes and picks the focus face frame by frame (not thread-safe: one per stream)."""
 
     def __init__(self, detector: Any, encoder: Any, *, focus: str | int = "largest", max_people: int = 8,
-                 detect_every: int = 10, buffer_frames: int = 30, period_s: float = 0.1) -> None:
+                 detect_every: int = 10, buffer_frames: int = 30, period_s: float = 0.1,
+                 others_period_s: float = 0.2) -> None:
         self.tracker = FaceTracker(detector, detect_every=detect_every, buffer_frames=buffer_frames,
                                    max_people=max_people)
         self.encoder = encoder
         self.focus = focus
         self.period_s = float(period_s)
+        # People other than the focus only feed their own labels: they are encoded less often.
+        self.others_period_s = max(float(others_period_s), self.period_s)
         self._encoded: dict[int, tuple[float, np.ndarray, dict[str, float]]] = {}
         self._focus_id: int | None = None
 
@@ -62,7 +65,7 @@ class FacePath:
         """A face path with a :class:`~ecmf_edge.stream.options.StreamOptions`' people settings."""
         return cls(detector, encoder, focus=options.focus, max_people=options.max_people,
                    detect_every=options.detect_every, buffer_frames=options.track_buffer_frames,
-                   period_s=options.face_period_s)
+                   period_s=options.face_period_s, others_period_s=1.0 / options.people_encoder_hz)
 
     def step(self, image: np.ndarray, t: float) -> FaceStep:
         """The faces of the next frame (BGR uint8) at stream time ``t``."""
@@ -76,7 +79,10 @@ class FacePath:
         if not faces:
             self._focus_id = None
             return FaceStep((), None, "no face in the frame", tracking.skipped, latency, detected=tracking.detected)
-        due = [tf for tf in faces if tf.id not in self._encoded or t - self._encoded[tf.id][0] >= self.period_s - 1e-6]
+        def period(track_id: int) -> float:
+            return self.period_s if track_id == self._focus_id or len(faces) == 1 else self.others_period_s
+
+        due = [tf for tf in faces if tf.id not in self._encoded or t - self._encoded[tf.id][0] >= period(tf.id) - 1e-6]
         if due:
             started = time.perf_counter()
             size = self.encoder.input_size
