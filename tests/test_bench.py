@@ -68,7 +68,7 @@ def test_quick_bench_writes_a_well_formed_report(quick_run):
     assert _finite_positive(fp32["peak_rss_mb"]) and fp32["peak_rss_mb"] >= fp32["peak_rss_mb_stream"]
     stages = fp32["stages"]
     assert list(stages) == list(STAGES)
-    assert stages["llm"] == {"skipped": "turned off (--no-llm)"}
+    assert stages["llm"] == {"skipped": "off (the default; --llm times it)"}
     for name in set(STAGES) - {"llm"}:
         assert _finite_positive(stages[name]["p50_ms"]) and stages[name]["p95_ms"] >= stages[name]["p50_ms"], name
     files = report["bundles"]["onnxruntime-fp32"]["files"]

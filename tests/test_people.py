@@ -89,7 +89,8 @@ def test_tracker_options_are_checked(detector):
     for bad in (dict(detect_every=0), dict(max_people=0), dict(buffer_frames=True), dict(max_shift=0)):
         with pytest.raises(InputError):
             FaceTracker(detector, **bad)
-    for bad in (dict(focus="left"), dict(focus=0), dict(max_people=0), dict(detect_every=1.5), dict(face_encoder_hz=0)):
+    for bad in (dict(focus="left"), dict(focus=0), dict(max_people=0), dict(detect_every=1.5), dict(face_encoder_hz=0),
+                dict(people_encoder_hz=0)):
         with pytest.raises(InputError):
             StreamOptions(**bad)
 

@@ -153,6 +153,8 @@ def test_aligner_records_observations_posted_together_at_once():
     sys.setswitchinterval(1e-6)  # switch threads as often as possible, so a split update would be seen
     try:
         thread.start()
+        while al.version == 0:  # from the first update on ("no ... result yet" names each modality)
+            time.sleep(0.001)
         deadline = time.monotonic() + 0.5
         while time.monotonic() < deadline:
             snap = al.snapshot(0.0, newest=True)

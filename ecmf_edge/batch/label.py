@@ -48,7 +48,9 @@ class LabelOptions:
     bundle: str = "default"
     backend: str = "onnxruntime"
     precision: str = "fp32"
-    use_llm: bool = True
+    use_llm: bool = False
+    # A GGUF for the LLM when it is on (None: the default model).
+    llm_path: str | None = None
     # ONNX Runtime threads per model inside each worker.
     model_threads: int = 1
 
@@ -176,8 +178,13 @@ def open_recognizer(options: LabelOptions):
     """The Recognizer one worker labels with."""
     from ecmf_edge.recognizer import Recognizer
 
+    llm_options = None
+    if options.use_llm and options.llm_path:
+        from ecmf_edge.text.llm_context import LlmOptions
+
+        llm_options = LlmOptions(model_path=options.llm_path)
     return Recognizer(backend=options.backend, precision=options.precision, bundle=options.bundle,
-                      use_llm=options.use_llm, model_threads=options.model_threads)
+                      use_llm=options.use_llm, llm_options=llm_options, model_threads=options.model_threads)
 
 
 def open_recognizer_or_error(options: LabelOptions):

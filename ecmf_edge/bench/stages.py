@@ -148,7 +148,7 @@ def measure_stages(recognizer: Any, clip: ReplayClip, repeats: int = 30, warmup:
     if llm:
         results["llm"], enriched = _measure_llm(transcript, heavy_repeats)
     else:
-        results["llm"] = {"skipped": "turned off (--no-llm)"}
+        results["llm"] = {"skipped": "off (the default; --llm times it)"}
     from ecmf_edge.audio.speech_branch import SpeechBranch
     from ecmf_edge.text.text_branch import TextBranch
 

@@ -20,7 +20,7 @@ def _options(args: argparse.Namespace):
 
     given: dict[str, Any] = dict(backends=tuple(args.backend or ["all"]), precisions=tuple(args.precision or ["all"]),
                                  out=Path(args.out), peers=not args.no_peers, scaling=not args.no_scaling,
-                                 llm=not args.no_llm, bundle=args.bundle, threads=args.threads)
+                                 llm=args.llm, bundle=args.bundle, threads=args.threads)
     if args.seconds is not None:
         given["seconds"] = args.seconds
     if args.repeats is not None:
@@ -60,7 +60,10 @@ def add_bench_parser(sub: Any) -> argparse.ArgumentParser:
     what.add_argument("--bundle", default="default", help="bundle name or folder")
     what.add_argument("--no-peers", action="store_true", help="skip the comparison with other packages")
     what.add_argument("--no-scaling", action="store_true", help="skip the scaling tables")
-    what.add_argument("--no-llm", action="store_true", help="no LLM context enrichment (stage and stream)")
+    what.add_argument("--llm", action="store_true",
+                      help="also time the LLM stage and run it in the streams (off by default: the shipped models do "
+                           "not read its answer)")
+    what.add_argument("--no-llm", action="store_true", help="no LLM (the default; kept for older scripts)")
     how = p.add_argument_group("how")
     how.add_argument("--seconds", type=float, metavar="S", help="replay clip length (default 10; 3 with --quick)")
     how.add_argument("--repeats", type=int, metavar="N", help="timed end-to-end streams per configuration (default 3; 1 with --quick)")

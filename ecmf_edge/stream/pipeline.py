@@ -169,8 +169,11 @@ class EmotionStream:
         finally:
             if not completed:  # the consumer left the loop (break, exception): the stream ends
                 self.close()
-        error = self.error
-        if error is not None and not self._stop.is_set():
+        error = self.error if not self._stop.is_set() else None
+        # The stream is over once its events have all been taken: its stage threads end and its devices are
+        # released now, not when the recognizer closes.
+        self.close()
+        if error is not None:
             raise error
 
     def run(self, timeout: float | None = None) -> bool:
