@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ecmf_edge.bench.combos import plan_combos
-from ecmf_edge.bench.plots import latency_cdf_png, stage_bars_png
+from ecmf_edge.bench.plots import cpu_share_png, latency_cdf_png, stage_bars_png
 from ecmf_edge.bench.readme import BEGIN, END, render_section, update_file
 from ecmf_edge.bench.replay import build_replay_clip
 from ecmf_edge.bench.report import check_report, read_json
@@ -115,12 +115,15 @@ def test_plots_and_tables_are_written(quick_run):
 
     out = quick_run[1]
     report = read_json(out / "bench.json")
-    assert report["plots"] == {"latency_png": "latency.png", "stages_png": "stages.png"}
+    assert report["plots"] == {"latency_png": "latency.png", "stages_png": "stages.png", "cpu_png": "cpu.png"}
     for name in report["plots"].values():
         image = cv2.imread(str(out / name))
         assert image is not None and image.shape[0] >= 200 and image.shape[1] >= 600 and image.std() > 10
     text = (out / "bench.txt").read_text()
     assert "onnxruntime-fp32" in text and "tensorrt-fp32:" in text and "face_detect" in text
+    shares = next(c for c in report["configurations"] if c["status"] == "measured")["end_to_end"]["cpu_per_stream_s"]
+    assert {"face", "frame", "video", "total", "other"} <= set(shares) and shares["total"] > 0
+    assert "CPU per stream second" in text
 
 
 def test_readme_section_is_generated_from_the_json(quick_run, tmp_path):
@@ -191,7 +194,9 @@ def test_plots_draw_any_series(tmp_path):
     cdf = latency_cdf_png({"a": rng.gamma(4, 8, 200), "b": [5.0]}, tmp_path / "cdf.png")
     bars = stage_bars_png({"a": {"vad": (0.08, 0.1), "asr": (1500.0, 1700.0)}, "b": {"vad": (0.05, 0.05)}},
                           tmp_path / "bars.png")
-    for path in (cdf, bars):
+    cpu = cpu_share_png({"a": {"face": 0.2, "audio": 0.1, "other": 0.3, "total": 0.6}, "b": {"face": 0.1}},
+                        tmp_path / "cpu.png")
+    for path in (cdf, bars, cpu):
         image = cv2.imread(str(path))
         assert image is not None and image.std() > 10
 

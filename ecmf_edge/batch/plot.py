@@ -28,7 +28,7 @@ def require_matplotlib():
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
     except ImportError:
-        raise DependencyError("matplotlib is not installed: run `pip install 'ecmf-edge[label]'` (or `pip install matplotlib`)") from None
+        raise DependencyError("matplotlib is not installed: run `pip install 'ecmf-edge[plots]'` (or `pip install matplotlib`)") from None
     return plt
 
 

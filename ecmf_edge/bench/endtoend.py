@@ -99,7 +99,19 @@ def run_stream_once(recognizer: Any, clip: ReplayClip, seconds: float | None = N
         "events_dropped": stats.get("events_dropped", 0),
         "stage_errors": {name: entry.get("errors", 0) for name, entry in stats["stages"].items()},
         "cpu": cpu, "rss_mb_samples": rss.samples,
+        "stage_cpu_s": {name: entry.get("cpu_s", 0.0) for name, entry in stats["stages"].items()},
+        "stream_s": float(limit),
     }
+
+
+def _cpu_shares(runs: list[dict[str, Any]]) -> dict[str, float]:
+    stream_s = sum(run["stream_s"] for run in runs) or 1.0
+    shares = {name: round(sum(run["stage_cpu_s"].get(name, 0.0) for run in runs) / stream_s, 4)
+              for name in runs[0]["stage_cpu_s"]}
+    total = sum(run["cpu"]["cpu_percent_of_one_core"] * run["wall_s"] / 100.0 for run in runs) / stream_s
+    shares["other"] = round(max(0.0, total - sum(shares.values())), 4)
+    shares["total"] = round(total, 4)
+    return shares
 
 
 def measure_end_to_end(recognizer: Any, clip: ReplayClip, repeats: int = 3, warmup_s: float = 2.0) -> dict[str, Any]:
@@ -137,5 +149,8 @@ def measure_end_to_end(recognizer: Any, clip: ReplayClip, repeats: int = 3, warm
         "cpu_percent_of_machine": spread(run["cpu"]["cpu_percent_of_machine"] for run in runs),
         "rss_mb": {"median": round(float(np.median(rss)), 1), "max": round(float(max(rss)), 1)} if rss else {},
         "stage_in_loop_ms": {k: v for k, v in stage_in_loop.items() if v.get("n")},
+        # CPU seconds per stream second, per stage thread (a core's share: 0.5 = half a core); the rest of the
+        # process's CPU (decoding threads of the sources, ONNX Runtime/CTranslate2/llama.cpp pools, the ticker) is "other".
+        "cpu_per_stream_s": _cpu_shares(runs),
         "latency_samples_ms": [round(v, 2) for v in every],
     }

@@ -1,148 +1,135 @@
-"""PNG plots drawn with OpenCV (no plotting library needed): latency CDF and per-stage bars.
+"""The benchmark's pictures, drawn with matplotlib off-screen:
 
-* ``latency.png``: the distribution of capture-to-event latency of each configuration as a
-  cumulative curve (x: ms, y: share of events), with p50 / p95 marked;
-* ``stages.png``: per-stage median latency per configuration as horizontal bars on a
-  log10 millisecond axis, with a whisker to p95.
+* ``latency.png``: the cumulative distribution of capture-to-event latency per configuration on a
+  log millisecond axis (the part that matters, 10-200 ms, is readable next to seconds-long tails),
+  with the 100 ms budget and each configuration's p50 / p95 marked;
+* ``stages.png``: per-stage median latency per configuration as horizontal bars on a log axis,
+  with a whisker to p95;
+* ``cpu.png``: where one stream's CPU goes: CPU seconds per stream second by stage, stacked per
+  configuration, against the half-core budget.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["latency_cdf_png", "stage_bars_png"]
+from ecmf_edge.batch.plot import require_matplotlib
 
-_COLOURS = ((180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140),
-            (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23))
-_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
-_BLACK, _GREY, _LIGHT = (30, 30, 30), (110, 110, 110), (225, 225, 225)
+__all__ = ["latency_cdf_png", "stage_bars_png", "cpu_share_png", "LATENCY_BUDGET_MS", "CPU_BUDGET"]
 
-
-def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.45, colour=_BLACK, thickness: int = 1,
-          anchor: str = "left") -> None:
-    import cv2
-
-    (w, h), _ = cv2.getTextSize(text, _FONT, scale, thickness)
-    x, y = org
-    if anchor == "right":
-        x -= w
-    elif anchor == "centre":
-        x -= w // 2
-    cv2.putText(img, text, (int(x), int(y + h // 2)), _FONT, scale, colour, thickness, cv2.LINE_AA)
+# Capture -> event budget of the live loop, ms.
+LATENCY_BUDGET_MS = 100.0
+# CPU budget of one live stream: CPU seconds per stream second (half of one core).
+CPU_BUDGET = 0.5
 
 
-def _nice_step(span: float, ticks: int = 6) -> float:
-    raw = span / max(1, ticks)
-    power = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
-    for mult in (1, 2, 2.5, 5, 10):
-        if raw <= mult * power:
-            return mult * power
-    return 10 * power
+def _save(fig, path: str | Path) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    import matplotlib.pyplot as plt
 
-
-def _legend(img: np.ndarray, names: Sequence[str], x: int, y: int) -> None:
-    import cv2
-
-    for i, name in enumerate(names):
-        yy = y + 18 * i
-        cv2.rectangle(img, (x, yy - 5), (x + 18, yy + 5), _COLOURS[i % len(_COLOURS)], -1)
-        _text(img, name, (x + 26, yy))
+    plt.close(fig)
+    return out
 
 
 def latency_cdf_png(series: Mapping[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
-    """Cumulative distribution of latencies (ms) per named series; returns the path written."""
-    import cv2
+    """Cumulative distribution of latencies (ms) per named series, log x axis; returns the path written.
 
-    W, H, left, right, top, bottom = 900, 560, 80, 30, 60, 70
-    img = np.full((H, W, 3), 255, np.uint8)
+    Raises:
+        DependencyError: matplotlib is not installed.
+    """
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(8.5, 5.0))
     data = {k: np.sort(np.asarray(v, dtype=np.float64)) for k, v in series.items() if len(v)}
-    x_max = max((float(np.percentile(v, 99.5)) for v in data.values()), default=1.0) * 1.1 or 1.0
-    step = _nice_step(x_max)
-    x_max = math.ceil(x_max / step) * step
-    pw, ph = W - left - right, H - top - bottom
-
-    def px(x: float, y: float) -> tuple[int, int]:
-        return int(left + min(x, x_max) / x_max * pw), int(top + ph - y * ph)
-
-    for i in range(int(round(x_max / step)) + 1):
-        x0, _ = px(i * step, 0)
-        cv2.line(img, (x0, top), (x0, top + ph), _LIGHT, 1)
-        _text(img, f"{i * step:g}", (x0, top + ph + 14), anchor="centre")
-    for share in (0, 0.25, 0.5, 0.75, 0.95, 1.0):
-        _, y0 = px(0, share)
-        cv2.line(img, (left, y0), (left + pw, y0), _LIGHT, 1)
-        _text(img, f"{share * 100:g}%", (left - 8, y0), anchor="right")
-    cv2.rectangle(img, (left, top), (left + pw, top + ph), _BLACK, 1)
-    for i, (name, values) in enumerate(data.items()):
-        colour = _COLOURS[i % len(_COLOURS)]
+    for name, values in data.items():
+        values = np.maximum(values, 0.1)
         shares = np.arange(1, values.size + 1) / values.size
-        points = np.array([px(x, y) for x, y in zip(values, shares)], np.int32)
-        cv2.polylines(img, [points.reshape(-1, 1, 2)], False, colour, 2, cv2.LINE_AA)
-        for q in (50, 95):
-            value = float(np.percentile(values, q))
-            cv2.circle(img, px(value, q / 100), 4, colour, -1, cv2.LINE_AA)
-    _text(img, title or "capture-to-event latency (cumulative share of events)", (W // 2, 24), 0.6, anchor="centre",
-          thickness=2)
-    _text(img, "latency, ms (dots: p50 and p95)", (left + pw // 2, H - 22), anchor="centre")
-    _text(img, "events", (12, top - 20))
-    _legend(img, list(data), left + pw - 230, top + ph - 18 * len(data) - 10)
-    return _write(img, path)
+        (line,) = ax.step(values, shares, where="post", label=name, linewidth=1.8)
+        for q, marker in ((50, "o"), (95, "^")):
+            x = float(np.percentile(values, q))
+            ax.plot([x], [q / 100.0], marker, color=line.get_color(), markersize=6)
+            ax.annotate(f"p{q} {x:.0f}", (x, q / 100.0), textcoords="offset points", xytext=(6, -10 if q == 50 else 4),
+                        fontsize=8, color=line.get_color())
+    ax.axvline(LATENCY_BUDGET_MS, color="0.35", linestyle="--", linewidth=1)
+    ax.text(LATENCY_BUDGET_MS, 0.02, f" budget {LATENCY_BUDGET_MS:.0f} ms", fontsize=8, color="0.3")
+    ax.set_xscale("log")
+    ax.set_xlabel("capture → event latency, ms (log scale)")
+    ax.set_ylabel("share of events")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    if data:
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or "capture → event latency")
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def stage_bars_png(stages: Mapping[str, Mapping[str, tuple[float, float]]], path: str | Path, title: str = "") -> Path:
-    """Per-stage (p50, p95) ms per configuration as grouped horizontal bars on a log axis."""
-    import cv2
+    """Per-stage (p50, p95) ms per configuration as horizontal bars on a log axis; returns the path written.
 
-    configs = list(stages)
+    Raises:
+        DependencyError: matplotlib is not installed.
+    """
+    plt = require_matplotlib()
     names: list[str] = []
-    for rows in stages.values():
-        names.extend(n for n in rows if n not in names)
-    group = max(1, len(configs)) * 14 + 12
-    W, left, right, top, bottom = 900, 130, 30, 60, 60
-    H = top + bottom + group * max(1, len(names)) + 18 * len(configs)
-    img = np.full((H, W, 3), 255, np.uint8)
-    values = [v for rows in stages.values() for p50, p95 in rows.values() for v in (p50, p95) if v and v > 0]
-    lo = math.floor(math.log10(min(values))) if values else -2
-    hi = math.ceil(math.log10(max(values))) if values else 4
-    hi = max(hi, lo + 1)
-    pw = W - left - right
-    ph = group * max(1, len(names))
-
-    def px(ms: float) -> int:
-        return int(left + (math.log10(max(ms, 10 ** lo)) - lo) / (hi - lo) * pw)
-
-    for e in range(lo, hi + 1):
-        x0 = px(10 ** e)
-        cv2.line(img, (x0, top), (x0, top + ph), _LIGHT, 1)
-        _text(img, f"{10 ** e:g}", (x0, top + ph + 14), anchor="centre")
-    for gi, name in enumerate(names):
-        y0 = top + gi * group + 6
-        _text(img, name, (left - 8, y0 + (group - 12) // 2), anchor="right")
-        for ci, config in enumerate(configs):
-            if name not in stages[config]:
-                continue
-            p50, p95 = stages[config][name]
-            colour = _COLOURS[ci % len(_COLOURS)]
-            y = y0 + ci * 14
-            cv2.rectangle(img, (left, y), (px(p50), y + 10), colour, -1)
-            if p95 and p95 > p50:
-                cv2.line(img, (px(p50), y + 5), (px(p95), y + 5), _BLACK, 1)
-                cv2.line(img, (px(p95), y + 1), (px(p95), y + 9), _BLACK, 1)
-    cv2.rectangle(img, (left, top), (left + pw, top + ph), _BLACK, 1)
-    _text(img, title or "per-stage latency (bar: p50, whisker: p95)", (W // 2, 24), 0.6, anchor="centre", thickness=2)
-    _text(img, "ms per call (log scale)", (left + pw // 2, top + ph + 36), anchor="centre")
-    _legend(img, configs, left, top + ph + 56)
-    return _write(img, path)
+    for per in stages.values():
+        names.extend(n for n in per if n not in names)
+    configs = list(stages)
+    fig, ax = plt.subplots(figsize=(8.5, 0.9 + 0.42 * max(1, len(names)) * max(1, len(configs)) ** 0.5))
+    height = 0.8 / max(1, len(configs))
+    for i, config in enumerate(configs):
+        ys, p50, err = [], [], []
+        for j, name in enumerate(names):
+            if name in stages[config]:
+                median, p95 = stages[config][name]
+                ys.append(j + i * height)
+                p50.append(max(median, 1e-3))
+                err.append(max(p95 - median, 0.0))
+        ax.barh(ys, p50, height=height, xerr=[np.zeros(len(err)), err], label=config, capsize=2)
+    ax.set_yticks(np.arange(len(names)) + 0.4 - height / 2)
+    ax.set_yticklabels(names)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per call: median, whisker to p95 (log scale)")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    if configs:
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title or "per-stage latency")
+    fig.tight_layout()
+    return _save(fig, path)
 
 
-def _write(img: np.ndarray, path: str | Path) -> Path:
-    import cv2
+def cpu_share_png(shares: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "") -> Path:
+    """CPU seconds per stream second by stage (stacked), one bar per configuration, with the half-core budget.
 
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), img):
-        raise OSError(f"cannot write {out}")
-    return out
+    ``shares`` maps a configuration to {stage: CPU seconds per stream second} (a "total" key is ignored).
+
+    Raises:
+        DependencyError: matplotlib is not installed.
+    """
+    plt = require_matplotlib()
+    configs = list(shares)
+    stages: list[str] = []
+    for per in shares.values():
+        stages.extend(n for n in per if n != "total" and n not in stages)
+    fig, ax = plt.subplots(figsize=(8.5, 1.6 + 0.55 * max(1, len(configs))))
+    left = np.zeros(len(configs))
+    for stage in stages:
+        values = np.array([shares[c].get(stage, 0.0) for c in configs])
+        ax.barh(configs, values, left=left, label=stage)
+        left += values
+    for y, total in enumerate(left):
+        ax.text(total, y, f" {total:.2f}", va="center", fontsize=8)
+    ax.axvline(CPU_BUDGET, color="0.35", linestyle="--", linewidth=1)
+    ax.text(CPU_BUDGET, -0.6, f" budget {CPU_BUDGET:g}", fontsize=8, color="0.3")
+    ax.set_xlabel("CPU seconds per stream second (1 = one whole core)")
+    ax.invert_yaxis()
+    ax.grid(True, axis="x", alpha=0.3)
+    if stages:
+        ax.legend(fontsize=8, ncol=min(4, len(stages)), loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    ax.set_title(title or "CPU of one stream, by stage")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -141,6 +141,17 @@ def stage_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def cpu_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Stream stages x configurations: CPU seconds per stream second (the share of one core each stage uses)."""
+    configs = [c for c in measured(report) if c["end_to_end"].get("cpu_per_stream_s")]
+    headers = ["stage thread"] + [c["key"] for c in configs]
+    names: list[str] = []
+    for c in configs:
+        names.extend(n for n in c["end_to_end"]["cpu_per_stream_s"] if n not in names)
+    rows = [[name] + [_fmt(c["end_to_end"]["cpu_per_stream_s"].get(name), ".3f") for c in configs] for name in names]
+    return headers, rows
+
+
 def format_tables(report: dict[str, Any]) -> str:
     """Every table of the report as plain text."""
     parts = []
@@ -149,6 +160,11 @@ def format_tables(report: dict[str, Any]) -> str:
                  f"{m.get('os')}; Python {m.get('python')}")
     parts.append("\nend to end (replay clip at camera rate; latency = capture -> event):")
     parts.append(text_table(*end_to_end_rows(report)))
+    headers, rows = cpu_rows(report)
+    if rows:
+        parts.append("\nCPU per stream second, by stage thread (0.5 = half a core; 'other': decoding, library thread "
+                     "pools, the ticker; budget: 0.5 in total):")
+        parts.append(text_table(headers, rows))
     parts.append("\nper stage, p50 (p95) ms:")
     parts.append(text_table(*stage_rows(report)))
     skipped = [c for c in report["configurations"] if c["status"] != "measured"]

@@ -136,7 +136,8 @@ def run_bench(options: BenchOptions | None = None, progress: Callable[[str], Non
     Raises:
         InputError: an unknown backend or precision, or an invalid option.
     """
-    from ecmf_edge.bench.plots import latency_cdf_png, stage_bars_png
+    from ecmf_edge.bench.plots import cpu_share_png, latency_cdf_png, stage_bars_png
+    from ecmf_edge.errors import DependencyError
     from ecmf_edge.bench.report import format_tables
 
     opts = options or BenchOptions()
@@ -195,11 +196,18 @@ def run_bench(options: BenchOptions | None = None, progress: Callable[[str], Non
     }
     files: dict[str, Path] = {}
     if measured(report):
-        files["latency_png"] = latency_cdf_png({c["key"]: c["end_to_end"]["latency_samples_ms"] for c in measured(report)},
-                                               out / "latency.png")
-        files["stages_png"] = stage_bars_png({c["key"]: {n: (s["p50_ms"], s["p95_ms"]) for n, s in c["stages"].items()
-                                                         if "p50_ms" in s} for c in measured(report)},
-                                             out / "stages.png")
+        try:
+            files["latency_png"] = latency_cdf_png({c["key"]: c["end_to_end"]["latency_samples_ms"]
+                                                    for c in measured(report)}, out / "latency.png")
+            files["stages_png"] = stage_bars_png({c["key"]: {n: (s["p50_ms"], s["p95_ms"]) for n, s in c["stages"].items()
+                                                             if "p50_ms" in s} for c in measured(report)},
+                                                 out / "stages.png")
+            shares = {c["key"]: c["end_to_end"]["cpu_per_stream_s"] for c in measured(report)
+                      if c["end_to_end"].get("cpu_per_stream_s")}
+            if shares:
+                files["cpu_png"] = cpu_share_png(shares, out / "cpu.png")
+        except DependencyError as exc:  # the tables and JSON do not need matplotlib
+            report["plots_skipped"] = str(exc)
     report["plots"] = {k: p.name for k, p in files.items()}
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     check_report(report)

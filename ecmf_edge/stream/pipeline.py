@@ -342,10 +342,12 @@ class EmotionStream:
 
     # -- diagnostics ------------------------------------------------------------------------------
     def stats(self) -> dict:
-        """Counters: events, per-stage processed/errors/failed/queue depth and drops, per-source device counters."""
+        """Counters: events, per-stage processed/errors/failed/CPU seconds/queue depth and drops, per-source device
+        counters."""
         stages = {}
         for stage in self.stages:
-            entry = {"processed": stage.processed, "errors": stage.errors, "failed": stage.failed}
+            entry = {"processed": stage.processed, "errors": stage.errors, "failed": stage.failed,
+                     "cpu_s": round(stage.cpu_s, 4)}
             if isinstance(stage, QueueStage):
                 entry["queued"] = len(stage.queue)
                 entry["dropped"] = stage.queue.dropped

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable
 
 from ecmf_edge.capture.base import SourceEnded
@@ -50,6 +51,8 @@ class Stage:
         # Items handled, and items whose handling raised.
         self.processed = 0
         self.errors = 0
+        # CPU seconds this stage's thread spent handling items (libraries' own worker threads not included).
+        self.cpu_s = 0.0
         self._logged: set[str] = set()
         self._exit = False  # set when the stage has nothing more to do (its source ended)
         # on_recover(modality, reason) lifts the "hung" mark of a modality once the stuck call returned.
@@ -107,12 +110,14 @@ class Stage:
                 if self.failed is not None:
                     break
                 self.busy_since = self.clock.now()
+                cpu = time.thread_time()
                 try:
                     self.handle(item)
                     self.processed += 1
                 except Exception as exc:  # a failing stage must not end the stream
                     self._item_failed(item, exc)
                 finally:
+                    self.cpu_s += time.thread_time() - cpu
                     self.busy_since = None
                     self._done(item)
                     if self._hung_since is not None:
