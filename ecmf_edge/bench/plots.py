@@ -115,7 +115,7 @@ def cpu_share_png(shares: Mapping[str, Mapping[str, float]], path: str | Path, t
     stages: list[str] = []
     for per in shares.values():
         stages.extend(n for n in per if n != "total" and n not in stages)
-    fig, ax = plt.subplots(figsize=(8.5, 1.6 + 0.55 * max(1, len(configs))))
+    fig, ax = plt.subplots(figsize=(9.5, 2.2 + 0.55 * max(1, len(configs))))
     left = np.zeros(len(configs))
     for stage in stages:
         values = np.array([shares[c].get(stage, 0.0) for c in configs])
@@ -124,12 +124,12 @@ def cpu_share_png(shares: Mapping[str, Mapping[str, float]], path: str | Path, t
     for y, total in enumerate(left):
         ax.text(total, y, f" {total:.2f}", va="center", fontsize=8)
     ax.axvline(CPU_BUDGET, color="0.35", linestyle="--", linewidth=1)
-    ax.text(CPU_BUDGET, -0.6, f" budget {CPU_BUDGET:g}", fontsize=8, color="0.3")
+    ax.text(CPU_BUDGET, 0.02, f" budget {CPU_BUDGET:g}", fontsize=8, color="0.3", transform=ax.get_xaxis_transform())
     ax.set_xlabel("CPU seconds per stream second (1 = one whole core)")
     ax.invert_yaxis()
     ax.grid(True, axis="x", alpha=0.3)
     if stages:
-        ax.legend(fontsize=8, ncol=min(4, len(stages)), loc="upper center", bbox_to_anchor=(0.5, -0.25))
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), title="stage thread", title_fontsize=8)
     ax.set_title(title or "CPU of one stream, by stage")
     fig.tight_layout()
     return _save(fig, path)
