@@ -86,6 +86,8 @@ class EmotionEvent:
     focus_id: int | None = None
     # Faces seen but left out because of max_people.
     people_skipped: int = 0
+    # Which stream of the recognizer this event belongs to ("0", "1" ... or the id given to Recognizer.stream).
+    stream: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (floats rounded, tuples as lists)."""
@@ -108,4 +110,5 @@ class EmotionEvent:
             "people": [p.to_dict() for p in self.people],
             "focus_id": self.focus_id,
             "people_skipped": self.people_skipped,
+            "stream": self.stream,
         }

@@ -152,6 +152,7 @@ class Recognizer:
                                   llm_options=llm_options, asr_options=asr_options)
         self._lock = threading.RLock()
         self._streams: list[EmotionStream] = []
+        self._opened = 0
         self._closed = False
 
     # -- streams ----------------------------------------------------------------------------------
@@ -159,8 +160,13 @@ class Recognizer:
                microphone: str | int | AudioSource | None = None, audio: str | Path | None = None, *,
                realtime: bool = True, video_audio: bool = True, options: StreamOptions | None = None,
                on_event: Callable[[EmotionEvent], Any] | None = None,
-               on_label_change: Callable[[EmotionEvent], Any] | None = None) -> EmotionStream:
+               on_label_change: Callable[[EmotionEvent], Any] | None = None,
+               stream_id: str | None = None) -> EmotionStream:
         """Open a stream over a camera or video file and/or a microphone or audio file.
+
+        Several streams may run at once (one per camera, say): they share the recognizer's loaded models
+        (no second copy in memory) and each has its own speaker state, conversation, tracks and smoother.
+        Every event carries its stream's id in ``event.stream``: ``stream_id``, or "0", "1" ... in order.
 
         A video file's own sound is the audio input when neither ``microphone`` nor ``audio`` is
         given (``video_audio=False`` leaves it out); it is aligned to the frames by their
@@ -190,6 +196,17 @@ class Recognizer:
             raise InputError("nothing to stream: pass camera=0 or video=FILE and/or microphone='default' or audio=FILE")
         if not realtime and (camera is not None or microphone is not None):
             raise InputError("realtime=False is for files: a camera or microphone always runs in real time")
+        with self._lock:
+            running = [s for s in self._streams if not s.finished]
+            if stream_id is not None and any(s.stream_id == str(stream_id) for s in running):
+                raise InputError(f"a stream with id '{stream_id}' is already running: give each stream its own id")
+            if isinstance(camera, int):
+                for other in running:
+                    if getattr(other.video, "index", None) == camera and other.video.live:
+                        raise InputError(f"camera {camera} is already streaming (stream '{other.stream_id}'): open "
+                                         "each camera once")
+            self._opened += 1
+            stream_id = str(stream_id) if stream_id is not None else str(self._opened - 1)
         sources: list = []
         try:
             vsrc = self._video_source(camera, video, realtime)
@@ -213,7 +230,7 @@ class Recognizer:
         if on_label_change is not None:
             sinks.append(LabelChangeSink(on_label_change))
         stream = EmotionStream(models, video=vsrc, audio=asrc, options=options or self.options, clock=self.clock,
-                               realtime=realtime, sinks=tuple(sinks))
+                               realtime=realtime, sinks=tuple(sinks), stream_id=stream_id)
         with self._lock:
             self._streams = [s for s in self._streams if not s.finished] + [stream]
         return stream

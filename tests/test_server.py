@@ -103,7 +103,7 @@ def test_serve_command_runs_a_stream_and_exits_when_done(capsys, bundle_root, fa
                  "--bundle", str(bundle_root)])
     err = capsys.readouterr().err
     assert code == 0, err
-    assert "serving events on http://127.0.0.1:" in err and "20 events in" in err
+    assert "serving events of 1 stream(s) on http://127.0.0.1:" in err and "20 events in" in err
 
 
 def test_the_page_shows_live_events_in_headless_chromium(bundle, face_video, speech_wav, tmp_path):

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from ecmf_edge.cli.common import add_llm_switch, llm_note
+from ecmf_edge.stream.group import StreamGroup
 from ecmf_edge.errors import DependencyError, DeviceError, InputError
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS
 
@@ -24,10 +25,16 @@ logger = logging.getLogger("ecmf_edge")
 
 def _add_stream_options(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("inputs")
-    src.add_argument("--camera", type=int, metavar="INDEX", help="camera index (default 0 when no --video/--audio is given)")
-    src.add_argument("--video", metavar="FILE", help="video file instead of a camera")
-    src.add_argument("--mic", metavar="DEVICE", help="microphone: 'default', an index or a name (see `ecmf-edge doctor`)")
-    src.add_argument("--audio", metavar="FILE", help="audio file instead of a microphone (wav, mp3, m4a, flac, ogg, webm, mp4 ...)")
+    src.add_argument("--camera", type=int, action="append", metavar="INDEX",
+                     help="camera index (default 0 when no --video/--audio is given); repeat for several streams")
+    src.add_argument("--video", action="append", metavar="FILE",
+                     help="video file instead of a camera; repeat for several streams (each with its own sound)")
+    src.add_argument("--mic", action="append", metavar="DEVICE",
+                     help="microphone: 'default', an index or a name (see `ecmf-edge doctor`); repeated, the n-th goes "
+                          "with the n-th camera or video")
+    src.add_argument("--audio", action="append", metavar="FILE",
+                     help="audio file instead of a microphone (wav, mp3, m4a, flac, ogg, webm, mp4 ...); repeated, "
+                          "the n-th goes with the n-th video")
     src.add_argument("--no-audio", action="store_true",
                      help="no sound: neither the default microphone with a camera nor a video file's own sound track")
     src.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
@@ -90,26 +97,57 @@ def _recognizer(args: argparse.Namespace):
                       microphone_options=MicrophoneOptions(max_reconnects=3))  # unattended runs ride out a replugged mic
 
 
-def _open_stream(rec: Any, args: argparse.Namespace):
-    """The stream the arguments ask for; the default microphone is optional next to a camera."""
-    if args.camera is not None and args.video:
-        raise InputError("give either --camera or --video, not both")
-    if args.mic and args.audio:
-        raise InputError("give either --mic or --audio, not both")
-    # Without any input option: the camera (and the default microphone if there is one); files alone otherwise.
-    camera = args.camera if args.camera is not None or args.video or args.audio else 0
-    video = args.video
-    inputs = dict(camera=camera if video is None else None, video=video, audio=args.audio, realtime=args.realtime,
-                  video_audio=not args.no_audio)
-    if args.mic:
-        return rec.stream(microphone=args.mic, **inputs)
-    if args.audio or args.no_audio or camera is None:
+def _open_one(rec: Any, args: argparse.Namespace, camera: int | None, video: str | None, mic: str | None,
+              audio: str | None, optional_mic: bool):
+    inputs = dict(camera=camera, video=video, audio=audio, realtime=args.realtime, video_audio=not args.no_audio)
+    if mic:
+        return rec.stream(microphone=mic, **inputs)
+    if not optional_mic:
         return rec.stream(**inputs)
     try:
         return rec.stream(microphone="default", **inputs)
     except (DeviceError, DependencyError) as exc:  # asked for a camera only: go on without sound
         print(f"note: running without audio ({exc})", file=sys.stderr)
         return rec.stream(**inputs)
+
+
+def _open_streams(rec: Any, args: argparse.Namespace) -> list:
+    """The streams the arguments ask for (one per camera or video; the n-th --mic/--audio goes with the n-th);
+    the default microphone is optional next to a single camera.
+
+    Raises:
+        InputError: cameras and videos mixed, more microphones/audio files than streams, a camera twice.
+    """
+    cameras, videos = list(args.camera or []), list(args.video or [])
+    mics, audios = list(args.mic or []), list(args.audio or [])
+    if cameras and videos:
+        raise InputError("give either --camera or --video, not both")
+    if mics and audios:
+        raise InputError("give either --mic or --audio, not both")
+    if len(set(cameras)) != len(cameras):
+        raise InputError(f"camera {next(c for c in cameras if cameras.count(c) > 1)} is given twice: open each camera once")
+    # Without any input option: the camera (and the default microphone if there is one); files alone otherwise.
+    if not cameras and not videos and not audios:
+        cameras = [0]
+    visuals: list[tuple[int | None, str | None]] = [(c, None) for c in cameras] + [(None, v) for v in videos]
+    sounds = mics or audios
+    if len(sounds) > max(1, len(visuals)):
+        raise InputError(f"{len(sounds)} {'--mic' if mics else '--audio'} for {len(visuals)} stream(s): give at most one "
+                         "per --camera/--video")
+    if not visuals:
+        visuals = [(None, None)]
+    streams = []
+    try:
+        for k, (camera, video) in enumerate(visuals):
+            mic = mics[k] if k < len(mics) else None
+            audio = audios[k] if k < len(audios) else None
+            optional = len(visuals) == 1 and camera is not None and not args.no_audio and not sounds
+            streams.append(_open_one(rec, args, camera, video, mic, audio, optional))
+    except BaseException:
+        for stream in streams:
+            stream.close()
+        raise
+    return streams
 
 
 def format_event_line(event: Any) -> str:
@@ -219,16 +257,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if recorder.error:
             print(f"ecmf-edge: error: {recorder.error} (the stream goes on without recording)", file=sys.stderr)
     stats = LatencyStats()
-    reported = sized = False
+    reported = False
     event_log = _event_log(args)
     with _recognizer(args) as rec:
         llm_note(args, rec.bundle)
-        stream = _open_stream(rec, args)
-        if event_log is not None:
-            stream.add_sink(event_log)
+        streams = _open_streams(rec, args)
+        if recorder is not None and len(streams) > 1:
+            for opened in streams:
+                opened.close()
+            raise InputError("--record writes one stream: drop --record or run one --camera/--video")
+        for opened in streams:
+            if event_log is not None:
+                opened.add_sink(event_log)
+        group = StreamGroup(streams)
+        several = len(streams) > 1
+        sized_windows: set[str] = set()
         stats.started = time.monotonic()
         try:
-            for event in stream:
+            for event in group if several else streams[0]:
+                stream = group.by_id[event.stream]
                 stats.add(event)
                 if args.json:
                     print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
@@ -245,16 +292,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         if window:
                             import cv2
 
-                            if not sized:  # open at the frame's size (fitted to the screen), not OpenCV's default
-                                sized = True
-                                cv2.resizeWindow(WINDOW, *window_size(annotated.shape[1], annotated.shape[0], _screen_size()))
-                            cv2.imshow(WINDOW, annotated)
+                            name = f"{WINDOW} {event.stream}" if several else WINDOW
+                            if name not in sized_windows:  # open at the frame's size (fitted to the screen)
+                                sized_windows.add(name)
+                                cv2.namedWindow(name, cv2.WINDOW_NORMAL)
+                                cv2.resizeWindow(name, *window_size(annotated.shape[1], annotated.shape[0], _screen_size()))
+                            cv2.imshow(name, annotated)
                             if cv2.waitKey(1) & 0xFF in (27, ord("q")):
                                 break
                 if args.max_seconds is not None and event.timestamp >= args.max_seconds:
                     break
         finally:
-            stream.close()
+            group.close()
             if recorder is not None:
                 recorder.close()
             if window:
@@ -288,20 +337,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         event_log = _event_log(args)
         with _recognizer(args) as rec:
             llm_note(args, rec.bundle)
-            stream = _open_stream(rec, args)
-            if event_log is not None:
-                stream.add_sink(event_log)
-            stream.add_sink(server.publish)
-            stream.add_sink(stats.add)
-            print(f"serving events on {server.url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+            streams = _open_streams(rec, args)
+            for stream in streams:
+                if event_log is not None:
+                    stream.add_sink(event_log)
+                stream.add_sink(server.publish)
+                stream.add_sink(stats.add)
+            print(f"serving events of {len(streams)} stream(s) on {server.url} (Ctrl-C stops)", file=sys.stderr, flush=True)
             try:
-                stream.start()
-                while not stream.finished:
-                    stream.run(timeout=0.2)
+                for stream in streams:
+                    stream.start()
+                while not all(stream.finished for stream in streams):
+                    time.sleep(0.2)
                     if args.max_seconds is not None and stats.last_timestamp >= args.max_seconds:
                         break
             finally:
-                stream.close()
+                for stream in streams:
+                    stream.close()
             print(stats.summary(), file=sys.stderr)
             if not args.exit_when_done:
                 print("the input ended; still serving the last event (Ctrl-C stops)", file=sys.stderr, flush=True)

@@ -30,8 +30,9 @@ class Fuser:
     """Builds the event of each tick and numbers the events of one stream."""
 
     def __init__(self, aligner: Aligner, models: StreamModels, smoother: SmootherOptions, clock: Clock,
-                 newest: bool, face_max_age_s: float = 0.5) -> None:
+                 newest: bool, face_max_age_s: float = 0.5, stream_id: str | None = None) -> None:
         self.aligner, self.models, self.clock, self.newest = aligner, models, clock, newest
+        self.stream_id = stream_id
         self.face_max_age_s = float(face_max_age_s)
         self._people_cache: dict = {}
         self.smoother = Smoother(models.labels, smoother)
@@ -96,7 +97,7 @@ class Fuser:
             ages_s={m: round(a, 4) for m, a in aligned.ages.items()},
             face_box=face.extra.get("box") if face is not None else None,
             language=heard.extra.get("language") if heard is not None else None,
-            people=people, focus_id=focus_id, people_skipped=skipped,
+            people=people, focus_id=focus_id, people_skipped=skipped, stream=self.stream_id,
         )
 
     def _people(self, aligned: Any, t: float) -> tuple[tuple, int | None, int]:

@@ -47,7 +47,7 @@ class EmotionStream:
 
     def __init__(self, models: StreamModels, *, video: VideoSource | None = None, audio: AudioSource | None = None,
                  options: StreamOptions | None = None, clock: Clock | None = None, realtime: bool = True,
-                 sinks: tuple[Callable[[EmotionEvent], None], ...] = ()) -> None:
+                 sinks: tuple[Callable[[EmotionEvent], None], ...] = (), stream_id: str | None = None) -> None:
         """Raises:
             InputError: no source, or fast playback (``realtime=False``) with a live device.
         """
@@ -66,8 +66,10 @@ class EmotionStream:
         self._finished = threading.Event()
         self._progress = threading.Condition()
         self.aligner = Aligner({m: self.options.max_age(m) for m in MODALITIES})
+        # The stream's id in its events (several streams of one recognizer tell theirs apart by it).
+        self.stream_id = stream_id
         self.fuser = Fuser(self.aligner, models, self.options.smoother, self.clock, newest=self.realtime,
-                           face_max_age_s=self.options.max_age("face"))
+                           face_max_age_s=self.options.max_age("face"), stream_id=stream_id)
         self._queues: list[EventQueue] = []
         self._tick_t = 0.0
         self._seen = -1

@@ -29,20 +29,22 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ecmf-edge live</title>
 <style>
- body{font-family:sans-serif;background:#16181d;color:#eee;margin:24px}
- h1{font-size:44px;margin:0 0 4px 0} #conf{color:#aaa;font-size:18px}
- .row{display:flex;align-items:center;margin:5px 0} .name{width:90px}
- .track{flex:1;background:#30343c;height:18px;max-width:420px}
- .bar{height:18px;background:#2f9e44} .w .bar{background:#f08c00}
- #transcript{margin-top:14px;font-style:italic;color:#ffe8a3} #status{color:#888;font-size:13px;margin-top:10px}
+ body{font-family:sans-serif;background:#16181d;color:#eee;margin:18px}
+ #streams{display:flex;flex-wrap:wrap;gap:18px} .stream{background:#1e2128;padding:12px 16px;border-radius:6px;min-width:360px;flex:1}
+ .sid{color:#888;font-size:13px} .label{font-size:40px;margin:0 0 2px 0} .conf{color:#aaa;font-size:16px}
+ .row{display:flex;align-items:center;margin:4px 0} .name{width:90px}
+ .track{flex:1;background:#30343c;height:16px;max-width:420px}
+ .bar{height:16px;background:#2f9e44} .w .bar{background:#f08c00}
+ canvas{background:#111317;width:100%;max-width:520px;height:110px}
+ .transcript{margin-top:10px;font-style:italic;color:#ffe8a3} #status{color:#888;font-size:13px;margin-top:10px}
  table{border-collapse:collapse} td,th{padding:2px 12px 2px 0;text-align:left} .focus{color:#ffd43b}
+ h3{margin:10px 0 4px 0;font-size:15px}
 </style></head><body>
-<h1 id="label">waiting for events&hellip;</h1><div id="conf"></div>
-<h3>probabilities</h3><div id="probs"></div>
-<h3>modality weights</h3><div id="weights" class="w"></div>
-<h3>people</h3><table id="people"><tr><td>nobody in view</td></tr></table>
-<div id="transcript"></div><div id="status">connecting</div>
+<div id="streams"><div class="stream"><div class="label">waiting for events&hellip;</div></div></div>
+<div id="status">connecting</div>
 <script>
+const COLOURS = {neutral:"#c8c8c8", angry:"#e62828", happy:"#3cc83c", sad:"#2878c8", worried:"#e6a028", surprise:"#c83cc8"};
+const panels = {}, history = {};
 function bars(el, values, all) {
   el.innerHTML = "";
   for (const name of all) {
@@ -54,15 +56,50 @@ function bars(el, values, all) {
     el.appendChild(row);
   }
 }
+function panel(id) {
+  if (panels[id]) return panels[id];
+  const box = document.getElementById("streams");
+  if (!Object.keys(panels).length) box.innerHTML = "";
+  const el = document.createElement("div");
+  el.className = "stream";
+  el.innerHTML = '<div class="sid"></div><div class="label"></div><div class="conf"></div>' +
+    '<h3>last minute</h3><canvas width="520" height="110"></canvas>' +
+    '<h3>probabilities</h3><div class="probs"></div><h3>modality weights</h3><div class="w weights"></div>' +
+    '<h3>people</h3><table class="people"></table><div class="transcript"></div>';
+  el.querySelector(".sid").textContent = "stream " + id;
+  box.appendChild(el);
+  history[id] = [];
+  return panels[id] = el;
+}
+function chart(canvas, points) {
+  const g = canvas.getContext("2d"), w = canvas.width, h = canvas.height;
+  g.clearRect(0, 0, w, h);
+  if (!points.length) return;
+  const end = points[points.length - 1].t, start = end - 60;
+  for (const name of Object.keys(points[points.length - 1].p)) {
+    g.strokeStyle = COLOURS[name] || "#999"; g.lineWidth = 1.5; g.beginPath();
+    let first = true;
+    for (const pt of points) {
+      const x = (pt.t - start) / 60 * w, y = h - 4 - (pt.p[name] || 0) * (h - 8);
+      if (first) { g.moveTo(x, y); first = false; } else g.lineTo(x, y);
+    }
+    g.stroke();
+  }
+}
 const source = new EventSource("/events");
 let count = 0;
 source.onmessage = (msg) => {
-  const e = JSON.parse(msg.data); count += 1;
-  document.getElementById("label").textContent = e.label || "no signal";
-  document.getElementById("conf").textContent = e.label ? "confidence " + e.confidence.toFixed(2) : "";
-  bars(document.getElementById("probs"), e.probabilities, Object.keys(e.probabilities));
-  bars(document.getElementById("weights"), e.modality_weights, ["frame", "face", "audio", "text"]);
-  const table = document.getElementById("people"), people = e.people || [];
+  const e = JSON.parse(msg.data), id = e.stream == null ? "0" : e.stream, el = panel(id); count += 1;
+  el.querySelector(".label").textContent = e.label || "no signal";
+  el.querySelector(".label").style.color = COLOURS[e.label] || "#eee";
+  el.querySelector(".conf").textContent = e.label ? "confidence " + e.confidence.toFixed(2) : "";
+  bars(el.querySelector(".probs"), e.probabilities, Object.keys(e.probabilities));
+  bars(el.querySelector(".weights"), e.modality_weights, ["frame", "face", "audio", "text"]);
+  const points = history[id];
+  if (e.label) points.push({t: e.timestamp, p: e.probabilities});
+  while (points.length && points[0].t < e.timestamp - 60) points.shift();
+  chart(el.querySelector("canvas"), points);
+  const table = el.querySelector(".people"), people = e.people || [];
   table.innerHTML = people.length ? "<tr><th>id</th><th>label</th><th>confidence</th><th>in view</th></tr>"
                                   : "<tr><td>nobody in view</td></tr>";
   for (const p of people) {
@@ -72,8 +109,9 @@ source.onmessage = (msg) => {
                         p.tracked_s.toFixed(1) + " s"]) row.insertCell().textContent = text;
   }
   if (e.people_skipped) table.insertRow().insertCell().textContent = e.people_skipped + " more not tracked";
-  document.getElementById("transcript").textContent = e.transcript ? '"' + e.transcript + '"' : "";
-  document.getElementById("status").textContent = count + " events, t = " + e.timestamp + " s";
+  if (e.transcript) el.querySelector(".transcript").textContent = '"' + e.transcript + '"';
+  document.getElementById("status").textContent = count + " events, " + Object.keys(panels).length +
+    " stream(s), t = " + e.timestamp + " s";
 };
 source.onerror = () => { document.getElementById("status").textContent = "reconnecting"; };
 </script></body></html>
@@ -105,7 +143,8 @@ class EventServer:
         self.host, self.requested_port = host, int(port)
         self.allowed_origins = {o.rstrip("/") for o in allowed_origins}
         self.keepalive_s, self.max_stream_s = float(keepalive_s), max_stream_s
-        self._latest: str | None = None
+        self._latest: dict[str | None, str] = {}  # the newest event of each stream, for browsers that join later
+        self._newest: str | None = None
         self._subscribers: list[DropOldestQueue] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -151,7 +190,8 @@ class EventServer:
         """Send ``event`` to every subscriber (a slow browser loses its oldest pending events)."""
         data = json.dumps(event.to_dict(), ensure_ascii=False)
         with self._lock:
-            self._latest = data
+            self._latest[getattr(event, "stream", None)] = data
+            self._newest = data
             subscribers = list(self._subscribers)
             self.published += 1
         for queue in subscribers:
@@ -160,8 +200,14 @@ class EventServer:
     __call__ = publish
 
     def latest(self) -> str | None:
+        """The newest event published (of any stream), as JSON."""
         with self._lock:
-            return self._latest
+            return self._newest
+
+    def latest_per_stream(self) -> list[str]:
+        """The newest event of every stream, as JSON."""
+        with self._lock:
+            return list(self._latest.values())
 
     def subscribe(self) -> DropOldestQueue:
         queue = DropOldestQueue(64)
@@ -249,8 +295,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Access-Control-Allow-Origin", origin)
             self.end_headers()
             self.close_connection = True
-            latest = owner.latest()
-            self.wfile.write(b"retry: 1000\n\n" + (f"data: {latest}\n\n".encode() if latest else b""))
+            latest = owner.latest_per_stream()
+            self.wfile.write(b"retry: 1000\n\n" + b"".join(f"data: {data}\n\n".encode() for data in latest))
             self.wfile.flush()
             started = last = time.monotonic()
             while not owner.closing:
