@@ -38,7 +38,7 @@ def quick_run(tmp_path_factory, bundle_root):
     try:
         code = main(["bench", "--quick", "--seconds", "2", "--backend", "auto,onnxruntime", "--backend", "tensorrt",
                      "--precision", "fp32", "--precision", "int8", "--no-llm", "--bundle", str(bundle_root),
-                     "--out", str(tmp / "out"), "--readme", str(tmp / "README.md")])
+                     "--out", str(tmp / "out"), "--readme", str(tmp / "README.md"), "--streams", "2"])
     finally:
         patch.undo()
     return code, tmp / "out", tmp / "README.md"
@@ -115,7 +115,13 @@ def test_plots_and_tables_are_written(quick_run):
 
     out = quick_run[1]
     report = read_json(out / "bench.json")
-    assert report["plots"] == {"latency_png": "latency.png", "stages_png": "stages.png", "cpu_png": "cpu.png"}
+    streams = report["streams"]
+    assert 1 <= len(streams["rows"]) <= 2 and streams["asked"] == 2 and 0 <= streams["holds"] <= 2
+    assert [r["streams"] for r in streams["rows"]] == list(range(1, len(streams["rows"]) + 1))
+    assert all(len(r["per_stream"]) == r["streams"] and isinstance(r["keeps_up"], bool) for r in streams["rows"])
+    assert {s["stream"] for s in streams["rows"][-1]["per_stream"]} == {f"bench-{k}" for k in range(len(streams["rows"]))}
+    assert report["plots"] == {"latency_png": "latency.png", "stages_png": "stages.png", "cpu_png": "cpu.png",
+                               "streams_png": "streams.png"}
     for name in report["plots"].values():
         image = cv2.imread(str(out / name))
         assert image is not None and image.shape[0] >= 200 and image.shape[1] >= 600 and image.std() > 10
@@ -123,7 +129,13 @@ def test_plots_and_tables_are_written(quick_run):
     assert "onnxruntime-fp32" in text and "tensorrt-fp32:" in text and "face_detect" in text
     shares = next(c for c in report["configurations"] if c["status"] == "measured")["end_to_end"]["cpu_per_stream_s"]
     assert {"face", "frame", "video", "total", "other"} <= set(shares) and shares["total"] > 0
-    assert "CPU per stream second" in text
+    assert "CPU per stream second" in text and "streams at once" in text and "this machine holds" in text
+
+
+def test_bench_streams_zero_is_a_one_line_error(capsys):
+    code = main(["bench", "--quick", "--streams", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--streams 0" in err and err.strip().count("\n") == 0
 
 
 def test_readme_section_is_generated_from_the_json(quick_run, tmp_path):

@@ -5,6 +5,8 @@
   with the 100 ms budget and each configuration's p50 / p95 marked;
 * ``stages.png``: per-stage median latency per configuration as horizontal bars on a log axis,
   with a whisker to p95;
+* ``streams.png``: streams at once vs each stream's worst p95 latency and events/s, with the
+  budgets, and the machine's CPU;
 * ``cpu.png``: where one stream's CPU goes: CPU seconds per stream second by stage, stacked per
   configuration, against the half-core budget.
 """
@@ -17,7 +19,7 @@ import numpy as np
 
 from ecmf_edge.batch.plot import require_matplotlib
 
-__all__ = ["latency_cdf_png", "stage_bars_png", "cpu_share_png", "LATENCY_BUDGET_MS", "CPU_BUDGET"]
+__all__ = ["latency_cdf_png", "stage_bars_png", "cpu_share_png", "streams_png", "LATENCY_BUDGET_MS", "CPU_BUDGET"]
 
 # Capture -> event budget of the live loop, ms.
 LATENCY_BUDGET_MS = 100.0
@@ -131,5 +133,43 @@ def cpu_share_png(shares: Mapping[str, Mapping[str, float]], path: str | Path, t
     if stages:
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), title="stage thread", title_fontsize=8)
     ax.set_title(title or "CPU of one stream, by stage")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def streams_png(result: Mapping, path: str | Path, title: str = "") -> Path:
+    """Streams at once (x) vs the worst stream's p95 latency and events/s, and the process's CPU.
+
+    ``result`` is what :func:`ecmf_edge.bench.streams.measure_streams` returns.
+
+    Raises:
+        DependencyError: matplotlib is not installed.
+    """
+    plt = require_matplotlib()
+    rows = list(result["rows"])
+    counts = [r["streams"] for r in rows]
+    p95 = [max((s["p95_ms"] or float("nan")) for s in r["per_stream"]) for r in rows]
+    rate = [min((s["events_per_s"] or 0.0) for s in r["per_stream"]) for r in rows]
+    cpu = [r["cpu_percent_of_one_core"] / 100.0 for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6.0), sharex=True)
+    top.plot(counts, p95, "o-", label="worst stream's p95 latency")
+    top.axhline(LATENCY_BUDGET_MS, color="0.35", linestyle="--", linewidth=1, label=f"budget {LATENCY_BUDGET_MS:.0f} ms")
+    top.set_yscale("log")
+    top.set_ylabel("capture → event p95, ms")
+    top.legend(fontsize=8)
+    top.grid(True, which="both", alpha=0.3)
+    bottom.plot(counts, rate, "s-", color="tab:green", label="slowest stream's events/s")
+    bottom.axhline(10.0, color="tab:green", linestyle=":", linewidth=1)
+    bottom.set_ylabel("events/s")
+    twin = bottom.twinx()
+    twin.plot(counts, cpu, "^-", color="tab:red", label="process CPU (cores)")
+    twin.set_ylabel("CPU, cores")
+    bottom.set_xlabel("live streams at once")
+    bottom.set_xticks(counts)
+    lines = bottom.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    bottom.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="lower left")
+    bottom.grid(True, alpha=0.3)
+    top.set_title(title or f"streams per machine: holds {result.get('holds', 0)} ({result.get('criteria', '')})",
+                  fontsize=9)
     fig.tight_layout()
     return _save(fig, path)

@@ -179,6 +179,19 @@ def format_tables(report: dict[str, Any]) -> str:
         parts.append(f"  not run: {p['name']}: {p['reason']}")
     if peers.get("skipped"):
         parts.append(f"\npeers skipped: {peers['skipped']}")
+    streams = report.get("streams") or {}
+    if streams.get("rows"):
+        parts.append(f"\nstreams at once ({streams.get('config')}; keeps up = {streams.get('criteria')}): "
+                     f"this machine holds {streams.get('holds')}")
+        rows = [[str(r["streams"]), " ".join(_fmt(s["p95_ms"], ".0f") for s in r["per_stream"]),
+                 " ".join(_fmt(s["events_per_s"], ".1f") for s in r["per_stream"]),
+                 " ".join(str(s["dropped_frames"]) for s in r["per_stream"]), _fmt(r["cpu_percent_of_one_core"], ".0f"),
+                 _fmt(r.get("peak_rss_mb"), ".0f"), _fmt(r.get("rss_vs_one"), ".2f"), "yes" if r["keeps_up"] else "no"]
+                for r in streams["rows"]]
+        parts.append(text_table(["streams", "p95 ms per stream", "events/s per stream", "dropped frames", "CPU % of 1 core",
+                                 "peak RSS MB", "RSS vs 1", "keeps up"], rows))
+    elif streams.get("skipped") and "not asked" not in streams["skipped"]:
+        parts.append(f"\nstreams skipped: {streams['skipped']}")
     scaling = report.get("scaling") or {}
     for name, rows in (scaling.get("tables") or {}).items():
         if isinstance(rows, list) and rows:

@@ -50,7 +50,7 @@ class BenchOptions:
     # Run the peer comparison, the scaling tables, and the LLM (context enrichment) stage and stream path.
     peers: bool = True
     scaling: bool = True
-    llm: bool = True
+    llm: bool = False
     # Bundle name or folder.
     bundle: str = "default"
     # Where the replay clip is cached (default: <engines>/bench).
@@ -63,6 +63,8 @@ class BenchOptions:
     scaling_repeats: int = 10
     # Time ASR against clip length in the scaling tables (a few seconds per length).
     scaling_asr: bool = True
+    # Live streams at once to try (1, 2 ... up to this, stopping where the machine no longer keeps up); 0 skips.
+    streams: int = 0
 
     def __post_init__(self) -> None:
         if not 1.0 <= float(self.seconds) <= 600.0:
@@ -71,6 +73,10 @@ class BenchOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name}={value!r} is invalid: use a whole number of at least 1")
+        from ecmf_edge.bench.streams import MAX_STREAMS
+
+        if isinstance(self.streams, bool) or not isinstance(self.streams, int) or not 0 <= self.streams <= MAX_STREAMS:
+            raise InputError(f"streams={self.streams!r} is invalid: use 1 to {MAX_STREAMS} (or 0 to skip)")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise InputError(f"threads={self.threads!r} is invalid: use 1 (default), another count, or 0 for ONNX Runtime's choice")
 
@@ -136,7 +142,7 @@ def run_bench(options: BenchOptions | None = None, progress: Callable[[str], Non
     Raises:
         InputError: an unknown backend or precision, or an invalid option.
     """
-    from ecmf_edge.bench.plots import cpu_share_png, latency_cdf_png, stage_bars_png
+    from ecmf_edge.bench.plots import cpu_share_png, latency_cdf_png, stage_bars_png, streams_png
     from ecmf_edge.errors import DependencyError
     from ecmf_edge.bench.report import format_tables
 
@@ -187,12 +193,19 @@ def run_bench(options: BenchOptions | None = None, progress: Callable[[str], Non
             scaling = {"skipped": f"failed: {scaling['reason']}"}
     elif opts.scaling:
         scaling = {"skipped": "no configuration was measured"}
+    streams: dict[str, Any] = {"skipped": "not asked for (--streams N)"}
+    if opts.streams and config is not None:
+        say(f"streams at once, up to {opts.streams} ({config})")
+        streams = _child("streams", "streams", {**common, "config": config, "streams": opts.streams}, logs,
+                         opts.timeout_s)
+        if streams.get("status") == "failed":
+            streams = {"skipped": f"failed: {streams['reason']}"}
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     settings["backends"], settings["precisions"] = list(opts.backends), list(opts.precisions)
     report: dict[str, Any] = {
         "schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(), "versions": versions(), "settings": settings, "clip": clip.to_dict(),
-        "bundles": bundles, "configurations": entries, "peers": peers, "scaling": scaling,
+        "bundles": bundles, "configurations": entries, "peers": peers, "scaling": scaling, "streams": streams,
     }
     files: dict[str, Path] = {}
     if measured(report):
@@ -206,6 +219,8 @@ def run_bench(options: BenchOptions | None = None, progress: Callable[[str], Non
                       if c["end_to_end"].get("cpu_per_stream_s")}
             if shares:
                 files["cpu_png"] = cpu_share_png(shares, out / "cpu.png")
+            if streams.get("rows"):
+                files["streams_png"] = streams_png(streams, out / "streams.png")
         except DependencyError as exc:  # the tables and JSON do not need matplotlib
             report["plots_skipped"] = str(exc)
     report["plots"] = {k: p.name for k, p in files.items()}

@@ -103,7 +103,16 @@ def _scaling(args: dict[str, Any]) -> dict[str, Any]:
     return {"config": args["config"], "tables": tables}
 
 
-_TASKS = {"combo": _combo, "peers": _peers, "scaling": _scaling}
+def _streams(args: dict[str, Any]) -> dict[str, Any]:
+    from ecmf_edge.bench.streams import measure_streams
+
+    backend, precision = args["config"].split("-", 1)
+    with _recognizer(backend, precision, args) as recognizer:
+        result = measure_streams(recognizer, _clip(args), int(args["streams"]))
+    return {"config": args["config"], **result}
+
+
+_TASKS = {"combo": _combo, "peers": _peers, "scaling": _scaling, "streams": _streams}
 
 
 def run_task(task: str, args: dict[str, Any]) -> dict[str, Any]:

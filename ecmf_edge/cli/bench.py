@@ -21,6 +21,13 @@ def _options(args: argparse.Namespace):
     given: dict[str, Any] = dict(backends=tuple(args.backend or ["all"]), precisions=tuple(args.precision or ["all"]),
                                  out=Path(args.out), peers=not args.no_peers, scaling=not args.no_scaling,
                                  llm=args.llm, bundle=args.bundle, threads=args.threads)
+    if args.streams is not None:
+        from ecmf_edge.bench.streams import MAX_STREAMS
+        from ecmf_edge.errors import InputError
+
+        if not 1 <= args.streams <= MAX_STREAMS:
+            raise InputError(f"--streams {args.streams} is invalid: use 1 to {MAX_STREAMS} live streams at once")
+        given["streams"] = args.streams
     if args.seconds is not None:
         given["seconds"] = args.seconds
     if args.repeats is not None:
@@ -64,6 +71,8 @@ def add_bench_parser(sub: Any) -> argparse.ArgumentParser:
                       help="also time the LLM stage and run it in the streams (off by default: the shipped models do "
                            "not read its answer)")
     what.add_argument("--no-llm", action="store_true", help="no LLM (the default; kept for older scripts)")
+    what.add_argument("--streams", type=int, metavar="N",
+                      help="also run 1, 2 ... N live streams at once and report how many this machine holds")
     how = p.add_argument_group("how")
     how.add_argument("--seconds", type=float, metavar="S", help="replay clip length (default 10; 3 with --quick)")
     how.add_argument("--repeats", type=int, metavar="N", help="timed end-to-end streams per configuration (default 3; 1 with --quick)")
