@@ -161,9 +161,11 @@ def streams_png(result: Mapping, path: str | Path, title: str = "") -> Path:
     bottom.plot(counts, rate, "s-", color="tab:green", label="slowest stream's events/s")
     bottom.axhline(10.0, color="tab:green", linestyle=":", linewidth=1)
     bottom.set_ylabel("events/s")
+    bottom.set_ylim(0, 11.5)
     twin = bottom.twinx()
     twin.plot(counts, cpu, "^-", color="tab:red", label="process CPU (cores)")
     twin.set_ylabel("CPU, cores")
+    twin.set_ylim(0, max(cpu + [1.0]) * 1.15)
     bottom.set_xlabel("live streams at once")
     bottom.set_xticks(counts)
     lines = bottom.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
