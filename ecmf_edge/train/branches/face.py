@@ -6,8 +6,8 @@ are trained with (horizontal flip, small affine, brightness/contrast, occlusion 
 keeps the checkpoint with the best weighted F1 on held-out *training* subjects, and writes
 an ONNX face encoder with the same interface as the pretrained one (input ``face``
 (N, 1, 64, 64); outputs ``features`` (N, 128), ``logits`` and ``probs`` over the seven
-FER2013 classes). The exported graph averages ten views of the crop (:data:`ecmf_edge.build.mini_xception.TTA_SHIFTS`: the
-crop and four 3-pixel shifts, each with its mirror image), so the runtime needs no change.
+FER2013 classes). The exported graph averages six views of the crop (:data:`ecmf_edge.build.mini_xception.TTA_SHIFTS`: the
+crop and two 3-pixel shifts, each with its mirror image), so the runtime needs no change.
 
 Scores are reported on FER2013 PublicTest and on held-out CK+ subjects, over the six
 MER2025 classes (disgust dropped, fear -> worried), next to the pretrained network's score
@@ -150,21 +150,30 @@ def _augment(torch, x, opts: FaceTrainOptions, gen):
     return x
 
 
-def predict_fer7(model, images: np.ndarray, batch: int = 256, tta: bool = True) -> np.ndarray:
+def predict_fer7(model, images: np.ndarray, batch: int = 256, tta: bool = True, shifts=None, mirror: bool = True,
+                 features: bool = False):
     """Softmax over FER7 for uint8 (N, 64, 64) crops; with ``tta`` the logits are averaged over the
-    views of :data:`ecmf_edge.build.mini_xception.TTA_SHIFTS` (shifted crops and their mirror images), as the exported graph does."""
+    views of ``shifts`` (default :data:`ecmf_edge.build.mini_xception.TTA_SHIFTS`: shifted crops and their
+    mirror images), as the exported graph does. ``features=True`` also returns the averaged features."""
+    from ecmf_edge.build.mini_xception import TTA_SHIFTS
+
     torch = require_torch()
+    shifts = TTA_SHIFTS if shifts is None else tuple(shifts)
+    views = len(shifts) * (2 if mirror else 1)
     model.eval()
-    out = []
+    out, feats = [], []
     with torch.no_grad():
         for i in range(0, len(images), batch):
             x = as_input(torch, images[i:i + batch])
             if tta:
-                logits = mean_over_views(model(tta_views(torch, x))[1], x.shape[0])
+                f, logits, _ = model(tta_views(torch, x, shifts, mirror))
+                f, logits = mean_over_views(f, x.shape[0], views), mean_over_views(logits, x.shape[0], views)
             else:
-                logits = model(x)[1]
+                f, logits, _ = model(x)
             out.append(torch.softmax(logits, dim=1).numpy())
-    return np.concatenate(out)
+            feats.append(f.numpy())
+    probs = np.concatenate(out)
+    return (probs, np.concatenate(feats)) if features else probs
 
 
 def score(probs: np.ndarray, labels: np.ndarray) -> Report:

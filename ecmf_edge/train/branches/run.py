@@ -20,6 +20,15 @@ BRANCHES = ("face", "speech", "text")
 
 def face_corpora(paths):
     """(training FaceData, {test name: FaceData}) from FER2013 (+ CK+) in the documented layout."""
+    return _face_data(paths, tests=True)
+
+
+def face_training_data(paths):
+    """The face branch's training FaceData alone (FER2013 Training + CK+ training subjects): no test split is read."""
+    return _face_data(paths, tests=False)[0]
+
+
+def _face_data(paths, tests: bool):
     from ecmf_edge.train.datasets.base import group_split
     from ecmf_edge.train.datasets.images import read_ckplus, read_label_folders
     from ecmf_edge.train.datasets.corpora import CKPLUS_RESERVED
@@ -36,10 +45,12 @@ def face_corpora(paths):
     ck_train, ck_test = [], []
     if paths.ckplus is not None:  # the same subject split as the fusion head's (fusion.corpora.load_splits)
         ck_train, ck_test = group_split(read_ckplus(paths.ckplus, exclude_subjects=set(CKPLUS_RESERVED)), test_fraction=0.2, seed=0)
-    tests = {"fer2013_publictest": load_face_data(fer("publictest"))}
+    if not tests:
+        return load_face_data(fer("train") + ck_train), {}
+    held = {"fer2013_publictest": load_face_data(fer("publictest"))}
     if ck_test:
-        tests["ckplus_heldout_subjects"] = load_face_data(ck_test)
-    return load_face_data(fer("train") + ck_train), tests
+        held["ckplus_heldout_subjects"] = load_face_data(ck_test)
+    return load_face_data(fer("train") + ck_train), held
 
 
 def save_face_branch(model, out: Path, train, tests: dict, opts, history: list, best_epoch: int, val_report,
