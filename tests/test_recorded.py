@@ -198,6 +198,25 @@ def test_label_file_gives_a_typed_deterministic_timeline(recognizer, talking_mp4
         recognizer.label_file(talking_mp4, step=0)
 
 
+def test_a_busy_machine_gives_the_same_timeline(recognizer, talking_mp4, monkeypatch):
+    """File playback waits for every utterance that ended by a tick, however slowly the audio is read and
+    recognised (a loaded machine, a Ray actor): the ticks never race the speech path."""
+    import time
+
+    from ecmf_edge.audio.vad import VoiceActivityDetector
+
+    quick = recognizer.label_file(talking_mp4, step=0.5)
+    original = VoiceActivityDetector.chunk_probability
+
+    def slow(self, step):
+        time.sleep(0.004)  # audio read at about 8x real time instead of far faster: the ticks catch up with it
+        return original(self, step)
+
+    monkeypatch.setattr(VoiceActivityDetector, "chunk_probability", slow)
+    late = recognizer.label_file(talking_mp4, step=0.5)
+    assert [r.to_dict() for r in late.rows] == [r.to_dict() for r in quick.rows]
+
+
 def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ecmf_edge.cli", *args], capture_output=True, text=True, timeout=timeout)
 

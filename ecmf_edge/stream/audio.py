@@ -28,6 +28,8 @@ from ecmf_edge.stream.stage import QueueStage, SourceStage
 __all__ = ["AudioStage", "Utterance"]
 
 _STEP_S = CHUNK_SAMPLES / SAMPLE_RATE
+# Past the silence that ends an utterance: one VAD step of slack before a tick may go without its text.
+_UTTERANCE_MARGIN_S = 2 * _STEP_S
 # Audio kept before the VAD's speech onset, seconds (the onset is detected a little late).
 _PREROLL_S = 0.2
 
@@ -162,6 +164,14 @@ class AudioStage(SourceStage):
             elif end_t - self._speech_start >= opts.window_min_s and end_t - self._last_window >= opts.hop_s - 1e-6:
                 self._encode(self._tail(end_t, min(opts.window_max_s, end_t - self._speech_start), end_t), end_t)
                 self._last_window = end_t
+
+    def ready_through(self, t: float) -> bool:
+        """Ready for the tick at ``t`` once every utterance that ended by ``t`` has been cut and handed to the
+        text stage: an utterance ends ``min_silence_s`` before its silence is heard, so the audio must be read
+        that far past ``t`` (file playback then gives the same transcripts at the same ticks on any machine)."""
+        if self.text is None:
+            return super().ready_through(t)
+        return self.finished or self.done_t >= t + self.options.min_silence_s + _UTTERANCE_MARGIN_S - 1e-9
 
     def _ended(self, end_t: float) -> None:
         if self._in_speech and self._next_t is not None:

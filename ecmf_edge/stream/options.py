@@ -132,6 +132,9 @@ class StreamOptions:
             raise InputError(f"face_encoder_hz={self.face_encoder_hz!r} is invalid: use 0.5 .. 120, or None (fusion_hz)")
         if not 0.5 <= self.people_encoder_hz <= 120:
             raise InputError(f"people_encoder_hz={self.people_encoder_hz!r} is invalid: use 0.5 .. 120 (default 5)")
+        if self.max_lead_s < self.min_silence_s + 0.2:
+            raise InputError(f"max_lead_s={self.max_lead_s!r} must exceed min_silence_s + 0.2 ({self.min_silence_s + 0.2:g} s): "
+                             "file playback reads that far ahead to find where utterances end")
         if self.max_lead_s < 1.0 / self.fusion_hz:
             raise InputError(f"max_lead_s={self.max_lead_s!r} must be at least one fusion period ({1 / self.fusion_hz:g} s)")
 
