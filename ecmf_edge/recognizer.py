@@ -349,8 +349,9 @@ class Recognizer:
         from ecmf_edge.vision.face_detector import as_bgr
 
         image = as_bgr(frame)
-        if is_blank(image) or min(image.shape[:2]) < 12:
-            reason = (f"the frame ({image.shape[1]}x{image.shape[0]}) is all one colour: nothing to read" if is_blank(image)
+        blank = is_blank(image)
+        if blank or min(image.shape[:2]) < 12:
+            reason = (f"the frame ({image.shape[1]}x{image.shape[0]}) is all one colour: nothing to read" if blank
                       else f"the frame is {image.shape[1]}x{image.shape[0]} pixels: too small to read (12 or more)")
             absent["frame"] = reason
             if detect:

@@ -20,7 +20,7 @@ from ecmf_edge.bench.replay import ReplayClip
 from ecmf_edge.bench.stats import spread, summarize
 from ecmf_edge.bench.system import CpuMeter, current_rss_mb
 
-__all__ = ["run_stream_once", "measure_end_to_end"]
+__all__ = ["run_stream_once", "measure_end_to_end", "RssSampler"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -29,7 +29,7 @@ _EVENT_STAGES = ("face_detect", "face_encode", "frame_encoder", "vad", "audio_en
                  "text_encoder", "fusion")
 
 
-class _RssSampler:
+class RssSampler:
     """Samples this process's RSS every ``period`` seconds on a daemon thread."""
 
     def __init__(self, period: float = 0.25) -> None:
@@ -43,7 +43,7 @@ class _RssSampler:
             if value is not None:
                 self.samples.append(value)
 
-    def __enter__(self) -> "_RssSampler":
+    def __enter__(self) -> "RssSampler":
         self._thread.start()
         return self
 
@@ -60,7 +60,7 @@ def run_stream_once(recognizer: Any, clip: ReplayClip, seconds: float | None = N
     present: dict[str, int] = {}
     labelled = 0
     meter = CpuMeter()
-    with _RssSampler() as rss:
+    with RssSampler() as rss:
         stream = recognizer.stream(video=clip.video, audio=clip.audio, realtime=True)
         started = time.perf_counter()
         arrivals: list[float] = []  # wall time of each periodic event (the closing event after the clip is left out)

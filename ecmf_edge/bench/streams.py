@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from ecmf_edge.bench.replay import ReplayClip
-from ecmf_edge.bench.system import CpuMeter, current_rss_mb
+from ecmf_edge.bench.endtoend import RssSampler, run_stream_once
+from ecmf_edge.bench.system import CpuMeter
 from ecmf_edge.errors import InputError
 
 __all__ = ["measure_streams", "MAX_STREAMS", "keeps_up"]
@@ -55,24 +56,22 @@ def keeps_up(row: dict[str, Any]) -> bool:
 def _run(recognizer: Any, clip: ReplayClip, count: int) -> dict[str, Any]:
     collectors = [_Collector(clip.seconds) for _ in range(count)]
     streams = []
-    rss: list[float] = []
     meter = CpuMeter()
     started = time.perf_counter()
-    try:
-        for k in range(count):
-            streams.append(recognizer.stream(video=clip.video, audio=clip.audio, realtime=True,
-                                             on_event=collectors[k], stream_id=f"bench-{k}"))
-        for stream in streams:
-            stream.start()
-        deadline = time.monotonic() + clip.seconds * 2.0 + 10.0  # a machine that falls behind still ends the run
-        while not all(s.finished for s in streams) and time.monotonic() < deadline:
-            time.sleep(0.25)
-            value = current_rss_mb()
-            if value is not None:
-                rss.append(value)
-    finally:
-        for stream in streams:
-            stream.close()
+    with RssSampler() as sampler:
+        try:
+            for k in range(count):
+                streams.append(recognizer.stream(video=clip.video, audio=clip.audio, realtime=True,
+                                                 on_event=collectors[k], stream_id=f"bench-{k}"))
+            for stream in streams:
+                stream.start()
+            deadline = time.monotonic() + clip.seconds * 2.0 + 10.0  # a machine that falls behind still ends the run
+            while not all(s.finished for s in streams) and time.monotonic() < deadline:
+                time.sleep(0.25)
+        finally:
+            for stream in streams:
+                stream.close()
+    rss = sampler.samples
     wall = time.perf_counter() - started
     cpu = meter.read()
     per_stream = []
@@ -100,8 +99,6 @@ def measure_streams(recognizer: Any, clip: ReplayClip, max_streams: int) -> dict
     """
     if isinstance(max_streams, bool) or not isinstance(max_streams, int) or not 1 <= max_streams <= MAX_STREAMS:
         raise InputError(f"streams={max_streams!r} is invalid: use 1 to {MAX_STREAMS}")
-    from ecmf_edge.bench.endtoend import run_stream_once
-
     run_stream_once(recognizer, clip, seconds=min(2.0, clip.seconds))  # warm-up: first calls allocate
     rows, holds = [], 0
     for count in range(1, max_streams + 1):

@@ -30,10 +30,9 @@ class Fuser:
     """Builds the event of each tick and numbers the events of one stream."""
 
     def __init__(self, aligner: Aligner, models: StreamModels, smoother: SmootherOptions, clock: Clock,
-                 newest: bool, face_max_age_s: float = 0.5, stream_id: str | None = None) -> None:
+                 newest: bool, stream_id: str | None = None) -> None:
         self.aligner, self.models, self.clock, self.newest = aligner, models, clock, newest
         self.stream_id = stream_id
-        self.face_max_age_s = float(face_max_age_s)
         self._people_cache: dict = {}
         self.smoother = Smoother(models.labels, smoother)
         self._errors: set[str] = set()
@@ -103,7 +102,7 @@ class Fuser:
     def _people(self, aligned: Any, t: float) -> tuple[tuple, int | None, int]:
         """Every tracked face of the newest fresh face observation, with its own label."""
         seen = aligned.latest.get("face")
-        if seen is None or t - seen.t > self.face_max_age_s:
+        if seen is None or t - seen.t > self.aligner.max_age_s["face"]:
             return (), None, 0
         entries = seen.extra.get("people", ())
         try:

@@ -69,7 +69,7 @@ class EmotionStream:
         # The stream's id in its events (several streams of one recognizer tell theirs apart by it).
         self.stream_id = stream_id
         self.fuser = Fuser(self.aligner, models, self.options.smoother, self.clock, newest=self.realtime,
-                           face_max_age_s=self.options.max_age("face"), stream_id=stream_id)
+                           stream_id=stream_id)
         self._queues: list[EventQueue] = []
         self._tick_t = 0.0
         self._seen = -1

