@@ -113,12 +113,10 @@ class FaceTracker:
             InputError: an option is out of range.
             DependencyError: norfair is not installed.
         """
-        for name, value in (("detect_every", detect_every), ("max_people", max_people)):
+        for name, value, meaning in (("detect_every", detect_every, ""), ("max_people", max_people, ""),
+                                     ("buffer_frames", buffer_frames, " (frames a track survives unseen)")):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"{name}={value!r} is invalid: use a positive integer")
-        if isinstance(buffer_frames, bool) or not isinstance(buffer_frames, (int, np.integer)) or buffer_frames < 1:
-            raise InputError(f"buffer_frames={buffer_frames!r} is invalid: use a positive integer (frames a track "
-                             "survives unseen)")
+                raise InputError(f"{name}={value!r} is invalid: use a positive integer{meaning}")
         if not 0.0 < max_shift <= 5.0:
             raise InputError(f"max_shift={max_shift!r} is invalid: use a value in (0, 5] (face sizes a face may move "
                              "from its track's prediction and still match)")
@@ -129,6 +127,8 @@ class FaceTracker:
         self._Detection = norfair.Detection
         from norfair.distances import VectorizedDistance
 
+        # norfair's constructor takes a distance by name or a per-pair function; the vectorised centre distance is
+        # set on the tracker afterwards (the attribute its matching reads).
         self._tracker = norfair.Tracker(distance_function="iou", distance_threshold=float(max_shift),
                                         hit_counter_max=int(buffer_frames), initialization_delay=0)
         self._tracker.distance_function = VectorizedDistance(face_distance)
