@@ -212,6 +212,40 @@ def test_fast_file_playback_is_reproducible(bundle, parts, face_video):
     assert len(first) == 20 and first[-1].timestamp == pytest.approx(2.0)
 
 
+def test_a_still_scene_reuses_its_embedding_until_it_changes(bundle, parts, astronaut_bgr, tmp_path):
+    from conftest import make_video
+
+    rng = np.random.default_rng(0)
+    canvas = np.full((480, 640, 3), 90, dtype=np.uint8)
+    canvas[:, 40:552] = astronaut_bgr[:480]
+    noisy = lambda image: np.clip(image + rng.normal(0, 2.0, image.shape), 0, 255).astype(np.uint8)  # sensor noise
+    moved = np.roll(canvas, 160, axis=1)
+    still = make_video(tmp_path / "still.avi", [noisy(canvas) for _ in range(20)] + [noisy(moved) for _ in range(10)])
+    every, stream = run_files(bundle, parts, video=still)
+    assert stream.scene_stage.reused == 0
+    reuse, stream = run_files(bundle, parts, video=still, options=StreamOptions(scene_change=1.0, scene_refresh_s=1.5))
+    scene = stream.scene_stage
+    # 15 scene updates at 5 Hz: encoded at 0 s, reused until the 1.5 s refresh, encoded again, then once the picture moved.
+    assert scene.updates == 15 and 9 <= scene.reused <= 12, (scene.updates, scene.reused)
+    assert [e.label for e in reuse] == [e.label for e in every]
+    worst = max(abs(a.probabilities[k] - b.probabilities[k]) for a, b in zip(every, reuse) for k in a.probabilities)
+    assert worst < 0.05, worst
+    assert all(e.latency_ms.get("frame_encoder") is not None for e in reuse if "frame" in e.present)
+
+
+def test_the_face_path_can_read_fewer_frames_than_the_camera_gives(bundle, parts, face_video):
+    every, stream = run_files(bundle, parts, video=face_video, options=StreamOptions(face_path_hz=None))
+    assert stream.stats()["stages"]["face"]["processed"] == 20
+    half, stream = run_files(bundle, parts, video=face_video, options=StreamOptions(face_path_hz=5.0))
+    assert stream.stats()["stages"]["face"]["processed"] == 10
+    assert all("face" in e.present for e in half if e.timestamp <= 1.95)
+    assert [e.label for e in half] == [e.label for e in every]
+    with pytest.raises(InputError, match="face_path_hz=0.5 is invalid"):
+        StreamOptions(face_path_hz=0.5)
+    with pytest.raises(InputError, match="scene_change=-1 "):
+        StreamOptions(scene_change=-1)
+
+
 def test_scene_without_a_face_and_silent_audio_are_absent_with_reasons(bundle, parts, scene_video, tmp_path):
     silence = write_wav(tmp_path / "silence.wav", np.zeros(24000, np.float32), 16000)
     events, _ = run_files(bundle, parts, video=scene_video, audio=silence)

@@ -10,7 +10,7 @@ import pytest
 from conftest import espeak
 from ecmf_edge.audio.io import load_audio
 from ecmf_edge.errors import DependencyError, InputError, ModelError
-from ecmf_edge.text.asr import AsrOptions, SpeechRecognizer
+from ecmf_edge.text.asr import AsrOptions, SpeechRecognizer, cut_repeated_tail
 from ecmf_edge.text.llm_context import ContextEnricher, LlmOptions, postprocess
 from ecmf_edge.text.text_encoder import TextEncoder
 from ecmf_edge.text.text_path import TEXT_FEATURE_DIM, TextFeaturizer, TextPath, build_text_path
@@ -20,6 +20,13 @@ llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not ins
 
 @pytest.fixture(scope="module")
 def recognizer(bundle):
+    """Word times: faster-whisper's own loop over a 30 s window."""
+    return SpeechRecognizer.from_bundle(bundle, AsrOptions(word_timestamps=True))
+
+
+@pytest.fixture(scope="module")
+def text_recognizer(bundle):
+    """Text only over a window fitted to the speech (the live loop's default)."""
     return SpeechRecognizer.from_bundle(bundle, AsrOptions())
 
 
@@ -52,6 +59,40 @@ def test_transcript_matches_what_was_said(recognizer, speech_wav):
     assert transcript.real_time_factor > 0
 
 
+def test_text_only_decoding_over_a_fitted_window_reads_the_same_words(text_recognizer, recognizer, speech_wav):
+    pcm = load_audio(speech_wav)
+    fast, full = text_recognizer.transcribe(pcm), recognizer.transcribe(pcm)
+    said = _words("I am so happy that you came to visit me today.")
+    assert len(said & _words(fast.text)) >= len(said) - 1, fast.text
+    assert _words(fast.text) == _words(full.text), (fast.text, full.text)
+    assert fast.language == "en" and fast.language_probability > 0.5
+    assert fast.segments and all(not s.words for s in fast.segments)  # text only: no word times
+    assert text_recognizer.decoded >= 1
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("Kids are talking by the door door door door door", "Kids are talking by the door"),
+    ("Dogs are sitting by the door. Dogs are sitting by the door. Dogs are sitting", "Dogs are sitting by the door."),
+    ("No, no.", "No, no."),  # too short to be a loop
+    ("I am so happy that you came.", "I am so happy that you came."),
+    ("", ""),
+])
+def test_a_repeated_tail_is_cut_to_one_copy(text, kept):
+    assert cut_repeated_tail(text) == kept
+
+
+def test_the_encoder_window_fits_the_speech():
+    options = AsrOptions()
+    assert options.window_frames(0.5) == 100 * int(np.ceil(options.min_window_s))
+    assert options.window_frames(3.2) == 100 * int(np.ceil(3.2 + options.window_margin_s))
+    assert options.window_frames(29.5) == 3000
+    assert AsrOptions(window="full").window_frames(1.0) == 3000
+    with pytest.raises(InputError, match="window must be one of fit, full"):
+        AsrOptions(window="half")
+    with pytest.raises(InputError, match="min_window_s above 0"):
+        AsrOptions(min_window_s=0)
+
+
 def test_timestamps_are_relative_to_the_whole_clip(recognizer, padded_speech):
     pcm, start, end = padded_speech
     transcript = recognizer.transcribe(pcm)
@@ -71,7 +112,9 @@ def test_no_speech_noise_and_blip_give_empty_transcripts_with_reasons(recognizer
     assert result.is_empty and ("of speech" in result.empty_reason or "no speech" in result.empty_reason)
 
 
-def test_long_monologue_is_chunked(recognizer, tmp_path):
+@pytest.mark.parametrize("which", ["recognizer", "text_recognizer"])
+def test_long_monologue_is_chunked(which, request, tmp_path):
+    recognizer = request.getfixturevalue(which)
     line = load_audio(espeak("The weather was lovely and we walked along the river all afternoon.", tmp_path / "m.wav"))
     pause = np.zeros(12000, np.float32)
     monologue = np.concatenate([np.concatenate([line, pause])] * 8)  # about 40 s
@@ -82,15 +125,18 @@ def test_long_monologue_is_chunked(recognizer, tmp_path):
     assert transcript.text.lower().count("river") >= 6, transcript.text
 
 
-def test_non_english_speech_is_detected_and_language_can_be_set(bundle, recognizer, tmp_path):
+@pytest.mark.parametrize("which", ["recognizer", "text_recognizer"])
+def test_non_english_speech_is_detected_and_language_can_be_set(bundle, which, request, tmp_path):
+    recognizer = request.getfixturevalue(which)
     german = load_audio(espeak("Guten Morgen. Heute scheint die Sonne und ich gehe mit meinem Hund im Park spazieren.",
                                tmp_path / "de.wav", voice="de"))
     transcript = recognizer.transcribe(german)
     assert transcript.language == "de", transcript
     assert "sonne" in transcript.text.lower()
     assert any("English-only" in n for n in transcript.notes)
-    forced = SpeechRecognizer.from_bundle(bundle, AsrOptions(language="en")).transcribe(german)
-    assert forced.language == "en" and not forced.notes
+    forced = SpeechRecognizer.from_bundle(bundle, AsrOptions(language="en", word_timestamps=recognizer.options.word_timestamps))
+    transcript = forced.transcribe(german)
+    assert transcript.language == "en" and not transcript.notes
 
 
 def test_asr_bad_input(recognizer, tmp_path):

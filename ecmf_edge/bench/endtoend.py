@@ -64,6 +64,7 @@ def run_stream_once(recognizer: Any, clip: ReplayClip, seconds: float | None = N
         stream = recognizer.stream(video=clip.video, audio=clip.audio, realtime=True)
         started = time.perf_counter()
         arrivals: list[float] = []  # wall time of each periodic event (the closing event after the clip is left out)
+        labels: list[tuple[float, str | None]] = []  # (stream time, label) of each event, for comparing runs
         events = 0
         try:
             for event in stream:
@@ -71,6 +72,7 @@ def run_stream_once(recognizer: Any, clip: ReplayClip, seconds: float | None = N
                     arrivals.append(time.perf_counter())
                 events += 1
                 labelled += event.label is not None
+                labels.append((round(float(event.timestamp), 3), event.label))
                 for modality in event.present:
                     present[modality] = present.get(modality, 0) + 1
                 value = event.latency_ms.get("capture_to_event")
@@ -100,7 +102,7 @@ def run_stream_once(recognizer: Any, clip: ReplayClip, seconds: float | None = N
         "stage_errors": {name: entry.get("errors", 0) for name, entry in stats["stages"].items()},
         "cpu": cpu, "rss_mb_samples": rss.samples,
         "stage_cpu_s": {name: entry.get("cpu_s", 0.0) for name, entry in stats["stages"].items()},
-        "stream_s": float(limit),
+        "stream_s": float(limit), "labels": labels,
     }
 
 
@@ -153,4 +155,5 @@ def measure_end_to_end(recognizer: Any, clip: ReplayClip, repeats: int = 3, warm
         # process's CPU (decoding threads of the sources, ONNX Runtime/CTranslate2/llama.cpp pools, the ticker) is "other".
         "cpu_per_stream_s": _cpu_shares(runs),
         "latency_samples_ms": [round(v, 2) for v in every],
+        "labels_per_run": [run["labels"] for run in runs],
     }

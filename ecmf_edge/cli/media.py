@@ -47,7 +47,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
     pcm = load_audio(args.audio)
     bundle = load_bundle(args.bundle)
-    recognizer = SpeechRecognizer.from_bundle(bundle, AsrOptions(language=args.language, threads=args.threads))
+    recognizer = SpeechRecognizer.from_bundle(bundle, AsrOptions(language=args.language, threads=args.threads,
+                                                                       word_timestamps=True))
     transcript = recognizer.transcribe(pcm)
     result = None
     if not transcript.is_empty:

@@ -48,6 +48,12 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     model.add_argument("--fusion-hz", type=float, default=10.0, help="events per second (default 10)")
     model.add_argument("--model-threads", type=int, default=1,
                        help="ONNX Runtime threads per model (default 1: the stages already run in parallel)")
+    cpu = p.add_argument_group("CPU (docs/benchmarks.md, \"CPU per stream\")")
+    cpu.add_argument("--face-hz", type=float, default=15.0, metavar="HZ",
+                     help="frames per second the face path reads (default 15; 0: every camera frame)")
+    cpu.add_argument("--scene-change", type=float, default=0.0, metavar="GREY",
+                     help="reuse the scene embedding while the picture changes by at most GREY grey levels "
+                          "(a still camera: try 1; default 0: encode every scene update)")
     people = p.add_argument_group("people")
     people.add_argument("--focus", default="largest", type=_focus,
                         help="whose face the fused label follows: largest (default), center, or a track id")
@@ -92,7 +98,8 @@ def _recognizer(args: argparse.Namespace):
         llm_options = LlmOptions(model_path=args.llm)
     return Recognizer(backend=args.backend, precision=args.precision, bundle=args.bundle,
                       options=StreamOptions(fusion_hz=args.fusion_hz, focus=args.focus, max_people=args.max_people,
-                                            detect_every=args.detect_every), text=not args.no_text,
+                                            detect_every=args.detect_every, face_path_hz=args.face_hz or None,
+                                            scene_change=args.scene_change), text=not args.no_text,
                       use_llm=args.llm is not None, llm_options=llm_options, model_threads=args.model_threads,
                       microphone_options=MicrophoneOptions(max_reconnects=3))  # unattended runs ride out a replugged mic
 

@@ -57,8 +57,17 @@ class StreamOptions:
 
     # Fusion ticks (events) per second.
     fusion_hz: float = 10.0
-    # Frame-encoder (global scene) updates per second; faces are encoded on every frame.
+    # Frame-encoder (global scene) updates per second.
     frame_encoder_hz: float = 5.0
+    # The scene is re-encoded only when it changed: the mean absolute difference of a 32x24 grey
+    # thumbnail from the last encoded frame's, in grey levels (0-255). At or below it the last
+    # embedding is reused, for at most scene_refresh_s. 0 encodes every scene update.
+    scene_change: float = 0.0
+    scene_refresh_s: float = 2.0
+    # Frames per second the face path (detect, track, align, encode) reads; None: every camera frame.
+    # 15 Hz (every other frame of a 30 fps camera) costs a quarter less CPU with the same tracks
+    # and labels (docs/benchmarks.md, "CPU per stream"); a face is at most 67 ms old at a tick.
+    face_path_hz: float | None = 15.0
     # Capacity of each stage queue; under load the oldest item is dropped (real time).
     queue_size: int = 2
     # Capacity of the iterator's event queue (the oldest event is dropped when the consumer is slow).
@@ -93,10 +102,10 @@ class StreamOptions:
     focus: str | int = "largest"
     # Most faces tracked, encoded and reported per frame; beyond it the largest are kept.
     max_people: int = 8
-    # The full face detector runs every this many frames (sooner when a face is lost or the picture changes
+    # The full face detector runs every this many frames the face path reads (sooner when a face is lost or the picture changes
     # outside the tracked faces); between, tracked faces are re-placed by O-Net alone. 1: detect every frame.
     detect_every: int = 10
-    # Frames a track survives without being seen (short occlusions, people crossing).
+    # Frames (of those the face path reads) a track survives without being seen (short occlusions, people crossing).
     track_buffer_frames: int = 30
     # Each tracked face is encoded at most this often (per second); None: at fusion_hz, as the ticks read
     # no more. The tracked box still moves with every frame.
@@ -109,6 +118,11 @@ class StreamOptions:
             raise InputError(f"fusion_hz={self.fusion_hz!r} is invalid: use 0.5 .. 120 (default 10)")
         if not 0.1 <= self.frame_encoder_hz <= 120:
             raise InputError(f"frame_encoder_hz={self.frame_encoder_hz!r} is invalid: use 0.1 .. 120 (default 5)")
+        if not 0.0 <= self.scene_change <= 255.0 or not _positive(self.scene_refresh_s, False):
+            raise InputError(f"scene_change={self.scene_change!r} / scene_refresh_s={self.scene_refresh_s!r} are invalid: "
+                             "use 0 .. 255 grey levels (0: always encode) and a positive number of seconds")
+        if self.face_path_hz is not None and not 1.0 <= self.face_path_hz <= 240:
+            raise InputError(f"face_path_hz={self.face_path_hz!r} is invalid: use 1 .. 240, or None (every camera frame)")
         if self.queue_size < 1 or self.event_queue_size < 1:
             raise InputError("queue_size and event_queue_size must be at least 1: use the defaults (2 and 256) or more")
         unknown = set(self.max_age_s) - set(MODALITIES)

@@ -94,10 +94,12 @@ class EmotionStream:
                                             **common)
             if models.frame_encoder is not None:
                 self.scene_stage = SceneStage(time_limit_s=opts.time_limit("frame"), queue_size=opts.queue_size,
-                                              encoder=models.frame_encoder, **common)
+                                              encoder=models.frame_encoder, change=opts.scene_change,
+                                              refresh_s=opts.scene_refresh_s, **common)
             self.video_reader = VideoReader(time_limit_s=float("inf"), source=self.video, pace=pace,
                                             on_unavailable=aligner.set_unavailable, face=self.face_stage,
-                                            scene=self.scene_stage, scene_hz=opts.frame_encoder_hz, block=block, **common)
+                                            scene=self.scene_stage, scene_hz=opts.frame_encoder_hz, face_hz=opts.face_path_hz,
+                                            block=block, **common)
         if self.audio is not None and models.vad is not None and models.speech_encoder is not None:
             if models.text_path is not None:
                 self.text_stage = TextStage(time_limit_s=opts.time_limit("text"), queue_size=opts.queue_size,
@@ -344,8 +346,8 @@ class EmotionStream:
 
     # -- diagnostics ------------------------------------------------------------------------------
     def stats(self) -> dict:
-        """Counters: events, per-stage processed/errors/failed/CPU seconds/queue depth and drops, per-source device
-        counters."""
+        """Counters: events, per-stage processed/errors/failed/CPU seconds/queue depth and drops (and the scene
+        updates that reused an embedding), per-source device counters."""
         stages = {}
         for stage in self.stages:
             entry = {"processed": stage.processed, "errors": stage.errors, "failed": stage.failed,
@@ -353,6 +355,8 @@ class EmotionStream:
             if isinstance(stage, QueueStage):
                 entry["queued"] = len(stage.queue)
                 entry["dropped"] = stage.queue.dropped
+            if stage is self.scene_stage:
+                entry["reused"] = stage.reused  # scene updates that reused the last embedding (a still scene)
             stages[stage.name] = entry
         sources = {s.name: s.stats() for s in (self.video, self.audio) if s is not None}
         return {"events": self.fuser.count, "events_dropped": sum(q.dropped for q in self._queues),

@@ -18,7 +18,7 @@ from ecmf_edge.capture.base import Frame
 from ecmf_edge.stream.aligner import Observation
 from ecmf_edge.stream.stage import QueueStage, SourceStage
 
-__all__ = ["VideoReader", "FaceStage", "SceneStage", "is_blank"]
+__all__ = ["VideoReader", "FaceStage", "SceneStage", "is_blank", "scene_thumbnail"]
 
 # A frame whose sampled grey levels span less than this is blank (lens covered, camera off, black video).
 _BLANK_RANGE = 6
@@ -60,29 +60,60 @@ class FaceStage(QueueStage):
         self.post(Observation("face", frame.t, frame.captured, found.focus.features, None, found.latency_ms, extra))
 
 
-class SceneStage(QueueStage):
-    """Frame-encoder embedding of the whole frame (the ``frame`` modality)."""
+def scene_thumbnail(image: np.ndarray) -> np.ndarray:
+    """A 32x24 grey thumbnail (float32, grey levels) for telling whether the scene changed."""
+    import cv2
 
-    def __init__(self, *args: Any, encoder: Any, **kwargs: Any) -> None:
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(grey, (32, 24), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+class SceneStage(QueueStage):
+    """Frame-encoder embedding of the whole frame (the ``frame`` modality).
+
+    With ``change`` > 0 a frame whose thumbnail differs from the last encoded one by at most
+    ``change`` grey levels (mean absolute difference) reuses that embedding, for at most
+    ``refresh_s`` seconds: a still scene costs a resize instead of an encoder run.
+    """
+
+    def __init__(self, *args: Any, encoder: Any, change: float = 0.0, refresh_s: float = 2.0, **kwargs: Any) -> None:
         super().__init__("frame", ("frame",), *args, **kwargs)
         self.encoder = encoder
+        self.change, self.refresh_s = float(change), float(refresh_s)
+        self._last: tuple[float, np.ndarray, np.ndarray] | None = None  # (t, thumbnail, embedding) of the last encoding
+        # Scene updates that reused the last embedding, and all scene updates.
+        self.reused = 0
+        self.updates = 0
 
     def handle(self, frame: Frame) -> None:
         started = time.perf_counter()
-        vector = self.encoder.encode(frame.image)[0]
-        self.post(Observation("frame", frame.t, frame.captured, vector.copy(), None, {"frame_encoder": _ms(started)}))
+        self.updates += 1
+        thumb = scene_thumbnail(frame.image) if self.change > 0 else None
+        last = self._last
+        if (thumb is not None and last is not None and 0.0 <= frame.t - last[0] < self.refresh_s
+                and float(np.abs(thumb - last[1]).mean()) <= self.change):
+            self.reused += 1
+            self.post(Observation("frame", frame.t, frame.captured, last[2], None, {"frame_encoder": 0.0,
+                                                                                    "scene_check": _ms(started)}))
+            return
+        vector = self.encoder.encode(frame.image)[0].copy()
+        if thumb is not None:
+            self._last = (frame.t, thumb, vector)
+        self.post(Observation("frame", frame.t, frame.captured, vector, None, {"frame_encoder": _ms(started)}))
 
 
 class VideoReader(SourceStage):
     """Reads frames and distributes them; keeps the newest frame for displays."""
 
     def __init__(self, *args: Any, face: FaceStage | None, scene: SceneStage | None, scene_hz: float,
-                 block: bool, **kwargs: Any) -> None:
+                 block: bool, face_hz: float | None = None, **kwargs: Any) -> None:
         super().__init__("video", ("face", "frame"), *args, **kwargs)
         self.face, self.scene = face, scene
         self.scene_period = 1.0 / scene_hz
+        self.face_period = 1.0 / face_hz if face_hz else 0.0
         self.block = block
         self._next_scene_t = float("-inf")
+        self._next_face_t = float("-inf")
         self._latest: Frame | None = None
         # Recent frames, so file playback (which runs ahead of the ticks) can show the frame of an event.
         self._recent: deque[Frame] = deque(maxlen=48 if block else 1)
@@ -113,12 +144,18 @@ class VideoReader(SourceStage):
             self.log_once(reason)
             self.post(*(Observation(modality, frame.t, frame.captured, None, reason) for modality in self.modalities))
             return
-        if self.face is not None:
+        if self.face is not None and frame.t >= self._next_face_t - 1e-6:
             self.face.submit(frame, block=self.block)
+            self._next_face_t = self._next_time(self._next_face_t, frame.t, self.face_period)
         if self.scene is not None and frame.t >= self._next_scene_t - 1e-6:
             self.scene.submit(frame, block=self.block)
-            base = self._next_scene_t if self._next_scene_t > float("-inf") else frame.t
-            self._next_scene_t = max(base + self.scene_period, frame.t + 0.5 * self.scene_period)
+            self._next_scene_t = self._next_time(self._next_scene_t, frame.t, self.scene_period)
+
+    @staticmethod
+    def _next_time(scheduled: float, t: float, period: float) -> float:
+        """When the next frame is due for a path read every ``period`` s: on the grid, never more than half a period late."""
+        base = scheduled if scheduled > float("-inf") else t
+        return max(base + period, t + 0.5 * period)
 
     def check_hang(self, now: float) -> str | None:
         return None  # reading is trivial; the camera has its own watchdog, and waits on full queues are not hangs

@@ -5,10 +5,27 @@ The model folder is part of the bundle (``whisper-base-ct2/``, assembled by
 into utterances by the bundle's VAD first: Whisper invents words on silence and noise,
 so audio without speech never reaches it, and long monologues are transcribed in
 chunks of at most 30 s split at pauses.
+
+Two ways to decode a chunk:
+
+- **text only** (``word_timestamps=False``, what the live loop uses): the chunk's log-mel
+  frames go to the encoder once, padded to a window that fits the speech
+  (``window="fit"``: the chunk plus ``window_margin_s``, at least ``min_window_s``) rather
+  than to Whisper's 30 s; the language is read from that one encoder pass, and the
+  decoder runs greedily without timestamps. A short utterance then costs a fraction of a
+  30 s window (``benchmarks/asr.py`` measures cost and word error rate). On a short window
+  Whisper sometimes repeats the last phrase instead of ending: a repeated tail is cut to one
+  copy (:func:`cut_repeated_tail`). A result that still looks like a failed decode (repetitive
+  text, text that fills the token limit, or unsure text with fewer words than the audio holds)
+  is decoded again over the full 30 s window.
+- **with word times** (``word_timestamps=True``, ``ecmf-edge transcribe``): faster-whisper's
+  own loop over the full 30 s window, with timestamps, word alignment and its temperature
+  fallback.
 """
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,15 +34,32 @@ from pathlib import Path
 import numpy as np
 
 from ecmf_edge.audio.io import SAMPLE_RATE, check_pcm, rms_dbfs
-from ecmf_edge.errors import DependencyError, ModelError
+from ecmf_edge.errors import DependencyError, InputError, ModelError
 from ecmf_edge.modalities import REBUILD_COMMAND
 
-__all__ = ["SpeechRecognizer", "AsrOptions", "Transcript", "TranscriptSegment", "Word"]
+__all__ = ["SpeechRecognizer", "AsrOptions", "Transcript", "TranscriptSegment", "Word", "cut_repeated_tail"]
 
 logger = logging.getLogger("ecmf_edge")
 
 # Whisper's context window: longer speech is split at VAD pauses into chunks up to this length.
 MAX_CHUNK_SECONDS = 30.0
+# Log-mel frames per second of audio (10 ms hop) and the most the encoder takes (30 s).
+FRAMES_PER_SECOND = 100
+MAX_FRAMES = int(MAX_CHUNK_SECONDS * FRAMES_PER_SECOND)
+# Whisper's decoder context (tokens) and a generous ceiling of tokens per second of speech.
+MAX_TOKENS = 448
+TOKENS_PER_SECOND = 12
+# A text-only result is decoded again over 30 s when it is this repetitive (faster-whisper's
+# gzip compression-ratio threshold), fills the token limit, or is unsure (average log-probability
+# below RETRY_AVG_LOGPROB) with fewer words than RETRY_WORDS_PER_SECOND per second of audio (people
+# say 2-3): the decoder stopped early. Unsure alone is not a reason: short utterances often score
+# below -1, and the 30 s window read them no better.
+RETRY_COMPRESSION_RATIO = 2.4
+RETRY_AVG_LOGPROB = -1.0
+RETRY_WORDS_PER_SECOND = 1.0
+# A chunk Whisper rates as non-speech above no_speech_threshold with text this unsure is dropped.
+SILENT_AVG_LOGPROB = -1.0
+WINDOWS = ("fit", "full")
 
 
 @dataclass(frozen=True)
@@ -40,12 +74,32 @@ class AsrOptions:
     threads: int = 2
     # Beam width; 1 is greedy decoding (fastest, what a live loop wants).
     beam_size: int = 1
-    # Per-word start/end times (costs a little extra time).
-    word_timestamps: bool = True
+    # Per-word start/end times: faster-whisper's full loop over a 30 s window (slower). Without them
+    # only the text is decoded, over the window below.
+    word_timestamps: bool = False
+    # Encoder window for text-only decoding: "fit" pads a chunk to its length plus window_margin_s
+    # (at least min_window_s), "full" to Whisper's 30 s.
+    window: str = "fit"
+    window_margin_s: float = 2.0
+    min_window_s: float = 4.0
     # Speech shorter than this (seconds) is not transcribed: a blip carries no words.
     min_speech_seconds: float = 0.3
     # Segments Whisper itself rates as probably not speech above this are dropped.
     no_speech_threshold: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.window not in WINDOWS:
+            raise InputError(f"ASR window must be one of {', '.join(WINDOWS)}, got {self.window!r}")
+        if not 0.0 <= self.window_margin_s <= MAX_CHUNK_SECONDS or not 0.0 < self.min_window_s <= MAX_CHUNK_SECONDS:
+            raise InputError(f"ASR window_margin_s and min_window_s must lie within 0-{MAX_CHUNK_SECONDS:.0f} s "
+                             f"(min_window_s above 0), got {self.window_margin_s} and {self.min_window_s}")
+
+    def window_frames(self, seconds: float) -> int:
+        """Encoder frames for a chunk of ``seconds`` of audio in text-only decoding."""
+        if self.window == "full":
+            return MAX_FRAMES
+        wanted = max(seconds + self.window_margin_s, self.min_window_s)
+        return min(MAX_FRAMES, int(np.ceil(wanted)) * FRAMES_PER_SECOND)
 
 
 @dataclass(frozen=True)
@@ -99,6 +153,24 @@ def _empty(reason: str, audio_seconds: float, elapsed: float, language: str | No
     return Transcript("", language, 0.0, (), audio_seconds, elapsed, empty_reason=reason)
 
 
+def cut_repeated_tail(text: str, min_words: int = 4) -> str:
+    """Keep one copy of a phrase the text ends by repeating back to back ("by the door door door",
+    "dogs are sitting by the door dogs are sitting by the door dogs are"): the way Whisper fails on a
+    window shorter than the 30 s it was trained on. The run must cover at least two copies and
+    ``min_words`` words; words are compared without case or punctuation."""
+    words = text.split()
+    keys = [re.sub(r"[^\w']", "", w.lower()) for w in words]
+    n, cut = len(keys), None
+    for period in range(1, n // 2 + 1):
+        i = n - 1
+        while i >= period and keys[i] == keys[i - period]:
+            i -= 1
+        start = i + 1 - period  # first word of the repeating run
+        if n - start >= max(2 * period, min_words) and (cut is None or start + period < cut):
+            cut = start + period
+    return text if cut is None else " ".join(words[:cut])
+
+
 class SpeechRecognizer:
     """Transcribes 16 kHz mono speech with faster-whisper; thread-compatible, not thread-safe."""
 
@@ -125,6 +197,10 @@ class SpeechRecognizer:
                                        cpu_threads=self.options.threads, local_files_only=True)
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(f"Whisper model in {model_dir} could not be loaded ({str(exc)[:160]}): run `{REBUILD_COMMAND}`") from None
+        self._tokenizers: dict[str | None, object] = {}
+        # Text-only chunks decoded again over the full window, of all text-only chunks decoded.
+        self.retried = 0
+        self.decoded = 0
 
     @classmethod
     def from_bundle(cls, bundle, options: AsrOptions | None = None, use_vad: bool = True) -> "SpeechRecognizer":
@@ -192,6 +268,12 @@ class SpeechRecognizer:
         languages: list[tuple[str, float]] = []
         for start, end in chunks:
             piece = x[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)]
+            if not self.options.word_timestamps:
+                segment, language = self._decode_text(piece, start, end)
+                languages.append(language)
+                if segment is not None:
+                    segments.append(segment)
+                continue
             found, info = self._model.transcribe(
                 piece, language=self.options.language, beam_size=self.options.beam_size,
                 word_timestamps=self.options.word_timestamps, vad_filter=False, condition_on_previous_text=False,
@@ -213,6 +295,62 @@ class SpeechRecognizer:
             return _empty("Whisper recognised no words", seconds, elapsed, language)
         notes = () if language == "en" else (f"language '{language}' detected: the default text encoder is English-only",)
         return Transcript(text, language, probability, tuple(segments), seconds, elapsed, notes=notes)
+
+
+    def _tokenizer(self, language: str | None):
+        """faster-whisper's tokenizer set up for transcribing ``language`` (cached per language)."""
+        if language not in self._tokenizers:
+            from faster_whisper.tokenizer import Tokenizer
+
+            self._tokenizers[language] = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
+                                                   task="transcribe", language=language)
+        return self._tokenizers[language]
+
+    def _decode_text(self, piece: np.ndarray, start: float, end: float,
+                     frames: int | None = None) -> tuple[TranscriptSegment | None, tuple[str, float]]:
+        """One chunk, text only: one encoder pass over the window, language from it, greedy decoding.
+
+        Returns the segment (None when Whisper rates the chunk as non-speech) and (language, probability).
+        """
+        import ctranslate2
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+        whisper = self._model.model
+        seconds = piece.size / SAMPLE_RATE
+        window = self.options.window_frames(seconds) if frames is None else frames
+        mel = pad_or_trim(self._model.feature_extractor(piece), window)
+        encoded = whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None], dtype=np.float32)))
+        language, probability = self.options.language or "en", 1.0
+        if self.options.language is None and whisper.is_multilingual:
+            token, probability = whisper.detect_language(encoded)[0][0]
+            language = token[2:-2]
+        tokenizer = self._tokenizer(language if whisper.is_multilingual else None)
+        prompt = list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
+        max_new = min(MAX_TOKENS - len(prompt), int(np.ceil(seconds * TOKENS_PER_SECOND)) + 8)
+        result = whisper.generate(encoded, [prompt], beam_size=self.options.beam_size, max_length=len(prompt) + max_new,
+                                  return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+                                  suppress_tokens=get_suppressed_tokens(tokenizer, [-1]))[0]
+        tokens = result.sequences_ids[0]
+        avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)
+        no_speech = float(result.no_speech_prob)
+        text = tokenizer.decode(tokens).strip()
+        if window < MAX_FRAMES:
+            text = cut_repeated_tail(text)
+        if frames is None:
+            self.decoded += 1
+        silent = no_speech > self.options.no_speech_threshold and avg_logprob < SILENT_AVG_LOGPROB
+        # Still repetitive after the cut, stopped by the token limit (the decode ran away), or unsure and
+        # ended after fewer words than the speech holds (it stopped early).
+        failed = bool(text) and (get_compression_ratio(text) > RETRY_COMPRESSION_RATIO or len(tokens) >= max_new
+                                 or (avg_logprob < RETRY_AVG_LOGPROB and len(text.split()) < RETRY_WORDS_PER_SECOND * seconds))
+        if failed and window < MAX_FRAMES:
+            self.retried += 1
+            return self._decode_text(piece, start, end, MAX_FRAMES)
+        if silent or not text:
+            return None, (language, float(probability))
+        segment = TranscriptSegment(float(round(start, 3)), float(round(end, 3)), text, avg_logprob, no_speech)
+        return segment, (language, float(probability))
 
 
 class LazySpeechRecognizer:
