@@ -4,7 +4,7 @@
 
 The replay clip (real frames + speech, ``ecmf_edge/bench/replay.py``) plays in real time through
 the stream loop (fp32, ONNX Runtime, 1 thread per model) once per configuration, each change added
-to the one before; the LLM is off except in one step (the shipped text branch does not read its
+to the one before (the last step, a slower scene encoder, starts from the defaults again); the LLM is off except in one step (the shipped text branch does not read its
 answer, so the stream does not run it: that step shows it costs nothing). Per configuration: CPU-seconds
 per stream-second by stage and in total, capture -> event p95, events/s, dropped frames, and the
 share of events whose label equals the first configuration's at the same stream time. A second
@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", default="default")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--face-hz", type=float, default=15.0, help="face path rate of the fourth step")
+    parser.add_argument("--face-hz", type=float, default=15.0, help="face path rate of the fifth step")
     parser.add_argument("--scene-change", type=float, default=1.0, help="scene reuse threshold of the fifth step")
+    parser.add_argument("--scene-hz", type=float, default=2.5, help="scene encoder rate of the last step (default: 5)")
     parser.add_argument("--json", default="bench-out/stream_cpu.json")
     args = parser.parse_args(argv)
 
@@ -44,15 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     from ecmf_edge.text.asr import AsrOptions
 
     clip = build_replay_clip(args.seconds)
-    base = StreamOptions(face_path_hz=None)  # the face path on every frame, as before
+    base = StreamOptions()
     steps = [
         ("former: ASR with word times, 30 s window", AsrOptions(word_timestamps=True), base, False),
         ("former, run again (noise floor)", AsrOptions(word_timestamps=True), base, False),
-        ("ASR text only, fitted window", AsrOptions(), base, False),
-        (f"+ face path at {args.face_hz:g} Hz (the default)", AsrOptions(), replace(base, face_path_hz=args.face_hz), False),
-        ("the defaults with the LLM on", AsrOptions(), replace(base, face_path_hz=args.face_hz), True),
+        ("ASR text only, fitted window (the defaults)", AsrOptions(), base, False),
+        ("the defaults with the LLM on", AsrOptions(), base, True),
+        (f"+ face path at {args.face_hz:g} Hz", AsrOptions(), replace(base, face_path_hz=args.face_hz), False),
         (f"+ still scene reuses its embedding (<= {args.scene_change:g} grey levels)", AsrOptions(),
          replace(base, face_path_hz=args.face_hz, scene_change=args.scene_change), False),
+        (f"the defaults, scene encoder at {args.scene_hz:g} Hz", AsrOptions(), replace(base, frame_encoder_hz=args.scene_hz), False),
     ]
     recognizers: dict[tuple[bool, bool], Recognizer] = {}
     results = []

@@ -49,8 +49,9 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     model.add_argument("--model-threads", type=int, default=1,
                        help="ONNX Runtime threads per model (default 1: the stages already run in parallel)")
     cpu = p.add_argument_group("CPU (docs/benchmarks.md, \"CPU per stream\")")
-    cpu.add_argument("--face-hz", type=float, default=15.0, metavar="HZ",
-                     help="frames per second the face path reads (default 15; 0: every camera frame)")
+    cpu.add_argument("--face-hz", type=float, default=0.0, metavar="HZ",
+                     help="frames per second the face path reads (default 0: every camera frame; 15 saves CPU, "
+                          "adds latency)")
     cpu.add_argument("--scene-change", type=float, default=0.0, metavar="GREY",
                      help="reuse the scene embedding while the picture changes by at most GREY grey levels "
                           "(a still camera: try 1; default 0: encode every scene update)")

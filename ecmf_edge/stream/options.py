@@ -65,9 +65,9 @@ class StreamOptions:
     scene_change: float = 0.0
     scene_refresh_s: float = 2.0
     # Frames per second the face path (detect, track, align, encode) reads; None: every camera frame.
-    # 15 Hz (every other frame of a 30 fps camera) costs a quarter less CPU with the same tracks
-    # and labels (docs/benchmarks.md, "CPU per stream"); a face is at most 67 ms old at a tick.
-    face_path_hz: float | None = 15.0
+    # 15 (every other frame of a 30 fps camera) costs about a fifth less CPU with the same tracks and
+    # labels, but a face can be 67 ms older at a tick (docs/benchmarks.md, "CPU per stream").
+    face_path_hz: float | None = None
     # Capacity of each stage queue; under load the oldest item is dropped (real time).
     queue_size: int = 2
     # Capacity of the iterator's event queue (the oldest event is dropped when the consumer is slow).

@@ -70,8 +70,10 @@ class AsrOptions:
     language: str | None = None
     # CTranslate2 compute type on the CPU: "int8" (fastest), "int8_float32" or "float32".
     compute_type: str = "int8"
-    # CPU threads for CTranslate2 (0 = its default).
-    threads: int = 2
+    # CPU threads for CTranslate2 (0 = its default). 1 by default: in a live stream the transcript is
+    # asynchronous, and a second ASR thread takes the core the vision stages need when an utterance
+    # ends (two streams on two cores then drop frames); `ecmf-edge transcribe` uses 2.
+    threads: int = 1
     # Beam width; 1 is greedy decoding (fastest, what a live loop wants).
     beam_size: int = 1
     # Per-word start/end times: faster-whisper's full loop over a 30 s window (slower). Without them
