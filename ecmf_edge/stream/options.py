@@ -57,8 +57,9 @@ class StreamOptions:
 
     # Fusion ticks (events) per second.
     fusion_hz: float = 10.0
-    # Frame-encoder (global scene) updates per second.
-    frame_encoder_hz: float = 5.0
+    # Frame-encoder (global scene) updates per second. 2.5 gave the same labels as 5 at half the scene
+    # encoder's CPU (docs/benchmarks.md, "One stream, step by step"); the token stays fresh for max_age_s["frame"].
+    frame_encoder_hz: float = 2.5
     # The scene is re-encoded only when it changed: the mean absolute difference of a 32x24 grey
     # thumbnail from the last encoded frame's, in grey levels (0-255). At or below it the last
     # embedding is reused, for at most scene_refresh_s. 0 encodes every scene update.
@@ -117,7 +118,7 @@ class StreamOptions:
         if not 0.5 <= self.fusion_hz <= 120:
             raise InputError(f"fusion_hz={self.fusion_hz!r} is invalid: use 0.5 .. 120 (default 10)")
         if not 0.1 <= self.frame_encoder_hz <= 120:
-            raise InputError(f"frame_encoder_hz={self.frame_encoder_hz!r} is invalid: use 0.1 .. 120 (default 5)")
+            raise InputError(f"frame_encoder_hz={self.frame_encoder_hz!r} is invalid: use 0.1 .. 120 (default 2.5)")
         if not 0.0 <= self.scene_change <= 255.0 or not _positive(self.scene_refresh_s, False):
             raise InputError(f"scene_change={self.scene_change!r} / scene_refresh_s={self.scene_refresh_s!r} are invalid: "
                              "use 0 .. 255 grey levels (0: always encode) and a positive number of seconds")
