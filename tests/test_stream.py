@@ -227,7 +227,7 @@ def test_a_still_scene_reuses_its_embedding_until_it_changes(bundle, parts, astr
                                                                                  scene_refresh_s=1.5))
     scene = stream.scene_stage
     # 15 scene updates at 5 Hz: encoded at 0 s, reused until the 1.5 s refresh, encoded again, then once the picture moved.
-    assert scene.updates == 15 and 9 <= scene.reused <= 12, (scene.updates, scene.reused)
+    assert scene.processed == 15 and 9 <= scene.reused <= 12, (scene.processed, scene.reused)
     assert [e.label for e in reuse] == [e.label for e in every]
     worst = max(abs(a.probabilities[k] - b.probabilities[k]) for a, b in zip(every, reuse) for k in a.probabilities)
     assert worst < 0.05, worst

@@ -17,8 +17,9 @@ import numpy as np
 from ecmf_edge.capture.base import Frame
 from ecmf_edge.stream.aligner import Observation
 from ecmf_edge.stream.stage import QueueStage, SourceStage
+from ecmf_edge.vision.tracking import grey_thumbnail
 
-__all__ = ["VideoReader", "FaceStage", "SceneStage", "is_blank", "scene_thumbnail"]
+__all__ = ["VideoReader", "FaceStage", "SceneStage", "is_blank"]
 
 # A frame whose sampled grey levels span less than this is blank (lens covered, camera off, black video).
 _BLANK_RANGE = 6
@@ -60,12 +61,8 @@ class FaceStage(QueueStage):
         self.post(Observation("face", frame.t, frame.captured, found.focus.features, None, found.latency_ms, extra))
 
 
-def scene_thumbnail(image: np.ndarray) -> np.ndarray:
-    """A 32x24 grey thumbnail (float32, grey levels) for telling whether the scene changed."""
-    import cv2
-
-    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    return cv2.resize(grey, (32, 24), interpolation=cv2.INTER_AREA).astype(np.float32)
+# Thumbnail (width, height) whose mean grey-level change tells a still scene from a changed one.
+_SCENE_THUMB = (32, 24)
 
 
 class SceneStage(QueueStage):
@@ -81,14 +78,12 @@ class SceneStage(QueueStage):
         self.encoder = encoder
         self.change, self.refresh_s = float(change), float(refresh_s)
         self._last: tuple[float, np.ndarray, np.ndarray] | None = None  # (t, thumbnail, embedding) of the last encoding
-        # Scene updates that reused the last embedding, and all scene updates.
+        # Scene updates (of ``processed``) that reused the last embedding.
         self.reused = 0
-        self.updates = 0
 
     def handle(self, frame: Frame) -> None:
         started = time.perf_counter()
-        self.updates += 1
-        thumb = scene_thumbnail(frame.image) if self.change > 0 else None
+        thumb = grey_thumbnail(frame.image, _SCENE_THUMB) if self.change > 0 else None
         last = self._last
         if (thumb is not None and last is not None and 0.0 <= frame.t - last[0] < self.refresh_s
                 and float(np.abs(thumb - last[1]).mean()) <= self.change):

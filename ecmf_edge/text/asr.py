@@ -281,7 +281,7 @@ class SpeechRecognizer:
                 word_timestamps=self.options.word_timestamps, vad_filter=False, condition_on_previous_text=False,
             )
             for seg in found:  # a lazy generator: decoding happens here
-                if seg.no_speech_prob > self.options.no_speech_threshold and seg.avg_logprob < -1.0:
+                if seg.no_speech_prob > self.options.no_speech_threshold and seg.avg_logprob < SILENT_AVG_LOGPROB:
                     continue
                 words = tuple(Word(float(round(start + w.start, 3)), float(round(start + w.end, 3)), w.word.strip(), float(w.probability))
                               for w in (seg.words or ()))

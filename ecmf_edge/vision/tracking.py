@@ -20,7 +20,7 @@ import numpy as np
 from ecmf_edge.errors import DependencyError, InputError
 from ecmf_edge.vision.face_detector import Face, as_bgr
 
-__all__ = ["TrackedFace", "TrackingResult", "FaceTracker", "require_norfair"]
+__all__ = ["TrackedFace", "TrackingResult", "FaceTracker", "require_norfair", "grey_thumbnail"]
 
 # Side of the grey thumbnail compared between frames to notice a change outside the tracked faces.
 _THUMB = (64, 48)
@@ -33,8 +33,14 @@ _ABOVE, _BELOW, _BESIDE = 0.75, 3.0, 2.0
 _CHANGED_PIXELS = 48
 
 
-def _thumbnail(bgr: np.ndarray) -> np.ndarray:
-    small = cv2.resize(bgr, _THUMB, interpolation=cv2.INTER_AREA)
+def grey_thumbnail(image: np.ndarray, size: tuple[int, int] = _THUMB) -> np.ndarray:
+    """A small grey copy (int16 grey levels, ``size`` = (width, height)) of a BGR, grey or BGRA uint8 image,
+    for telling whether the picture changed.
+
+    Raises:
+        InputError: the image is not an accepted uint8 array.
+    """
+    small = cv2.resize(as_bgr(image), size, interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.int16)
 
 
@@ -145,7 +151,7 @@ class FaceTracker:
         """Whether the picture changed outside the tracked faces since the last full detection."""
         if self._thumb is None:
             return True
-        moved = np.abs(_thumbnail(bgr) - self._thumb) > _CHANGED_LEVEL
+        moved = np.abs(grey_thumbnail(bgr) - self._thumb) > _CHANGED_LEVEL
         sx, sy = _THUMB[0] / bgr.shape[1], _THUMB[1] / bgr.shape[0]
         # Each person where they are and where they were at the last detection (what they uncovered since):
         # the face, the hair around it and the body below it.
@@ -156,7 +162,7 @@ class FaceTracker:
         return int(moved.sum()) >= _CHANGED_PIXELS
 
     def _remember(self, bgr: np.ndarray, faces: list[Face]) -> None:
-        self._thumb = _thumbnail(bgr)
+        self._thumb = grey_thumbnail(bgr)
         self._thumb_boxes = [face.box for face in faces]
 
     def update(self, image: np.ndarray, t: float) -> TrackingResult:
