@@ -151,7 +151,7 @@ def test_speech_branch_trains(trained):
     assert record["data"]["ravdess"]["test"] == 16 and record["data"]["ravdess"]["test_speakers"] == ["ravdess:15", "ravdess:16"]
     assert set(record["metrics"]) == {"speaker_stats_from_all_clips", "streaming_running_stats", "population_prior_only", "baselines"}
     norm = record["speaker_normalisation"]
-    assert len(norm["prior_mean"]) == len(norm["prior_std"]) == record["dim"] == 1040
+    assert len(norm["prior_mean"]) == len(norm["prior_std"]) == record["dim"] == 3088
     assert record["parity"]["max_abs_diff"] <= 1e-4
 
 
@@ -222,4 +222,91 @@ def test_branches_have_tensorrt_profiles(bundle):
     assert {"speech_head", "text_branch"} <= set(ENGINE_MODELS)
     text = optimization_profile("text_branch", bundle.spec("text_branch")["inputs"])
     assert text["input_ids"] == ((1, 1), (1, 32), (8, 256)) and set(text) == {"input_ids", "attention_mask", "token_type_ids"}
-    assert optimization_profile("speech_head", bundle.spec("speech_head")["inputs"])["features"] == ((1, 1040), (1, 1040), (8, 1040))
+    assert optimization_profile("speech_head", bundle.spec("speech_head")["inputs"])["features"] == ((1, 3088), (1, 3088), (8, 3088))
+
+
+# -- the face branch: EfficientNet-Lite0 on grey crops -----------------------------------------------------
+def test_grey_stem_equals_the_imagenet_network_on_a_grey_image():
+    """Summing the stem kernel over colour channels reads a grey crop exactly as the RGB network reads it."""
+    torch = pytest.importorskip("torch")
+    import cv2
+    import skimage.data
+
+    from ecmf_edge.build.efficientnet_lite import build_efficientnet_lite0
+    from ecmf_edge.build.face_lite import build_face_lite0
+
+    grey = cv2.resize(cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2GRAY)[60:200, 160:260], (64, 64))
+    x = torch.from_numpy(grey).float()[None, None] / 127.5 - 1.0
+    rgb, face = build_efficientnet_lite0(input_size=64), build_face_lite0(64).eval()
+
+    def pooled(net, x):
+        h = net.stem(x)
+        for block in net.blocks:
+            h = block(h)
+        return net.head(h).mean(dim=(2, 3))
+
+    with torch.no_grad():
+        expected, got = pooled(rgb, x.expand(-1, 3, -1, -1)), pooled(face, x)
+        features, logits, probs = face(x)
+    assert face.stem.conv.in_channels == 1
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert features.shape == (1, 128) and logits.shape == (1, 7) and torch.allclose(probs.sum(), torch.tensor(1.0))
+
+
+@pytest.fixture(scope="module")
+def face_corpus(tmp_path_factory):
+    """A FER2013 + CK+ layout of real grey faces (scikit-image's LFW subset and astronaut crops); the labels only
+    have to be consistent."""
+    import cv2
+
+    from ecmf_edge.build.mini_xception import parity_crops
+
+    crops = parity_crops()[0]
+    root = tmp_path_factory.mktemp("faces")
+    classes = ("angry", "happy", "neutral", "sad", "surprise", "fear")
+    for i, crop in enumerate(crops[:96]):
+        split, prefix = ("publictest", "PublicTest") if i % 8 == 0 else ("train", "Training")
+        folder = root / "fer2013" / split / classes[i % len(classes)]
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{prefix}_{i}.jpg"), cv2.resize(crop, (48, 48)))
+    return root
+
+
+def test_face_branch_trains_exports_and_runs_at_its_own_size(face_corpus, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from conftest import RecordBundle
+
+    from ecmf_edge.build.mini_xception import export_face_encoder
+    from ecmf_edge.cli import main
+    from ecmf_edge.vision.face_encoder import FaceEncoder
+
+    out = tmp_path / "face"
+    assert main(["train", "--branch", "face", "--data", str(face_corpus), "--out", str(out), "--epochs", "1",
+                 "--size", "48", "--quiet", "--no-llm"]) == 0
+    assert "fer2013_publictest: weighted F1" in capsys.readouterr().out
+    record = json.loads((out / "face_encoder.json").read_text())
+    assert record["options"]["backbone"] == "efficientnet_lite0" and record["options"]["size"] == 48
+    assert record["views"] == {"shifts": [[0, 0]], "mirror": True} and record["data"] == {"train": 84, "fer2013_publictest": 12}
+    assert record["parity"]["max_abs_diff"] <= 1e-4
+    with np.load(out / "face_encoder_finetuned.npz") as weights:
+        assert weights["classifier.weight"].dtype == np.float16 and weights["stem.conv.weight"].shape == (32, 1, 3, 3)
+
+    target = tmp_path / "bundle"
+    target.mkdir()
+    exported = export_face_encoder(target, source=out)  # what `ecmf-edge export --branches` does for the face
+    assert exported.preprocessing["size"] == [48, 48] and exported.attributes["backbone"] == "efficientnet_lite0"
+    assert exported.parity["max_abs_diff"] <= 1e-4
+    encoder = FaceEncoder.from_bundle(RecordBundle(target, exported))
+    assert encoder.input_size == 48
+    face = np.full((100, 80, 3), 128, np.uint8)
+    out_face = encoder.encode([face, face[:, ::-1]])
+    assert out_face.features.shape == (2, 128) and np.allclose(out_face.probs.sum(1), 1, atol=1e-5)
+
+
+def test_mini_xception_reads_only_64_pixels(face_corpus, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from ecmf_edge.cli import main
+
+    code = main(["train", "--branch", "face", "--data", str(face_corpus), "--out", str(tmp_path / "x"), "--epochs", "1",
+                 "--backbone", "mini_xception", "--size", "48", "--quiet", "--no-llm"])
+    assert code == 2 and "mini_xception reads 64x64 faces, not 48" in capsys.readouterr().err

@@ -30,7 +30,7 @@ def test_features_command_writes_every_modality(capsys, bundle_root, face_video,
     data = np.load(out)
     assert list(data["modalities"]) == list(MODALITY_ORDER)
     assert data["present"].tolist() == [True, True, True, True]
-    assert data["frame"].shape == (1280,) and data["text"].shape == (384,) and data["audio"].shape == (1024,)
+    assert data["frame"].shape == (1280,) and data["text"].shape == (384,) and data["audio"].shape == (3072,)
     assert data["prosody"].shape == (16,)
     assert data["face_probs"].shape == (7,) and abs(float(data["face_probs"].sum()) - 1) < 1e-3
     info = json.loads(str(data["info"]))
@@ -96,7 +96,7 @@ def test_non_16k_wav_works(extractor, speech_wav, tmp_path):
     x = resample(load_audio(speech_wav), 16000, 44100)
     path = write_wav(tmp_path / "cd.wav", x, 44100)
     features = extractor.from_audio_file(path)
-    assert features.audio is not None and features.audio.shape == (1024,)
+    assert features.audio is not None and features.audio.shape == (3072,)
 
 
 @pytest.mark.parametrize("argv, message", [

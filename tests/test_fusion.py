@@ -19,7 +19,7 @@ from ecmf_edge.train.fusion.train import TrainOptions, predict_table, train_head
 from ecmf_edge.labels import MER2025_LABELS  # noqa: E402
 
 LABELS = tuple(MER2025_LABELS)
-DIMS = {"frame": 1280, "face": 128, "audio": 1040, "text": 768}
+DIMS = {"frame": 1280, "face": 128, "audio": 3088, "text": 768}
 
 # A clearly labelled text fixture (written for this test, not corpus data): 8 sentences per class.
 FIXTURE = {

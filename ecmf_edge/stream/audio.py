@@ -5,7 +5,7 @@ reads. Speech starts when the VAD probability reaches ``vad_threshold`` and ends
 ``min_silence_s`` below ``vad_threshold - 0.15``. While someone speaks, every ``hop_s``
 the last ``window_min_s`` .. ``window_max_s`` seconds go through the speech encoder and
 the prosody statistics (after loudness normalisation, as in training): the ``audio``
-token is ``[pooled (1024); prosody (16)]``. When
+token is ``[pooled layers (3072); prosody (16)]``. When
 an utterance ends, its tail is encoded once more and the whole utterance is queued
 for the text stage (ASR -> LLM context -> text encoder). Silence yields an absent
 observation ("no speech") every ``hop_s``.

@@ -31,7 +31,7 @@ _ENCODERS_BY_MEDIA = {"image": ("face_encoder", "frame_encoder"), "video": ("fac
 FEATURE_VERSION = 2
 
 # Raw encoder feature sizes per modality token (bundles without trained branches use these).
-DIMS = {"frame": 1280, "face": 128, "audio": 1040, "text": 768}
+DIMS = {"frame": 1280, "face": 128, "audio": 3088, "text": 768}
 
 
 def token_dims(bundle) -> dict[str, int]:

@@ -1,8 +1,8 @@
 """Runtime of the local face branch: face crops -> emotion features and FER2013 probabilities.
 
-The model is the ``face_encoder`` of a bundle (fer's mini-Xception exported by
-``ecmf_edge.build.mini_xception``). Its manifest entry says how crops are prepared
-(``preprocessing``: grey, 64x64, (x/255 - 0.5) / 0.5) and what the outputs mean
+The model is the ``face_encoder`` of a bundle (the fine-tuned face branch, or fer's pretrained
+mini-Xception, exported by ``ecmf_edge.build.mini_xception``). Its manifest entry says how crops
+are prepared (``preprocessing``: grey, its input size, (x/255 - 0.5) / 0.5) and what the outputs mean
 (``attributes``: class labels, feature size); this module follows it and does not import torch.
 """
 from __future__ import annotations
@@ -167,7 +167,7 @@ class FaceEncoder:
         """Features and emotion probabilities of face crops.
 
         ``faces`` is one crop or several: grey (H, W), BGR (H, W, 3) or BGRA (H, W, 4), uint8 or
-        float in [0, 1], of any size (each is resized to the model's 64x64); a batch array
+        float in [0, 1], of any size (each is resized to the model's input size); a batch array
         (N, H, W[, C]) or a list of crops of different sizes.
 
         Raises:

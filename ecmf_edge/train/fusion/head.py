@@ -35,7 +35,7 @@ class HeadConfig:
     """Shape and switches of the fusion head."""
 
     # Input size of each modality token, in MODALITY_ORDER.
-    dims: dict[str, int] = field(default_factory=lambda: {"frame": 1280, "face": 128, "audio": 1040, "text": 768})
+    dims: dict[str, int] = field(default_factory=lambda: {"frame": 1280, "face": 128, "audio": 3088, "text": 768})
     # Number of output classes.
     num_classes: int = 6
     # Width of the shared token space.
