@@ -2,8 +2,8 @@
 
     python benchmarks/face_views.py --data DATA [--threads 1] [--repeats 200] [--json bench-out/face_views.json]
 
-The shipped face encoder averages ten views (the crop and four 3-pixel shifts, each mirrored). For each
-view set: weighted F1 and accuracy on the face branch's own held-out training faces (the 8 % of
+View sets of the shipped face branch (at its own input size): the crop, its mirror image, 3-pixel shifts. For
+each view set: weighted F1 and accuracy on the face branch's own held-out training faces (the 8 % of
 FER2013 Training images and CK+ training subjects it never trained on, its seed-0 split: where its
 epoch was chosen; no test split is read), top-1 agreement with the ten-view output (the branch's
 label and the fusion head's face-only label), and the ONNX encoder's ms per face on this CPU (one
@@ -46,16 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from ecmf_edge.build.fusion_head import shipped_head_dir
-    from ecmf_edge.build.mini_xception import TTA_SHIFTS, export_face_branch, load_finetuned
+    from ecmf_edge.build.mini_xception import export_face_branch, finetuned_views, load_finetuned
     from ecmf_edge.modalities import MODALITIES
     from ecmf_edge.runtime.bundle import load_bundle
     from ecmf_edge.runtime.fusion_head import FusionHead
     from ecmf_edge.train.branches.face import _val_split, fer7_to_mer, predict_fer7, score
     from ecmf_edge.train.branches.run import face_training_data
 
+    import json
+
     data = Path(args.data)
     ckplus = data / "ckplus" / "CK+48" if (data / "ckplus" / "CK+48").is_dir() else data / "ckplus"
-    train = face_training_data(SimpleNamespace(fer2013=data / "fer2013", ckplus=ckplus if ckplus.is_dir() else None))
+    record = json.loads((shipped_head_dir() / "face_encoder.json").read_text(encoding="utf-8"))
+    size = int(record.get("options", {}).get("size", 64))  # the shipped network's input size
+    train = face_training_data(SimpleNamespace(fer2013=data / "fer2013", ckplus=ckplus if ckplus.is_dir() else None), size)
     _, val_idx = _val_split(train, 0.08, 0)
     val = train.subset(val_idx)
     print(f"{len(val)} held-out training faces ({int((val.corpora == 'ckplus').sum())} CK+), of {len(train)}",
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                     session.run(None, {"face": x})
                     times.append((time.perf_counter() - started) * 1000.0)
                 timings[batch] = float(np.median(times))
-            rows.append({"views": name + (" (shipped)" if tuple(r["shifts"]) == tuple(TTA_SHIFTS) and r["mirror"] else ""),
+            rows.append({"views": name + (" (shipped)" if (tuple(r["shifts"]), r["mirror"]) == finetuned_views(record) else ""),
                          "weighted_f1": round(report.weighted_f1, 4), "accuracy": round(report.accuracy, 4),
                          "branch_top1_agreement": round(float(np.mean(fer7_to_mer(r["probs"])[0] == base_label)), 4),
                          "fused_weighted_f1": round(fused_f1(fused(r["feats"])), 4),
@@ -120,16 +124,16 @@ def main(argv: list[str] | None = None) -> int:
                        ("fused_weighted_f1", "fused face-only weighted F1", ".4f"),
                        ("fused_top1_agreement", "agreement (fused, face only)", ".4f"),
                        ("ms_1_face", "ms, 1 face", ".2f"), ("ms_4_faces", "ms, 4 faces", ".2f")])
-    tests = _score_tests(model, data, ckplus) if args.test else {}
+    tests = _score_tests(model, data, ckplus, size, record) if args.test else {}
     out = write_report(args.json, {"benchmark": "face_views", "val_faces": len(val), "threads": args.threads,
                                    "rows": rows, "tests": tests, "peak_rss_mb": peak_rss_mb()})
     print(f"\nwritten: {out}")
     return 0
 
 
-def _score_tests(model, data: Path, ckplus: Path) -> dict:
+def _score_tests(model, data: Path, ckplus: Path, size: int, record: dict) -> dict:
     """The test splits, scored once after the views were chosen: shipped views vs the ten former ones."""
-    from ecmf_edge.build.mini_xception import TTA_SHIFTS
+    from ecmf_edge.build.mini_xception import finetuned_views
     from ecmf_edge.train.branches.face import load_face_data, predict_fer7, score
     from ecmf_edge.train.datasets.base import group_split
     from ecmf_edge.train.datasets.corpora import CKPLUS_RESERVED
@@ -138,13 +142,15 @@ def _score_tests(model, data: Path, ckplus: Path) -> dict:
     folder = data / "fer2013" / ("publictest" if (data / "fer2013" / "publictest").is_dir() else "validation")
     sets = {"fer2013_publictest": load_face_data(read_label_folders(folder, "fer2013", "fer2013",
                                                                     name_pattern=r"^PublicTest_\d+\.jpg$",
-                                                                    overrides={"disgust": "disgust"}))}
+                                                                    overrides={"disgust": "disgust"}), size)}
     if ckplus.is_dir():
         _, ck_test = group_split(read_ckplus(ckplus, exclude_subjects=set(CKPLUS_RESERVED)), test_fraction=0.2, seed=0)
-        sets["ckplus_heldout_subjects"] = load_face_data(ck_test)
+        sets["ckplus_heldout_subjects"] = load_face_data(ck_test, size)
     out = {}
     for name, faces in sets.items():
-        out[name] = {f"{len(TTA_SHIFTS) * 2} views (shipped)": score(predict_fer7(model, faces.images), faces.labels).to_dict(),
+        shifts, mirror = finetuned_views(record)
+        shipped = score(predict_fer7(model, faces.images, shifts=shifts, mirror=mirror), faces.labels).to_dict()
+        out[name] = {f"{len(shifts) * (2 if mirror else 1)} views (shipped)": shipped,
                      "10 views (former)": score(predict_fer7(model, faces.images, shifts=TEN), faces.labels).to_dict()}
         for key, report in out[name].items():
             print(f"{name}: {key}: weighted F1 {report['weighted_f1']:.4f}, accuracy {report['accuracy']:.4f} "

@@ -77,6 +77,7 @@ def save_face_branch(model, out: Path, train, tests: dict, opts, history: list, 
     from ecmf_edge.build.common import json_default
     from ecmf_edge.build.mini_xception import INPUT_SIZE, build_mini_xception, export_face_branch, load_finetuned, save_finetuned
     from ecmf_edge.train.branches.face import predict_fer7, score
+    from ecmf_edge.train.metrics import render_confusion_png
 
     out.mkdir(parents=True, exist_ok=True)
     save_finetuned(model, out)
@@ -91,7 +92,9 @@ def save_face_branch(model, out: Path, train, tests: dict, opts, history: list, 
     metrics = {}
     for name, data in tests.items():
         grey64 = _as_size(data.images, INPUT_SIZE)
-        metrics[name] = {"fine_tuned": score(predict_fer7(stored, data.images, shifts=shifts, mirror=mirror), data.labels).to_dict(),
+        report = score(predict_fer7(stored, data.images, shifts=shifts, mirror=mirror), data.labels)
+        render_confusion_png(report, out / f"confusion_face_{name}.png", f"face branch: {name}")  # row-normalised
+        metrics[name] = {"fine_tuned": report.to_dict(),
                          "pretrained": score(predict_fer7(pretrained, grey64, tta=False), data.labels).to_dict(),
                          "pretrained_tta": score(predict_fer7(pretrained, grey64), data.labels).to_dict()}
     record["metrics"] = metrics
