@@ -62,13 +62,14 @@ def test_set_from_the_users_clips(bundle, face_video, speech_wav, tmp_path):
                                 bundle=bundle, frames_per_video=6)
     loaded = load_calibration_set(out)
     assert len(loaded.frames) == 6 and len(loaded.faces) >= 5
-    assert loaded.faces[0].shape[:2] == (64, 64)
+    side = bundle.spec("face_encoder")["preprocessing"]["size"][0]  # crops are stored at the encoder's size
+    assert loaded.faces[0].shape[:2] == (side, side)
     assert loaded.texts == ["I am so glad you came.", "Where did you put my keys?"]
     assert loaded.speech and all(len(w) >= 8000 for w in loaded.speech)
     assert loaded.manifest["sources"]["faces"] == f"video: {face_video.name}"
     # the runtime's face encoder reads every sampled crop
     batcher = CalibrationBatcher.from_set(bundle, "face_encoder", loaded)
-    assert batcher.inputs.shape == (len(loaded.faces), 1, 64, 64)
+    assert batcher.inputs.shape == (len(loaded.faces), 1, side, side)
 
 
 def test_loader_rejects_changed_missing_or_foreign_sets(default_set, tmp_path):

@@ -145,12 +145,17 @@ def test_bundle_face_encoder_is_the_fine_tuned_branch(tmp_path, astronaut_face):
     assert {o["name"]: o["shape"] for o in record.outputs} == {
         "features": ["batch", 128], "logits": ["batch", 7], "probs": ["batch", 7]}
     assert record.attributes["metrics"]["fer2013_publictest"] > 0.6
-    from ecmf_edge.build.mini_xception import cv2_grey64, preprocess_faces
+    from ecmf_edge.build.mini_xception import cv2_grey64
 
     session = ort.InferenceSession(str(tmp_path / "face_encoder.onnx"), providers=["CPUExecutionProvider"])
-    grey = cv2_grey64(astronaut_face)
-    probs = session.run(["probs"], {"face": preprocess_faces([grey])})[0]
+    side = record.preprocessing["size"][0]
+    grey = cv2_grey64(astronaut_face, side)
+
+    def prepared(crop):
+        return ((crop.astype(np.float32) / 255.0 - 0.5) / 0.5)[None, None]
+
+    probs = session.run(["probs"], {"face": prepared(grey)})[0]
     assert EMOTION_LABELS[int(probs.argmax())] == "happy"
     # mirror-averaged inside the graph: a crop and its mirror image give the same answer
-    mirrored = session.run(["probs"], {"face": preprocess_faces([np.ascontiguousarray(grey[:, ::-1])])})[0]
+    mirrored = session.run(["probs"], {"face": prepared(np.ascontiguousarray(grey[:, ::-1]))})[0]
     np.testing.assert_allclose(probs, mirrored, atol=1e-5)

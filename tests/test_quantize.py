@@ -70,7 +70,8 @@ def test_batcher_is_a_calibration_data_reader(bundle):
     reader = CalibrationBatcher("face_encoder", bundle.spec("face_encoder"), face_crops("calibration")[:20], batch_size=8)
     first = [reader.get_next() for _ in range(len(reader))]
     assert reader.get_next() is None
-    assert [f["face"].shape for f in first] == [(8, 1, 64, 64), (8, 1, 64, 64), (4, 1, 64, 64)]
+    side = bundle.spec("face_encoder")["preprocessing"]["size"][0]
+    assert [f["face"].shape for f in first] == [(8, 1, side, side), (8, 1, side, side), (4, 1, side, side)]
     reader.rewind()
     np.testing.assert_array_equal(reader.get_next()["face"], first[0]["face"])
     # the runtime's own preprocessing
@@ -182,9 +183,9 @@ def test_int8_settings_name_nodes_the_models_have(bundle):
         if bundle.has(key):
             found = _excluded_nodes(bundle.path(bundle.spec(key)["file"]), settings)
             assert len(found) == len(settings["nodes_to_exclude"]), key
-    # the fine-tuned face encoder wraps fer's network ("/net/..."): settings name its nodes by their tail
+    # the fine-tuned face encoder wraps its network ("/net/..."): settings name its nodes by their tail
     face = bundle.path(bundle.spec("face_encoder")["file"])
-    assert _excluded_nodes(face, {"nodes_to_exclude": ["/conv1/Conv", "/Softmax"]}) == ["/net/conv1/Conv", "/Softmax"]
+    assert _excluded_nodes(face, {"nodes_to_exclude": ["/stem/conv/Conv", "/Softmax"]}) == ["/net/stem/conv/Conv", "/Softmax"]
     text = bundle.path(bundle.spec("text_branch")["file"])
     with pytest.raises(ModelError, match="has no node /base/layers.0/key/MatMul .*update INT8_SETTINGS"):
         _excluded_nodes(text, {"nodes_to_exclude": ["/base/layers.0/key/MatMul"]})

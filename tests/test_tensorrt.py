@@ -224,7 +224,8 @@ def test_profiles_cover_every_dynamic_axis_of_the_bundle(bundle):
     assert set(text) == {"input_ids", "attention_mask", "token_type_ids"}
     assert text["input_ids"] == ((1, 1), (1, 32), (8, 256))
     face = optimization_profile("face_encoder", bundle.spec("face_encoder")["inputs"])
-    assert face == {"face": ((1, 1, 64, 64), (1, 1, 64, 64), (8, 1, 64, 64))}
+    side = bundle.spec("face_encoder")["preprocessing"]["size"][0]
+    assert face == {"face": ((1, 1, side, side), (1, 1, side, side), (8, 1, side, side))}
     detector = optimization_profile("face_detector", bundle.spec("face_detector")["inputs"])
     assert detector["image"][2] == (256, 3, 1080, 1920)
     # the parsed network's fixed sizes win over names in the manifest
@@ -330,10 +331,11 @@ def test_entropy_calibrator_feeds_the_shared_batcher(bundle, tmp_path):
     device = HostDevice()
     batcher = CalibrationBatcher("face_encoder", bundle.spec("face_encoder"), face_crops("calibration")[:10])
     cache = tmp_path / "face.calib"
-    calibrator = make_entropy_calibrator(fake_trt(device=device), batcher, {"face": (4, 1, 64, 64)}, cache, device)
+    side = bundle.spec("face_encoder")["preprocessing"]["size"][0]
+    calibrator = make_entropy_calibrator(fake_trt(device=device), batcher, {"face": (4, 1, side, side)}, cache, device)
     assert calibrator.get_batch_size() == 4
     first = calibrator.get_batch(["face"])
-    got = device.memory[first[0]][: 4 * 64 * 64 * 4].view(np.float32).reshape(4, 1, 64, 64)
+    got = device.memory[first[0]][: 4 * side * side * 4].view(np.float32).reshape(4, 1, side, side)
     np.testing.assert_array_equal(got, batcher.inputs[:4])
     assert calibrator.get_batch(["face"]) and calibrator.get_batch(["face"])  # 10 faces -> 3 batches of 4
     assert calibrator.get_batch(["face"]) is None and calibrator.batches == 3

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ecmf_edge._resources import package_file, package_version
-from ecmf_edge.errors import ModelError
+from ecmf_edge.errors import InputError, ModelError
 from ecmf_edge.build.common import ExportedModel, check_parity, onnx_export, onnx_io, require_torch
 
 __all__ = [
@@ -50,6 +50,8 @@ __all__ = [
     "export_face_branch",
     "load_finetuned",
     "save_finetuned",
+    "build_face_network",
+    "BACKBONES",
     "finetuned_views",
     "TTA_SHIFTS",
 ]
@@ -291,6 +293,8 @@ def load_tflite_reference():
     return run
 
 
+# Networks the face branch can start from (``ecmf-edge train --branch face --backbone``).
+BACKBONES = ("efficientnet_lite0", "mini_xception")
 FINETUNED_FILE = "face_encoder_finetuned.npz"
 FINETUNED_RECORD = "face_encoder.json"
 
@@ -311,6 +315,24 @@ def export_face_encoder(out_dir: Path, source: Path | None = None) -> ExportedMo
     if source is not None:
         raise ModelError(f"{folder / FINETUNED_FILE} is missing: train it with `ecmf-edge train --branch face --out {folder}`")
     return export_pretrained_face_encoder(out_dir)
+
+
+def build_face_network(backbone: str, size: int, dropout: float = 0.3):
+    """The untrained-head network of ``backbone`` for ``size`` x ``size`` crops (torch).
+
+    Raises:
+        InputError: an unknown backbone, or mini-Xception at a size other than 64.
+    """
+    if backbone == "efficientnet_lite0":
+        from ecmf_edge.build.face_lite import build_face_lite0
+
+        return build_face_lite0(size, dropout)
+    if backbone == "mini_xception":
+        if size != INPUT_SIZE:
+            raise InputError(f"mini_xception reads {INPUT_SIZE}x{INPUT_SIZE} faces, not {size}: drop --size or use "
+                             "--backbone efficientnet_lite0")
+        return build_mini_xception()
+    raise InputError(f"unknown face backbone '{backbone}': use one of {', '.join(BACKBONES)}")
 
 
 def _record(folder: Path) -> dict:
@@ -341,8 +363,6 @@ def load_finetuned(folder: Path):
         ModelError: the files are missing or do not fit the network.
     """
     torch = require_torch()
-    from ecmf_edge.train.branches.face import build_face_network
-
     options = _record(folder).get("options", {})
     backbone, size = options.get("backbone", "mini_xception"), int(options.get("size", INPUT_SIZE))
     model = build_face_network(backbone, size)

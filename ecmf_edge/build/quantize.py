@@ -53,11 +53,11 @@ GATES: dict[str, dict[str, float]] = {
 # INT8 settings per model, chosen by measurement (nodes kept float are named exactly or by the end of
 # their name; see _excluded_nodes).
 INT8_SETTINGS: dict[str, dict[str, Any]] = {
-    # Face encoder (fine-tuned, ten views averaged, as measured then): top-1 agreement with fp32 on 2000 FER2013 training faces /
-    # the held-out gate faces: softmax float 98.2 % / 97.2 %; head float 98.1 % / 97.2 %; conv1 + head float
-    # 97.8 % / 96.7 %; last block + head float 98.5 % / 97.2 %; symmetric activations 98.1 % / 94.8 %. All
-    # below the 98 % gate on the held-out faces, so `--models face_encoder` keeps fp32 (16-bit activations
-    # would pass, 98.3 % / 98.6 %, but are not INT8).
+    # Face encoder. The mini-Xception (ten views, as measured then): top-1 agreement with fp32 on 2000 FER2013
+    # training faces / the held-out gate faces: softmax float 98.2 % / 97.2 %; head float 98.1 % / 97.2 %; conv1 +
+    # head float 97.8 % / 96.7 %; last block + head float 98.5 % / 97.2 %; symmetric activations 98.1 % / 94.8 %.
+    # The EfficientNet-Lite0 branch (80 px, crop + mirror), softmax float: 91.5 % on the gate faces. Both are
+    # below the 98 % gate, so `--models face_encoder` keeps fp32.
     "face_encoder": {"nodes_to_exclude": ["/Softmax"], "reduce_range": True},
     "frame_encoder": {"nodes_to_exclude": ["/stem/conv/Conv", "/fc/Gemm"], "reduce_range": False},
     # Whisper encoder: the second feed-forward MatMul of each layer stays float (mean cosine with fp32

@@ -26,7 +26,7 @@ import numpy as np
 from ecmf_edge.train.datasets.base import Sample
 from ecmf_edge.errors import InputError
 from ecmf_edge.build.common import require_torch
-from ecmf_edge.build.mini_xception import as_input, mean_over_views, tta_views
+from ecmf_edge.build.mini_xception import BACKBONES, as_input, build_face_network, mean_over_views, tta_views
 from ecmf_edge.labels import MER2025_LABELS, map_label
 from ecmf_edge.train.metrics import Report, evaluate
 
@@ -37,8 +37,6 @@ logger = logging.getLogger("ecmf_edge")
 
 # Output order of the face encoder (fer's FER2013 order); disgust is kept so the interface is unchanged.
 FER7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-# Networks the face branch can start from.
-BACKBONES = ("efficientnet_lite0", "mini_xception")
 # Test-time views per network: (shifts in pixels, mirrored). The mini-Xception's six were chosen on
 # held-out training faces by benchmarks/face_views.py; EfficientNet-Lite0 takes the crop and its mirror
 # image: +0.010 held-out weighted F1 over the crop alone at 64 and at 80 px, 3.9 ms per 80x80 face on
@@ -108,26 +106,6 @@ class FaceTrainOptions:
 
             shifts = TTA_SHIFTS
         return tuple(shifts), mirror
-
-
-def build_face_network(backbone: str, size: int, dropout: float = 0.3):
-    """The untrained-head network of ``backbone`` for ``size`` x ``size`` crops (torch).
-
-    Raises:
-        InputError: an unknown backbone, or mini-Xception at a size other than 64.
-    """
-    if backbone == "efficientnet_lite0":
-        from ecmf_edge.build.face_lite import build_face_lite0
-
-        return build_face_lite0(size, dropout)
-    if backbone == "mini_xception":
-        from ecmf_edge.build.mini_xception import INPUT_SIZE, build_mini_xception
-
-        if size != INPUT_SIZE:
-            raise InputError(f"mini_xception reads {INPUT_SIZE}x{INPUT_SIZE} faces, not {size}: drop --size or use "
-                             "--backbone efficientnet_lite0")
-        return build_mini_xception()
-    raise InputError(f"unknown face backbone '{backbone}': use one of {', '.join(BACKBONES)}")
 
 
 @dataclass
