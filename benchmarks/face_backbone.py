@@ -26,7 +26,8 @@ def _latency(model, size: int, shifts, mirror: bool, repeats: int) -> dict:
     import numpy as np
     import onnxruntime as ort
 
-    from ecmf_edge.build.mini_xception import export_face_branch
+    from ecmf_edge.build.common import require_torch
+    from ecmf_edge.build.mini_xception import as_input, export_face_branch
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "face.onnx"
@@ -35,7 +36,7 @@ def _latency(model, size: int, shifts, mirror: bool, repeats: int) -> dict:
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        face = ((reference[:1, None].astype(np.float32) / 255.0) - 0.5) / 0.5
+        face = as_input(require_torch(), reference[:1]).numpy()
         return measure(lambda: session.run(["probs"], {"face": face}), repeats, 20)
 
 

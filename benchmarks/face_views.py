@@ -46,19 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from ecmf_edge.build.fusion_head import shipped_head_dir
-    from ecmf_edge.build.mini_xception import export_face_branch, finetuned_views, load_finetuned
+    from ecmf_edge.build.mini_xception import export_face_branch, finetuned_network, finetuned_record, finetuned_views, load_finetuned
     from ecmf_edge.modalities import MODALITIES
     from ecmf_edge.runtime.bundle import load_bundle
     from ecmf_edge.runtime.fusion_head import FusionHead
     from ecmf_edge.train.branches.face import _val_split, fer7_to_mer, predict_fer7, score
     from ecmf_edge.train.branches.run import face_training_data
 
-    import json
-
     data = Path(args.data)
     ckplus = data / "ckplus" / "CK+48" if (data / "ckplus" / "CK+48").is_dir() else data / "ckplus"
-    record = json.loads((shipped_head_dir() / "face_encoder.json").read_text(encoding="utf-8"))
-    size = int(record.get("options", {}).get("size", 64))  # the shipped network's input size
+    record = finetuned_record(shipped_head_dir())
+    size = finetuned_network(record)[1]  # the shipped network's input size
     train = face_training_data(SimpleNamespace(fer2013=data / "fer2013", ckplus=ckplus if ckplus.is_dir() else None), size)
     _, val_idx = _val_split(train, 0.08, 0)
     val = train.subset(val_idx)

@@ -35,15 +35,11 @@ PRIOR_SET = "layers 0+1+2"
 
 
 def _encoder(bundle):
-    import numpy as np
+    from ecmf_edge.build.whisper_encoder import CT2_DIR, build_whisper_encoder, encoder_weights
 
-    from ecmf_edge.build.whisper_encoder import build_whisper_encoder, encoder_weights
-
-    folder = bundle.root / "whisper-base-ct2"
-    state, layers, heads, _ = encoder_weights(folder)
-    module = build_whisper_encoder(state, layers, heads)
+    state, layers, heads, _ = encoder_weights(bundle.root / CT2_DIR)
     assert layers == LAYERS, layers
-    return module, np
+    return build_whisper_encoder(state, layers, heads)
 
 
 def extract(samples, bundle, cache: Path) -> dict:
@@ -54,12 +50,13 @@ def extract(samples, bundle, cache: Path) -> dict:
     from ecmf_edge.audio.prosody import prosody_features
     from ecmf_edge.audio.io import load_audio
     from ecmf_edge.audio.speech_encoder import prepare_mel
+    from ecmf_edge.build.whisper_encoder import _mean_std
     from ecmf_edge.features import FeatureExtractor, normalize_loudness
     from ecmf_edge.modalities import SAMPLE_RATE
 
     cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    module, _ = _encoder(bundle)
+    module = _encoder(bundle)
     vad = FeatureExtractor(bundle)._model("vad")
     out, started = {}, time.perf_counter()
     for n, sample in enumerate(samples):
@@ -86,8 +83,7 @@ def extract(samples, bundle, cache: Path) -> dict:
             h.remove()
 
         def stats(t):
-            t = t[0].numpy()
-            return np.concatenate([t.mean(0), t.std(0)]).astype(np.float32)
+            return _mean_std(torch, t)[0].numpy().astype(np.float32)
 
         row = {"layers": np.stack([stats(c) for c in captured[:LAYERS]]), "final": stats(states), "anchor": stats(anchor_states),
                "prosody": np.asarray(prosody_features(speech, SAMPLE_RATE), np.float32)}

