@@ -20,9 +20,9 @@ def build_cases(bundle) -> list:
     import cv2
 
     from ecmf_edge._assets import asset_path
-    from ecmf_edge.audio.io import load_audio
+    from ecmf_edge.audio.io import load_audio, normalize_loudness
     from ecmf_edge.audio.prosody import prosody_features
-    from ecmf_edge.audio.speech_encoder import SpeechEncoder
+    from ecmf_edge.audio.speech_encoder import SpeechEncoder, combine_pooled
     from ecmf_edge.audio.vad import VoiceActivityDetector
     from ecmf_edge.text.text_encoder import TextEncoder
     from ecmf_edge.vision.alignment import align_face
@@ -49,6 +49,20 @@ def build_cases(bundle) -> list:
     speech = load_audio(asset_path("speech_en.wav"))
     one_s, four_s = speech[16000:32000], np.resize(speech, 64000)
     chunk = speech[16000:16512]
+    earlier = np.stack([speech_encoder.encode(np.resize(speech, 64000)[i * 16000:(i + 1) * 16000], 16000) for i in range(3)])
+
+    def hop() -> None:
+        """What the live loop does every 1 s hop of a long utterance: the new second through the encoder, the
+        last four chunks' statistics combined, prosody over the 4 s window."""
+        token = speech_encoder.encode(normalize_loudness(four_s[48000:], -23.0), 16000)
+        combine_pooled(np.concatenate([earlier, token[None]]), np.ones(4), speech_encoder.block)
+        prosody_features(normalize_loudness(four_s, -23.0), 16000)
+
+    def whole_window_hop() -> None:
+        """The same hop when the whole 4 s window went through the encoder every time (before chunking)."""
+        window = normalize_loudness(four_s, -23.0)
+        speech_encoder.encode(window, 16000)
+        prosody_features(window, 16000)
     sentence = "I can't believe we finally made it, this is wonderful!"
     return [
         ("face_detector", "640x480 frame, 1 face", lambda: detector.detect(frame)),
@@ -62,6 +76,8 @@ def build_cases(bundle) -> list:
         ("audio_encoder_full_1s", "1 s window, all 6 layers", lambda: full_encoder.encode(one_s, 16000)),
         ("audio_encoder_full_4s", "4 s window, all 6 layers", lambda: full_encoder.encode(four_s, 16000)),
         ("prosody_1s", "1 s speech window", lambda: prosody_features(one_s, 16000)),
+        ("speech_hop", "1 s hop, 4 s window: new chunk only", hop),
+        ("speech_hop_whole_window", "1 s hop, 4 s window re-encoded", whole_window_hop),
         ("text_encoder", "one sentence", lambda: text_encoder.encode(sentence)),
     ]
 

@@ -29,7 +29,10 @@ from _common import peak_rss_mb, print_table, write_report
 LAYERS = 6
 ANCHOR_FRAMES = 1200  # 12 s of mel frames
 FEATURE_SETS = {"layer 1 (shipped)": (1,), "layers 0+1": (0, 1), "layers 1+2": (1, 2), "layers 0+1+2": (0, 1, 2),
-                "layers 1+2+3": (1, 2, 3), "layers 0+1+2+3": (0, 1, 2, 3), "final states": ("final",)}
+                "layers 1+2+3": (1, 2, 3), "layers 0+1+2+3": (0, 1, 2, 3), "final states": ("final",),
+                "layers 0+1+2, 1 s chunks": ("chunks_1s", 0, 1, 2), "layers 0+1+2, 1 s chunks with 1 s context": ("chunks_2s", 0, 1, 2)}
+# Seconds of speech each 1 s hop is encoded with (the new second and the context before it).
+CHUNK_CONTEXTS = (1.0, 2.0)
 # The prior's weight (windows of a typical speaker) is compared on this feature set.
 PRIOR_SET = "layers 0+1+2"
 
@@ -49,7 +52,7 @@ def extract(samples, bundle, cache: Path) -> dict:
 
     from ecmf_edge.audio.prosody import prosody_features
     from ecmf_edge.audio.io import load_audio
-    from ecmf_edge.audio.speech_encoder import prepare_mel
+    from ecmf_edge.audio.speech_encoder import chunk_spans, prepare_mel
     from ecmf_edge.build.whisper_encoder import _mean_std
     from ecmf_edge.features import FeatureExtractor, normalize_loudness
     from ecmf_edge.modalities import SAMPLE_RATE
@@ -59,38 +62,53 @@ def extract(samples, bundle, cache: Path) -> dict:
     module = _encoder(bundle)
     vad = FeatureExtractor(bundle)._model("vad")
     out, started = {}, time.perf_counter()
+    def stats(t):
+        return _mean_std(torch, t)[0].numpy().astype(np.float32)
+
+    captured = []
+    hooks = [layer.register_forward_hook(lambda m, i, o: captured.append(o)) for layer in module.layers]
     for n, sample in enumerate(samples):
         path = cache / (sample.id.replace("/", "_").replace(":", "_") + ".npz")
+        row = {}
         if path.is_file():
-            with np.load(path) as row:
-                out[sample.id] = dict(row)
+            with np.load(path) as cached:
+                row = dict(cached)
+        missing = [seconds for seconds in CHUNK_CONTEXTS if f"chunks_{seconds:g}s" not in row]
+        if "anchor" in row and not missing:
+            out[sample.id] = row
             continue
         x = load_audio(sample.audio)
         segments = vad.segments(x)
         if not segments:
             continue
         speech = np.concatenate([x[int(s.start * SAMPLE_RATE): int(s.end * SAMPLE_RATE)] for s in segments])
-        speech = normalize_loudness(speech[: 30 * SAMPLE_RATE], -23.0)
-        captured = []
-        hooks = [layer.register_forward_hook(lambda m, i, o: captured.append(o)) for layer in module.layers]
+        raw = speech[: 30 * SAMPLE_RATE]
+        speech = normalize_loudness(raw, -23.0)
         with torch.no_grad():
-            mel = prepare_mel(speech)
-            states = module(torch.from_numpy(mel))[0]
-            pad = prepare_mel(speech, min_frames=ANCHOR_FRAMES)
-            frames = max(1, mel.shape[2] // 2)
-            anchor_states = module(torch.from_numpy(pad))[0][:, :frames]
-        for h in hooks:
-            h.remove()
-
-        def stats(t):
-            return _mean_std(torch, t)[0].numpy().astype(np.float32)
-
-        row = {"layers": np.stack([stats(c) for c in captured[:LAYERS]]), "final": stats(states), "anchor": stats(anchor_states),
-               "prosody": np.asarray(prosody_features(speech, SAMPLE_RATE), np.float32)}
+            if "anchor" not in row:
+                captured.clear()
+                mel = prepare_mel(speech)
+                states = module(torch.from_numpy(mel))[0]
+                whole = captured[:LAYERS]
+                pad = prepare_mel(speech, min_frames=ANCHOR_FRAMES)
+                frames = max(1, mel.shape[2] // 2)
+                anchor_states = module(torch.from_numpy(pad))[0][:, :frames]
+                row.update({"layers": np.stack([stats(c) for c in whole]), "final": stats(states), "anchor": stats(anchor_states),
+                            "prosody": np.asarray(prosody_features(speech, SAMPLE_RATE), np.float32)})
+            for seconds in missing:  # as the live loop encodes it: each 1 s of speech once, with context
+                chunks, weights = [], []
+                for start, end, new in chunk_spans(raw.size, window=int(seconds * SAMPLE_RATE)):
+                    captured.clear()
+                    module(torch.from_numpy(prepare_mel(normalize_loudness(raw[start:end], -23.0))))
+                    chunks.append(np.stack([stats(c) for c in captured[:LAYERS]]))
+                    weights.append(new)
+                row[f"chunks_{seconds:g}s"], row[f"chunk_weights_{seconds:g}s"] = np.stack(chunks), np.asarray(weights, np.float64)
         np.savez(path, **row)
         out[sample.id] = row
         if n % 100 == 0:
             print(f"  {n}/{len(samples)} clips ({time.perf_counter() - started:.0f} s)", flush=True)
+    for h in hooks:
+        h.remove()
     return out
 
 
@@ -99,9 +117,17 @@ def _matrix(rows, ids, feature):
 
     if feature == "anchor":
         return np.stack([rows[i]["anchor"] for i in ids])
+    from ecmf_edge.audio.speech_encoder import combine_pooled
+
     parts = []
     for i in ids:
         r = rows[i]
+        if str(feature[0]).startswith("chunks"):
+            chunks = r[feature[0]][:, list(feature[1:])].reshape(len(r[feature[0]]), -1)
+            weights = r[feature[0].replace("chunks", "chunk_weights")]
+            parts.append(np.concatenate([combine_pooled(chunks, weights, chunks.shape[1] // (2 * len(feature[1:]))),
+                                         r["prosody"]]))
+            continue
         parts.append(np.concatenate([r["final"] if k == "final" else r["layers"][k] for k in feature] + [r["prosody"]]))
     return np.stack(parts)
 
@@ -153,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", required=True, help="folder for the per-clip features")
     parser.add_argument("--bundle", default="default")
     parser.add_argument("--json", default="bench-out/speech_choice.json")
+    parser.add_argument("--only", nargs="+", metavar="TEXT", help="run only the settings whose name contains one of these")
     parser.add_argument("--test", action="store_true", help="score the anchor and the chosen setting on the test speakers")
     parser.add_argument("--feature", default="layers 0+1+2", choices=sorted(FEATURE_SETS), help="with --test: the chosen set")
     parser.add_argument("--prior-windows", type=float, default=8.0, help="with --test: the chosen prior weight")
@@ -210,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     settings += [(f"{name}, + 2 live copies", feature, "live", 8.0, 2) for name, feature in FEATURE_SETS.items()]
     settings += [(f"{PRIOR_SET}, speaker-normalised head, prior {w:g} windows", FEATURE_SETS[PRIOR_SET], "live", w, 0)
                  for w in (2.0, 4.0, 16.0)]
+    if args.only:
+        settings = [s for s in settings if any(text in s[0] for text in args.only)]
     results = {}
     for name, feature, how, windows, copies in settings:
         x = _matrix(rows, ids, feature)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ecmf_edge.audio.io import SAMPLE_RATE, check_pcm, load_audio, rms_dbfs
+from ecmf_edge.audio.io import SAMPLE_RATE, check_pcm, load_audio, normalize_loudness, rms_dbfs
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import MODALITIES
 
@@ -88,20 +88,6 @@ class ModalityFeatures:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **arrays)
         return path
-
-
-def normalize_loudness(x: np.ndarray, target_dbfs: float | None) -> np.ndarray:
-    """Scale speech to ``target_dbfs`` RMS, never past a 0.99 peak (None: unchanged)."""
-    if target_dbfs is None or x.size == 0:
-        return x
-    level = rms_dbfs(x)
-    if not np.isfinite(level):
-        return x
-    gain = 10.0 ** ((target_dbfs - level) / 20.0)
-    peak = float(np.max(np.abs(x)))
-    if peak > 0:
-        gain = min(gain, 0.99 / peak)
-    return (x * gain).astype(np.float32)
 
 
 class FeatureExtractor:
@@ -239,12 +225,14 @@ class FeatureExtractor:
             out.info["audio_absent"] = "no speech found by the VAD"
             return out
         speech = np.concatenate([x[int(s.start * SAMPLE_RATE): int(s.end * SAMPLE_RATE)] for s in segments])
-        speech = normalize_loudness(speech[: int(MAX_SPEECH_SECONDS * SAMPLE_RATE)], self.options.speech_target_dbfs)
+        speech = speech[: int(MAX_SPEECH_SECONDS * SAMPLE_RATE)]
         out.info["speech_seconds"] = round(speech.size / SAMPLE_RATE, 3)
         from ecmf_edge.audio.prosody import prosody_features
 
-        out.audio = np.asarray(self._model("audio_encoder").encode(speech, SAMPLE_RATE), dtype=np.float32)
-        out.prosody = prosody_features(speech, SAMPLE_RATE)
+        target = self.options.speech_target_dbfs
+        # each 1 s chunk encoded once and the chunks' statistics combined: the token a stream computes
+        out.audio = np.asarray(self._model("audio_encoder").encode_chunks(speech, SAMPLE_RATE, target), dtype=np.float32)
+        out.prosody = prosody_features(normalize_loudness(speech, target), SAMPLE_RATE)
         return out
 
     def from_audio_file(self, path: str | Path, into: ModalityFeatures | None = None) -> ModalityFeatures:

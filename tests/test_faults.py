@@ -212,6 +212,7 @@ class _StallingEncoder:
 
     def __init__(self, encoder, stall_s: float) -> None:
         self.encoder, self.stall_s, self.calls = encoder, stall_s, 0
+        self.block = encoder.block
 
     def encode(self, pcm, rate):
         self.calls += 1
@@ -239,7 +240,7 @@ class _Flaky:
     """The real speech encoder, raising on every other call."""
 
     def __init__(self, encoder) -> None:
-        self.encoder, self.calls = encoder, 0
+        self.encoder, self.calls, self.block = encoder, 0, encoder.block
 
     def encode(self, pcm, rate):
         self.calls += 1

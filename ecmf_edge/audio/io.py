@@ -14,7 +14,7 @@ import numpy as np
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import SAMPLE_RATE
 
-__all__ = ["SAMPLE_RATE", "load_audio", "to_float_mono", "resample", "check_pcm", "rms_dbfs"]
+__all__ = ["SAMPLE_RATE", "load_audio", "to_float_mono", "resample", "check_pcm", "rms_dbfs", "normalize_loudness"]
 
 # The rate every audio model of ecmf-edge expects.
 
@@ -71,6 +71,20 @@ def rms_dbfs(x: np.ndarray) -> float:
         return float("-inf")
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
     return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
+
+
+def normalize_loudness(x: np.ndarray, target_dbfs: float | None) -> np.ndarray:
+    """Scale speech to ``target_dbfs`` RMS, never past a 0.99 peak (None: unchanged)."""
+    if target_dbfs is None or x.size == 0:
+        return x
+    level = rms_dbfs(x)
+    if not np.isfinite(level):
+        return x
+    gain = 10.0 ** ((target_dbfs - level) / 20.0)
+    peak = float(np.max(np.abs(x)))
+    if peak > 0:
+        gain = min(gain, 0.99 / peak)
+    return (x * gain).astype(np.float32)
 
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE, half_width: int = 16) -> np.ndarray:

@@ -17,10 +17,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ecmf_edge.audio.io import normalize_loudness
 from ecmf_edge.errors import InputError, ModelError
 from ecmf_edge.modalities import REBUILD_COMMAND, SAMPLE_RATE
 
-__all__ = ["SpeechEncoder", "log_mel", "prepare_mel", "mel_filters", "SAMPLE_RATE", "MODEL_KEY"]
+__all__ = ["SpeechEncoder", "log_mel", "prepare_mel", "mel_filters", "chunk_spans", "combine_pooled", "CHUNK_SAMPLES",
+           "SAMPLE_RATE", "MODEL_KEY"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -32,6 +34,13 @@ MAX_FRAMES = 3000
 MIN_FRAMES = 100
 # Shortest accepted input, seconds.
 MIN_SECONDS = 0.1
+# Speech is encoded in chunks of this many samples (the live loop's 1 s hop), each once, and the chunks'
+# pooled statistics combined (combine_pooled): a hop costs one chunk whatever the window. A remainder
+# shorter than MIN_TAIL_SAMPLES at the end of an utterance is not encoded.
+CHUNK_SAMPLES = SAMPLE_RATE
+MIN_TAIL_SAMPLES = SAMPLE_RATE // 4
+# How much speech each chunk is encoded with (its new second and the context before it).
+CONTEXT_SAMPLES = SAMPLE_RATE
 # A float signal peaking above this is integer PCM passed as float, not [-1, 1] audio.
 _MAX_FLOAT_PEAK = 2.0
 _LOG_FLOOR = -10.0  # log10 of the 1e-10 power clip: what digital silence gives
@@ -136,6 +145,45 @@ def _validate(pcm: Any, sample_rate: Any) -> np.ndarray:
     return audio
 
 
+def chunk_spans(n_samples: int, hop: int = CHUNK_SAMPLES, window: int = CONTEXT_SAMPLES,
+                min_tail: int = MIN_TAIL_SAMPLES) -> list[tuple[int, int, int]]:
+    """How a stream that encodes the new speech of every ``hop`` once sees ``n_samples`` of it: ``(start, end, new)``
+    sample spans to encode, each ending where a hop ends and reaching back ``window`` samples (``new`` of them not
+    seen before; the rest is context, within the speech). A remainder of at least ``min_tail`` samples after the last
+    whole hop is one more span; speech no longer than one hop is one span."""
+    if n_samples <= hop:
+        return [(0, n_samples, n_samples)]
+    ends = list(range(hop, n_samples + 1, hop))
+    if n_samples - ends[-1] >= min_tail:
+        ends.append(n_samples)
+    spans, done = [], 0
+    for end in ends:
+        new = end - done
+        spans.append((max(0, end - max(window, new)), end, new))
+        done = end
+    return spans
+
+
+def combine_pooled(tokens: np.ndarray, weights: np.ndarray, block: int) -> np.ndarray:
+    """The pooled token of a stretch of speech from the pooled tokens of its chunks.
+
+    ``tokens`` (K, D): each chunk's concat over layers of (mean, population std) over time, ``block`` values
+    each; ``weights`` (K,): how much speech each chunk stands for. Mean and std are recombined exactly
+    (law of total variance), as if the stretch's frames had been pooled together.
+    """
+    tokens = np.asarray(tokens, dtype=np.float64)
+    k, dim = tokens.shape
+    if dim % (2 * block):
+        raise ValueError(f"a {dim}-value token is not (mean, std) blocks of {block}")
+    parts = tokens.reshape(k, dim // (2 * block), 2, block)
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    mean = np.einsum("k,klc->lc", w, parts[:, :, 0])
+    second = np.einsum("k,klc->lc", w, parts[:, :, 1] ** 2 + parts[:, :, 0] ** 2)
+    std = np.sqrt(np.maximum(second - mean ** 2, 0.0))
+    return np.stack([mean, std], axis=1).reshape(dim).astype(np.float32)
+
+
 class SpeechEncoder:
     """Whisper-base encoder on an ONNX Runtime session: PCM -> the pooled audio token or the encoder states."""
 
@@ -181,6 +229,8 @@ class SpeechEncoder:
         attributes = self.spec.get("attributes", {})
         # size of what encode() returns: the audio token (older bundles: the last layer's pooled vector)
         self.dim = int(attributes.get("token_dim", attributes.get("pooled_dim", 2 * 512)))
+        # width of one mean or std block of the token (the encoder's state size)
+        self.block = int(attributes.get("state_dim", 512))
 
     def _check_session(self, session) -> None:
         inputs = {i.name for i in session.get_inputs()}
@@ -251,6 +301,22 @@ class SpeechEncoder:
         if self.token_session is not None:
             return self._run_token(pcm, sample_rate)
         return self._run(pcm, sample_rate)[1]
+
+    def encode_chunks(self, pcm: np.ndarray, sample_rate: int, target_dbfs: float | None = None) -> np.ndarray:
+        """The audio token of a stretch of speech as the live loop computes it: each span of
+        :func:`chunk_spans` loudness-normalised to ``target_dbfs`` on its own and encoded once, the spans'
+        pooled statistics combined (:func:`combine_pooled`). Training and file labelling use this, so
+        their tokens are the ones a stream produces.
+
+        Raises:
+            InputError: empty, too short, non-finite, multi-channel or non-16 kHz audio.
+            ModelError: the ONNX session fails.
+        """
+        audio = _validate(pcm, sample_rate)
+        spans = chunk_spans(audio.size)
+        tokens = np.stack([self.encode(normalize_loudness(audio[start:end], target_dbfs), SAMPLE_RATE)
+                           for start, end, _ in spans])
+        return combine_pooled(tokens, np.array([new for *_, new in spans], np.float64), self.block)
 
     def encode_states(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
         """Encoder states (T/2, 512) float32, one per 20 ms (T = mel frames, >= min_frames).

@@ -3,12 +3,16 @@
 Audio arrives in chunks of any size and is cut into the 512-sample steps Silero VAD
 reads. Speech starts when the VAD probability reaches ``vad_threshold`` and ends after
 ``min_silence_s`` below ``vad_threshold - 0.15``. While someone speaks, every ``hop_s``
-the last ``window_min_s`` .. ``window_max_s`` seconds go through the speech encoder and
-the prosody statistics (after loudness normalisation, as in training): the ``audio``
-token is ``[pooled layers (3072); prosody (16)]``. When
-an utterance ends, its tail is encoded once more and the whole utterance is queued
-for the text stage (ASR -> LLM context -> text encoder). Silence yields an absent
-observation ("no speech") every ``hop_s``.
+(the first time after ``window_min_s``) the speech heard since the last window goes through
+the speech encoder once, loudness-normalised on its own (a remainder shorter than one
+second is encoded with the second before it as context and counts for its new part only);
+the pooled statistics of the chunks within the last ``window_max_s`` are combined exactly
+(:func:`ecmf_edge.audio.speech_encoder.combine_pooled`), so a hop costs one chunk whatever
+the window. The prosody statistics come from the window itself. The ``audio`` token is
+``[pooled layers (3072); prosody (16)]``; training computes it the same way
+(:meth:`SpeechEncoder.encode_chunks`). When an utterance ends, its tail is encoded and the
+whole utterance is queued for the text stage (ASR -> LLM context -> text encoder). Silence
+yields an absent observation ("no speech") every ``hop_s``.
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ecmf_edge.audio.io import SAMPLE_RATE
+from ecmf_edge.audio.io import SAMPLE_RATE, normalize_loudness
+from ecmf_edge.audio.speech_encoder import CHUNK_SAMPLES as ENCODER_CHUNK_SAMPLES, MIN_TAIL_SAMPLES, combine_pooled
 from ecmf_edge.audio.vad import CHUNK_SAMPLES
 from ecmf_edge.capture.base import AudioChunk
 from ecmf_edge.stream.aligner import Observation
@@ -65,6 +70,8 @@ class AudioStage(SourceStage):
         self._silence = 0.0
         self._last_window = 0.0
         self._utterance: list[np.ndarray] = []
+        # The current utterance's encoded chunks: (stream time of their end, seconds of new speech, pooled token).
+        self._chunks: deque[tuple[float, float, np.ndarray]] = deque()
         self._next_quiet = 0.0
         self._captured = 0.0
         self._vad_ms: list[float] = []
@@ -80,18 +87,29 @@ class AudioStage(SourceStage):
         chosen = steps[max(0, len(steps) - skip - take): len(steps) - skip if skip > 0 else None]
         return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.float32)
 
-    def _encode(self, pcm: np.ndarray, end_t: float) -> None:
+    def _encode(self, end_t: float, now_t: float) -> None:
+        """Encode the speech heard since the last window (ending at ``end_t``) and post the token of the last
+        ``window_max_s`` of the utterance."""
         from ecmf_edge.audio.prosody import prosody_features
-        from ecmf_edge.features import normalize_loudness
 
-        if pcm.size < int(0.1 * SAMPLE_RATE):
+        opts = self.options
+        elapsed, new = end_t - self._speech_start, end_t - self._last_window
+        if min(elapsed, new) < 0.1:
             return
-        pcm = normalize_loudness(pcm, self.options.speech_target_dbfs)
+        chunk_s = ENCODER_CHUNK_SAMPLES / SAMPLE_RATE
+        pcm = self._tail(end_t, min(max(new, chunk_s), elapsed), now_t)
         started = time.perf_counter()
-        pooled = np.asarray(self.encoder.encode(pcm, SAMPLE_RATE), dtype=np.float32).reshape(-1)
+        chunk = np.asarray(self.encoder.encode(normalize_loudness(pcm, opts.speech_target_dbfs), SAMPLE_RATE),
+                           dtype=np.float32).reshape(-1)
         encoder_ms = (time.perf_counter() - started) * 1000.0
+        self._chunks.append((end_t, new, chunk))
+        while self._chunks[0][0] <= end_t - opts.window_max_s + 1e-6:
+            self._chunks.popleft()
+        pooled = combine_pooled(np.stack([c[2] for c in self._chunks]), np.array([c[1] for c in self._chunks]),
+                                self.encoder.block)
+        window = self._tail(end_t, min(opts.window_max_s, elapsed), now_t)
         started = time.perf_counter()
-        prosody = prosody_features(pcm, SAMPLE_RATE)
+        prosody = prosody_features(normalize_loudness(window, opts.speech_target_dbfs), SAMPLE_RATE)
         prosody_ms = (time.perf_counter() - started) * 1000.0
         vad_ms = float(np.mean(self._vad_ms)) if self._vad_ms else 0.0
         latency = {"vad": round(vad_ms, 3), "audio_encoder": round(encoder_ms, 3), "prosody": round(prosody_ms, 3)}
@@ -100,7 +118,8 @@ class AudioStage(SourceStage):
             started = time.perf_counter()
             token = self.branch(token)[0]
             latency["speech_head"] = round((time.perf_counter() - started) * 1000.0, 3)
-        self.post(Observation("audio", end_t, self._captured, token, None, latency, {"window_s": round(pcm.size / SAMPLE_RATE, 3)}))
+        self.post(Observation("audio", end_t, self._captured, token, None, latency,
+                              {"window_s": round(window.size / SAMPLE_RATE, 3), "chunk_s": round(pcm.size / SAMPLE_RATE, 3)}))
 
     def _quiet(self, t: float, reason: str) -> None:
         if t >= self._next_quiet:
@@ -111,8 +130,8 @@ class AudioStage(SourceStage):
         opts = self.options
         duration = speech_end - self._speech_start
         if duration >= opts.min_utterance_s:
-            if speech_end - self._last_window >= 0.25:
-                self._encode(self._tail(speech_end, min(opts.window_max_s, duration), now_t), speech_end)
+            if speech_end - self._last_window >= MIN_TAIL_SAMPLES / SAMPLE_RATE:
+                self._encode(speech_end, now_t)
             trailing = int(round((now_t - speech_end) / _STEP_S))
             steps = self._utterance[: len(self._utterance) - trailing] if trailing else self._utterance
             if self.text is not None and steps:
@@ -149,6 +168,7 @@ class AudioStage(SourceStage):
                 if p >= self._high:
                     self._in_speech, self._speech_start, self._silence = True, t, 0.0
                     self._last_window = t
+                    self._chunks.clear()
                     pre = int(round(_PREROLL_S / _STEP_S))
                     self._utterance = list(self._recent)[-(pre + 1):]
                 else:
@@ -161,8 +181,9 @@ class AudioStage(SourceStage):
             elif end_t - self._speech_start >= opts.max_utterance_s:
                 self._finish_utterance(end_t, end_t)
                 self._in_speech, self._speech_start, self._last_window = True, end_t, end_t
+                self._chunks.clear()
             elif end_t - self._speech_start >= opts.window_min_s and end_t - self._last_window >= opts.hop_s - 1e-6:
-                self._encode(self._tail(end_t, min(opts.window_max_s, end_t - self._speech_start), end_t), end_t)
+                self._encode(end_t, end_t)
                 self._last_window = end_t
 
     def ready_through(self, t: float) -> bool:

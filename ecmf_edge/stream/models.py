@@ -33,6 +33,7 @@ class StreamModels:
     frame_encoder: Any = None
     # A VoiceActivityDetector of this stream's own (it carries state).
     vad: Any = None
+    # encode(pcm, rate) -> pooled token, and block: the width of the token's mean / std blocks (SpeechEncoder).
     speech_encoder: Any = None
     # The trained speech branch (speaker normalisation + head) of this stream, or None (older bundles).
     speech_branch: Any = None

@@ -28,7 +28,7 @@ logger = logging.getLogger("ecmf_edge")
 # invalidate cached speech features (and the other way round).
 _ENCODERS_BY_MEDIA = {"image": ("face_encoder", "frame_encoder"), "video": ("face_detector", "face_encoder", "frame_encoder"),
                       "audio": ("vad", "audio_encoder"), "text": ("text_encoder", "text_branch")}
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3  # 3: the audio token from 1 s chunks combined, as the live loop computes it
 
 # Raw encoder feature sizes per modality token (bundles without trained branches use these).
 DIMS = {"frame": 1280, "face": 128, "audio": 3088, "text": 768}
