@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for name, feature, how, windows, copies in (
                 ("anchor: final layer, 12 s, global standardisation", "anchor", "global", 0, 0),
-                ("shipped features (layer 1), speaker-normalised head", (1,), "live", 8.0, 0),
+                ("layers 0+1+2 in one pass over the clip, speaker-normalised head", (0, 1, 2), "live", 8.0, 0),
                 (f"chosen: {args.feature}, {args.live_copies} live copies, prior {args.prior_windows:g}",
                  FEATURE_SETS[args.feature], "live", args.prior_windows, args.live_copies)):
             x, x_t = _matrix(rows, ids, feature), _matrix(rows, t_ids, feature)
