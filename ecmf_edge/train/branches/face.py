@@ -52,7 +52,6 @@ DEFAULTS = {"efficientnet_lite0": {"size": 80, "epochs": 12, "lr": 1e-3},
 # CK+48 folder names -> FER2013 class names (contempt has no FER2013 class and is not used).
 _CKPLUS_TO_FER7 = {"anger": "angry", "disgust": "disgust", "fear": "fear", "happy": "happy",
                    "sadness": "sad", "surprise": "surprise", "neutral": "neutral"}
-SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -133,7 +132,7 @@ def _fer7_label(sample: Sample) -> int | None:
     return FER7.index(name) if name in FER7 else None
 
 
-def load_face_data(samples: Sequence[Sample], size: int = SIZE) -> FaceData:
+def load_face_data(samples: Sequence[Sample], size: int = INPUT_SIZE) -> FaceData:
     """Read face crops as grey ``size`` x ``size`` uint8 with FER7 labels (unreadable files are skipped)."""
     import cv2
 
