@@ -49,7 +49,7 @@ def build_cases(bundle) -> list:
     speech = load_audio(asset_path("speech_en.wav"))
     one_s, four_s = speech[16000:32000], np.resize(speech, 64000)
     chunk = speech[16000:16512]
-    earlier = np.stack([speech_encoder.encode(np.resize(speech, 64000)[i * 16000:(i + 1) * 16000], 16000) for i in range(3)])
+    earlier = np.stack([speech_encoder.encode(four_s[i * 16000:(i + 1) * 16000], 16000) for i in range(3)])
 
     def hop() -> None:
         """What the live loop does every 1 s hop of a long utterance: the new second through the encoder, the

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ecmf_edge.audio.io import SAMPLE_RATE, normalize_loudness
-from ecmf_edge.audio.speech_encoder import CHUNK_SAMPLES as ENCODER_CHUNK_SAMPLES, MIN_TAIL_SAMPLES, combine_pooled
+from ecmf_edge.audio.speech_encoder import CONTEXT_SAMPLES, MIN_TAIL_SAMPLES, combine_pooled
 from ecmf_edge.audio.vad import CHUNK_SAMPLES
 from ecmf_edge.capture.base import AudioChunk
 from ecmf_edge.stream.aligner import Observation
@@ -96,8 +96,8 @@ class AudioStage(SourceStage):
         elapsed, new = end_t - self._speech_start, end_t - self._last_window
         if min(elapsed, new) < 0.1:
             return
-        chunk_s = ENCODER_CHUNK_SAMPLES / SAMPLE_RATE
-        pcm = self._tail(end_t, min(max(new, chunk_s), elapsed), now_t)
+        # the new speech, reaching back to the context chunk_spans gives every span in training
+        pcm = self._tail(end_t, min(max(new, CONTEXT_SAMPLES / SAMPLE_RATE), elapsed), now_t)
         started = time.perf_counter()
         chunk = np.asarray(self.encoder.encode(normalize_loudness(pcm, opts.speech_target_dbfs), SAMPLE_RATE),
                            dtype=np.float32).reshape(-1)
