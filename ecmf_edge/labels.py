@@ -43,6 +43,11 @@ DATASET_MAPPINGS: dict[str, dict[str, str | None]] = {
         "neutral": "neutral", "anger": "angry", "happy": "happy", "sadness": "sad", "fear": "worried",
         "surprise": "surprise", "disgust": None, "contempt": None,
     },
+    # muxspace/facial_expressions (LFW and film faces, crowd labels; lower-cased)
+    "faces_wild": {
+        "neutral": "neutral", "anger": "angry", "happiness": "happy", "sadness": "sad", "fear": "worried",
+        "surprise": "surprise", "disgust": None, "contempt": None,
+    },
 }
 
 

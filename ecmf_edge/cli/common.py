@@ -6,6 +6,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# The corpus folders the training commands read: the fields of train.datasets.corpora.CorpusPaths (a test keeps
+# them equal; the CLI does not import the train layer to build its parser).
+CORPORA = ("ravdess", "emodb", "fer2013", "ckplus", "faces_wild", "meld")
+
 __all__ = ["make_enricher", "add_llm_switch", "llm_note", "add_llm_options", "add_data_options", "corpus_paths"]
 
 
@@ -67,9 +71,9 @@ def add_llm_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="folder holding ravdess/ emodb/ fer2013/ ckplus/ meld/ (layout in docs/training.md)")
-    for name in ("ravdess", "emodb", "fer2013", "ckplus", "meld"):
-        p.add_argument(f"--{name}", help=f"{name} folder (overrides --data)")
+    p.add_argument("--data", help="folder holding ravdess/ emodb/ fer2013/ ckplus/ faces_wild/ meld/ (layout in docs/training.md)")
+    for name in CORPORA:
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"{name} folder (overrides --data)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "ecmf-edge" / "features"), help="feature cache folder")
     p.add_argument("--bundle", default="default", help="bundle name or folder (its encoders make the features)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -89,4 +93,4 @@ def corpus_paths(args: argparse.Namespace):
             return root / name
         return None
 
-    return CorpusPaths(**{name: pick(name) for name in ("ravdess", "emodb", "fer2013", "ckplus", "meld")})
+    return CorpusPaths(**{name: pick(name) for name in CORPORA})

@@ -19,7 +19,8 @@ BRANCHES = ("face", "speech", "text")
 
 
 def face_corpora(paths, size: int = 64):
-    """(training FaceData, {test name: FaceData}) from FER2013 (+ CK+) in the documented layout, at ``size`` px."""
+    """(training FaceData, {test name: FaceData}) from FER2013 (+ CK+, + in-the-wild faces) in the documented layout,
+    at ``size`` px."""
     from ecmf_edge.train.branches.face import load_face_data
 
     train, tests = _face_samples(paths, tests=True)
@@ -27,21 +28,22 @@ def face_corpora(paths, size: int = 64):
 
 
 def face_training_data(paths, size: int = 64):
-    """The face branch's training FaceData alone (FER2013 Training + CK+ training subjects): no test split is read."""
+    """The face branch's training FaceData alone (FER2013 Training + CK+ training subjects + in-the-wild training
+    people): no test split is read."""
     from ecmf_edge.train.branches.face import load_face_data
 
     return load_face_data(face_training_samples(paths), size)
 
 
 def face_training_samples(paths) -> list:
-    """The face branch's training samples (FER2013 Training + CK+ training subjects), unread."""
+    """The face branch's training samples (FER2013 Training + CK+ and in-the-wild training people), unread."""
     return _face_samples(paths, tests=False)[0]
 
 
 def _face_samples(paths, tests: bool):
     from ecmf_edge.train.datasets.base import group_split
-    from ecmf_edge.train.datasets.images import read_ckplus, read_label_folders
-    from ecmf_edge.train.datasets.corpora import CKPLUS_RESERVED
+    from ecmf_edge.train.datasets.images import read_ckplus, read_faces_wild, read_label_folders
+    from ecmf_edge.train.datasets.corpora import CKPLUS_RESERVED, faces_wild_split
 
     if paths.fer2013 is None:
         raise InputError("the face branch needs FER2013: pass --data DIR with fer2013/ (or --fer2013)")
@@ -54,18 +56,24 @@ def _face_samples(paths, tests: bool):
     ck_train, ck_test = [], []
     if paths.ckplus is not None:  # the same subject split as the fusion head's (fusion.corpora.load_splits)
         ck_train, ck_test = group_split(read_ckplus(paths.ckplus, exclude_subjects=set(CKPLUS_RESERVED)), test_fraction=0.2, seed=0)
+    wild_train, wild_test = [], []
+    if paths.faces_wild is not None:  # the same people split as the fusion head's (corpora.faces_wild_split)
+        wild_train, wild_test = faces_wild_split(read_faces_wild(paths.faces_wild, overrides={"disgust": "disgust"}))
     if not tests:
-        return fer("train") + ck_train, {}
+        return fer("train") + ck_train + wild_train, {}
     held = {"fer2013_publictest": fer("publictest")}
     if ck_test:
         held["ckplus_heldout_subjects"] = ck_test
-    return fer("train") + ck_train, held
+    if wild_test:
+        held["faces_wild_heldout_people"] = wild_test
+    return fer("train") + ck_train + wild_train, held
 
 
 def save_face_branch(model, out: Path, train, tests: dict, opts, history: list, best_epoch: int, val_report,
-                     seconds: float) -> list[str]:
+                     seconds: float, views=None, trained_on: dict | None = None) -> list[str]:
     """Store the fine-tuned network (float16), score what was stored and fer's pretrained network on the test
-    splits, write the ONNX and the record."""
+    splits, write the ONNX and the record. ``views``: (shifts, mirrored) to ship (default the recipe's);
+    ``trained_on``: where the training ran (device, GPU name), recorded."""
     from ecmf_edge.build.common import json_default
     from ecmf_edge.build.mini_xception import INPUT_SIZE, build_mini_xception, cv2_grey64, export_face_branch, load_finetuned, save_finetuned
     from ecmf_edge.train.branches.face import predict_fer7, score
@@ -73,11 +81,13 @@ def save_face_branch(model, out: Path, train, tests: dict, opts, history: list, 
 
     out.mkdir(parents=True, exist_ok=True)
     save_finetuned(model, out)
-    shifts, mirror = opts.views
+    shifts, mirror = views if views is not None else opts.views
     record = {"branch": "face", "labels_out": "FER2013 7 classes (scored on the 6 MER2025 classes)", "options": opts.to_dict(),
               "views": {"shifts": [list(v) for v in shifts], "mirror": mirror},
-              "history": history, "best_epoch": best_epoch, "val_weighted_f1": round(val_report.weighted_f1, 4),
-              "data": {"train": len(train), **{k: len(v) for k, v in tests.items()}}, "seconds": round(seconds, 1)}
+              "history": history, "best_epoch": best_epoch,
+              "val_weighted_f1": {corpus: round(r.weighted_f1, 4) for corpus, r in val_report.items()},
+              "data": {"train": len(train), **{k: len(v) for k, v in tests.items()}}, "seconds": round(seconds, 1),
+              "trained_on": trained_on or {"device": history[-1].get("device", "cpu") if history else "cpu"}}
     (out / "face_encoder.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n", encoding="utf-8")
     stored = load_finetuned(out)  # what ships: float16 weights
     pretrained = build_mini_xception()

@@ -2,11 +2,11 @@
 
 The subsets are fixed (see MODEL_CARD.md): RAVDESS actors 01-18, EmoDB speakers 03 08 09
 10 11 12 13 14, FER2013 Training + PublicTest originals, CK+48 subjects outside the
-reserved list, MELD train + dev. Everything else in those corpora is reserved for
+reserved list, the in-the-wild faces of muxspace/facial_expressions, MELD train + dev. Everything else in those corpora is reserved for
 independent evaluation and is never read. Test splits are person- or dialogue-independent:
 
 * speech: held-out RAVDESS actors and EmoDB speakers (by a fixed list);
-* face: FER2013 PublicTest (its own split) and held-out CK+ subjects;
+* face: FER2013 PublicTest (its own split), held-out CK+ subjects and held-out in-the-wild people;
 * text: MELD dev (dialogues never seen in training).
 """
 from __future__ import annotations
@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecmf_edge.train.datasets.base import Sample, group_split
-from ecmf_edge.train.datasets.images import read_ckplus, read_fer2013
+from ecmf_edge.train.datasets.images import read_ckplus, read_faces_wild, read_fer2013
 from ecmf_edge.train.datasets.meld import read_meld
 from ecmf_edge.train.datasets.speech import read_emodb, read_ravdess
 
 __all__ = ["CorpusPaths", "Split", "load_splits", "RAVDESS_ACTORS", "EMODB_SPEAKERS", "CKPLUS_RESERVED",
-           "RAVDESS_TEST_ACTORS", "EMODB_TEST_SPEAKERS"]
+           "RAVDESS_TEST_ACTORS", "EMODB_TEST_SPEAKERS",
+           "FACES_WILD_TEST_FRACTION", "faces_wild_split"]
 
 RAVDESS_ACTORS = set(range(1, 19))
 EMODB_SPEAKERS = {"03", "08", "09", "10", "11", "12", "13", "14"}
@@ -29,6 +30,8 @@ CKPLUS_RESERVED = frozenset("S011 S029 S042 S051 S056 S061 S066 S071 S076 S081 S
 # Held-out people for the speaker-independent test split (2 women + 2 men of RAVDESS, 1+1 of EmoDB).
 RAVDESS_TEST_ACTORS = ("ravdess:15", "ravdess:16", "ravdess:17", "ravdess:18")
 EMODB_TEST_SPEAKERS = ("emodb:03", "emodb:14")
+# Share of the in-the-wild people (whole people, by a fixed hash of the name) held out for testing.
+FACES_WILD_TEST_FRACTION = 0.15
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class CorpusPaths:
     fer2013: Path | None = None
     ckplus: Path | None = None
     meld: Path | None = None
+    faces_wild: Path | None = None
 
 
 @dataclass
@@ -64,6 +68,8 @@ def load_splits(paths: CorpusPaths, ckplus_test_fraction: float = 0.2) -> dict[s
     if paths.ckplus:
         samples = read_ckplus(paths.ckplus, exclude_subjects=set(CKPLUS_RESERVED))
         out["ckplus"] = Split(*group_split(samples, test_fraction=ckplus_test_fraction, seed=0))
+    if paths.faces_wild:
+        out["faces_wild"] = Split(*faces_wild_split(read_faces_wild(paths.faces_wild)))
     if paths.meld:
         def as_samples(split: str) -> list[Sample]:
             return [Sample(f"meld:{split}:{u.dialogue_id}:{u.utterance_id}", "meld", f"meld:{split}:{u.dialogue_id}", u.label,
@@ -71,3 +77,8 @@ def load_splits(paths: CorpusPaths, ckplus_test_fraction: float = 0.2) -> dict[s
 
         out["meld"] = Split(as_samples("train"), as_samples("dev"))
     return out
+
+
+def faces_wild_split(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """(train, test) of the in-the-wild faces: :data:`FACES_WILD_TEST_FRACTION` of the people held out, by name."""
+    return group_split(samples, test_fraction=FACES_WILD_TEST_FRACTION, seed=0)
