@@ -154,6 +154,8 @@ class Recognizer:
         self._streams: list[EmotionStream] = []
         self._opened = 0
         self._closed = False
+        # Neutral face baseline of calibrate_face() for predict() (None: faces are read as they are).
+        self._face_baseline: np.ndarray | None = None
 
     # -- streams ----------------------------------------------------------------------------------
     def stream(self, camera: int | VideoSource | None = None, video: str | Path | None = None,
@@ -342,7 +344,8 @@ class Recognizer:
                             people=people_results(extra.get("people", ()), self._fusion),
                             focus_id=extra.get("focus_id"), people_skipped=extra.get("people_skipped", 0))
 
-    def _predict_frame(self, frame: Any, detect: bool, features: dict, absent: dict, latency: dict, extra: dict) -> None:
+    def _predict_frame(self, frame: Any, detect: bool, features: dict, absent: dict, latency: dict, extra: dict,
+                       calibrated: bool = True) -> None:
         from ecmf_edge.people import FaceEntry, choose_focus, focus_reason
         from ecmf_edge.stream.vision import is_blank
         from ecmf_edge.vision.alignment import align_face
@@ -382,7 +385,7 @@ class Recognizer:
             absent["face"] = focus_reason(self.options.focus)
             return
         extra["focus_id"] = chosen.id
-        features["face"] = chosen.features
+        features["face"] = self._calibrated(chosen.features) if calibrated else chosen.features
         extra["box"] = chosen.box
 
     def _predict_face(self, face: Any, features: dict, latency: dict) -> None:
@@ -392,8 +395,51 @@ class Recognizer:
         if len(crops) != 1:
             raise InputError(f"face= takes one crop, got {len(crops)}: call predict once per face")
         started = time.perf_counter()
-        features["face"] = self.models.get("face_encoder").encode(crops[0]).features[0]
+        features["face"] = self._calibrated(self.models.get("face_encoder").encode(crops[0]).features[0])
         latency["face_encode"] = round((time.perf_counter() - started) * 1000.0, 3)
+
+    def _calibrated(self, token: np.ndarray) -> np.ndarray:
+        """The focus face's token, moved by the neutral baseline of :meth:`calibrate_face` when one was recorded."""
+        baseline = self._face_baseline
+        if baseline is None:
+            return token
+        stats = self.models.get("face_encoder").resting_face
+        return (np.asarray(token, np.float32) - stats.baseline_offset(baseline)).astype(np.float32)
+
+    def calibrate_face(self, frames: Any = None, faces: Any = None) -> int:
+        """Record a neutral baseline of the person :meth:`predict` reads: ``frames`` (whole images; the focus face of
+        each is used) or ``faces`` (crops) in which that person looks neutral. From then on their face is read
+        relative to it (a resting face that the model takes for sad or angry reads as neutral). Returns how many
+        faces were used. Streams calibrate with ``stream.calibrate(seconds)`` or ``StreamOptions(calibrate_s=...)``.
+
+        Raises:
+            InputError: neither or both given, no face found, or the bundle has no resting-face statistics.
+        """
+        from ecmf_edge.vision.face_encoder import as_image_list
+
+        if (frames is None) == (faces is None):
+            raise InputError("give frames= (whole images) or faces= (crops) in which the person looks neutral")
+        encoder = self.models.get("face_encoder")
+        if encoder.resting_face is None:
+            raise InputError("this bundle's face encoder has no resting-face statistics: run `ecmf-edge export --force`")
+        if faces is not None:
+            tokens = encoder.encode(as_image_list(faces, "face crop")).features
+        else:
+            tokens = []
+            for i, frame in enumerate(as_image_list(frames, "frame")):
+                features: dict = {}
+                absent: dict = {}
+                self._predict_frame(frame, True, features, absent, {}, {}, calibrated=False)
+                if "face" in features:
+                    tokens.append(features["face"])
+            if not tokens:
+                raise InputError("no face found in the calibration frames: give frames in which the person's face is visible")
+        self._face_baseline = np.mean(np.asarray(tokens, np.float32), axis=0)
+        return len(tokens)
+
+    def reset_face(self) -> None:
+        """Forget the neutral baseline of :meth:`calibrate_face` (a different person sits down)."""
+        self._face_baseline = None
 
     def _predict_audio(self, audio: Any, sample_rate: int, features: dict, absent: dict, latency: dict) -> None:
         from ecmf_edge.audio.io import SAMPLE_RATE, resample, to_float_mono

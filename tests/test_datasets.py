@@ -6,7 +6,7 @@ import pytest
 
 from conftest import write_wav
 from ecmf_edge.train.datasets.base import group_split
-from ecmf_edge.train.datasets.images import read_ckplus, read_fer2013, read_label_folders
+from ecmf_edge.train.datasets.images import read_ckplus, read_faces_wild, read_fer2013, read_label_folders, wild_person
 from ecmf_edge.train.datasets.meld import read_meld
 from ecmf_edge.train.datasets.speech import read_cremad, read_emodb, read_ravdess
 from ecmf_edge.train.datasets.tabular import read_manifest, read_mer2025
@@ -74,6 +74,39 @@ def test_fer_and_ckplus_folders(tmp_path, astronaut_bgr):
     with pytest.raises(InputError, match="label 'grumpy' is not in the 'fer2013' table"):
         img(tmp_path / "odd" / "grumpy" / "a.jpg")
         read_label_folders(tmp_path / "odd", "fer2013", "odd")
+
+
+def test_faces_wild_legend_people_and_split(tmp_path, astronaut_bgr):
+    import cv2
+
+    from ecmf_edge.cli.common import CORPORA
+    from ecmf_edge.train.datasets.corpora import CorpusPaths, faces_wild_split
+
+    assert CORPORA == tuple(CorpusPaths.__dataclass_fields__)
+    root = tmp_path / "wild"
+    (root / "images").mkdir(parents=True)
+    (root / "data").mkdir()
+    names = ["George_W_Bush_0001.jpg", "George_W_Bush_0002.jpg", "HrithikRoshan_105.jpg", "Ann_Lee_0001.jpg",
+             "Ann_Lee_0002.jpg"]
+    for name in names[:-1]:  # the last one is listed but missing: skipped
+        cv2.imwrite(str(root / "images" / name), astronaut_bgr)
+    (root / "data" / "legend.csv").write_text(
+        "user.id,image,emotion\n1,George_W_Bush_0001.jpg,NEUTRAL\n1,George_W_Bush_0002.jpg,happiness\n"
+        "2,HrithikRoshan_105.jpg,Sadness\n2,Ann_Lee_0001.jpg,disgust\n2,George_W_Bush_0001.jpg,anger\n"
+        "3,Ann_Lee_0002.jpg,fear\n", encoding="utf-8")
+    samples = read_faces_wild(root)
+    # labels lower-cased and mapped; disgust dropped; an image listed twice keeps its first label
+    assert [(s.image.name, s.label, s.group) for s in samples] == [
+        ("George_W_Bush_0001.jpg", "neutral", "faces_wild:George_W_Bush"),
+        ("George_W_Bush_0002.jpg", "happy", "faces_wild:George_W_Bush"),
+        ("HrithikRoshan_105.jpg", "sad", "faces_wild:HrithikRoshan")]
+    assert [s.label for s in read_faces_wild(root, overrides={"disgust": "disgust"})][-1] == "disgust"
+    assert wild_person("Jean_Chretien_0055.jpg") == "Jean_Chretien"
+    train, test = faces_wild_split(samples)
+    assert not {s.group for s in train} & {s.group for s in test}
+    (root / "data" / "legend.csv").unlink()
+    with pytest.raises(InputError, match="legend.csv is missing"):
+        read_faces_wild(root)
 
 
 def test_meld_mer2025_and_manifest(tmp_path):

@@ -439,7 +439,7 @@ def _export_finetuned(out_dir: Path, folder: Path) -> ExportedModel:
                     "architecture": architecture},
         parity=parity,
         attributes={"labels": list(EMOTION_LABELS), "feature_dim": FEATURE_DIM, "fine_tuned": True, "backbone": backbone,
-                    "features": features,
+                    "features": features, **({"resting_face": record["resting_face"]} if "resting_face" in record else {}),
                     "metrics": {k: v["fine_tuned"]["weighted_f1"] for k, v in record.get("metrics", {}).items()}},
     )
 

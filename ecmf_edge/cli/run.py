@@ -61,6 +61,12 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     people.add_argument("--max-people", type=int, default=8, help="most faces tracked and labelled per frame (default 8)")
     people.add_argument("--detect-every", type=int, default=10, metavar="N",
                         help="full face detection every N frames, tracking between (1: every frame; default 10)")
+    people.add_argument("--calibrate", type=float, default=None, metavar="SECONDS",
+                        help="record the focus person's face over the first SECONDS as their neutral baseline (look "
+                             "neutral meanwhile); their face is then read relative to it")
+    people.add_argument("--resting-face", action=argparse.BooleanOptionalAction, default=None,
+                        help="correct each person's face by their own running mean, shrunk towards the population's "
+                             "(default: as the bundle says; the shipped one leaves it off, MODEL_CARD.md)")
     p.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds of stream time")
     p.add_argument("--log-events", metavar="FILE.jsonl",
                    help="append every event (labels, transcripts) to this JSON-lines file; nothing is written otherwise")
@@ -100,7 +106,8 @@ def _recognizer(args: argparse.Namespace):
     return Recognizer(backend=args.backend, precision=args.precision, bundle=args.bundle,
                       options=StreamOptions(fusion_hz=args.fusion_hz, focus=args.focus, max_people=args.max_people,
                                             detect_every=args.detect_every, face_path_hz=args.face_hz or None,
-                                            scene_change=args.scene_change), text=not args.no_text,
+                                            scene_change=args.scene_change, calibrate_s=args.calibrate,
+                                            resting_face=args.resting_face), text=not args.no_text,
                       use_llm=args.llm is not None, llm_options=llm_options, model_threads=args.model_threads,
                       microphone_options=MicrophoneOptions(max_reconnects=3))  # unattended runs ride out a replugged mic
 

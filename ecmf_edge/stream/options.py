@@ -113,6 +113,13 @@ class StreamOptions:
     face_encoder_hz: float | None = None
     # The faces of people other than the focus (they feed only their own labels) are encoded at most this often.
     people_encoder_hz: float = 5.0
+    # Per-person resting-face prior: each tracked person's face token is corrected by their running mean, shrunk
+    # towards the training population's (ecmf_edge.vision.resting_face). None: the bundle's default (on only where
+    # it helped held-out people; MODEL_CARD.md); True / False: on / off.
+    resting_face: bool | None = None
+    # Seconds at the start of the stream in which the focus person's face is recorded as their neutral baseline
+    # (`run --calibrate SECONDS`; the person should look neutral then). None: no explicit baseline.
+    calibrate_s: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.fusion_hz <= 120:
@@ -147,6 +154,9 @@ class StreamOptions:
             raise InputError(f"face_encoder_hz={self.face_encoder_hz!r} is invalid: use 0.5 .. 120, or None (fusion_hz)")
         if not 0.5 <= self.people_encoder_hz <= 120:
             raise InputError(f"people_encoder_hz={self.people_encoder_hz!r} is invalid: use 0.5 .. 120 (default 5)")
+        if self.calibrate_s is not None and (isinstance(self.calibrate_s, bool) or not isinstance(self.calibrate_s, (int, float))
+                                             or not 0 < self.calibrate_s <= 600):
+            raise InputError(f"calibrate_s={self.calibrate_s!r} is invalid: use 0 < seconds <= 600 (e.g. 3), or None")
         if self.max_lead_s < self.min_silence_s + 0.2:
             raise InputError(f"max_lead_s={self.max_lead_s!r} must exceed min_silence_s + 0.2 ({self.min_silence_s + 0.2:g} s): "
                              "file playback reads that far ahead to find where utterances end")

@@ -216,6 +216,17 @@ class EmotionStream:
             return None
         return self.video_reader.latest if self.realtime else self.video_reader.frame_at(event.timestamp)
 
+    def calibrate(self, seconds: float = 3.0) -> None:
+        """Record the focus person's face over the next ``seconds`` as their neutral baseline (they should look
+        neutral meanwhile); from then on their face is read relative to it.
+
+        Raises:
+            InputError: the stream has no video, ``seconds`` is out of range, or the bundle has no statistics for it.
+        """
+        if getattr(self, "face_stage", None) is None:
+            raise InputError("this stream has no camera or video: calibration reads the face")
+        self.face_stage.path.resting.calibrate(seconds)
+
     def close(self, timeout: float = 1.0) -> None:
         """Stop every thread and release the devices; returns within about ``timeout`` seconds."""
         deadline = time.monotonic() + 0.9 * timeout

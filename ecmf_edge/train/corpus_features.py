@@ -18,6 +18,7 @@ import numpy as np
 
 from ecmf_edge.train.datasets.base import Sample
 from ecmf_edge.features import FeatureExtractor
+from ecmf_edge.train.datasets.images import PHOTO_CORPORA
 from ecmf_edge.modalities import MODALITIES as MODALITY_ORDER
 
 __all__ = ["FeatureTable", "extract_table", "feature_key"]
@@ -26,9 +27,9 @@ logger = logging.getLogger("ecmf_edge")
 
 # The models each kind of sample's features depend on: a changed face encoder must not
 # invalidate cached speech features (and the other way round).
-_ENCODERS_BY_MEDIA = {"image": ("face_encoder", "frame_encoder"), "video": ("face_detector", "face_encoder", "frame_encoder"),
+_ENCODERS_BY_MEDIA = {"image": ("face_detector", "face_encoder", "frame_encoder"), "video": ("face_detector", "face_encoder", "frame_encoder"),
                       "audio": ("vad", "audio_encoder"), "text": ("text_encoder", "text_branch")}
-FEATURE_VERSION = 3  # 3: the audio token from 1 s chunks combined, as the live loop computes it
+FEATURE_VERSION = 4  # 3: the audio token from 1 s chunks combined, as the live loop computes it; 4: whole photos detected
 
 # Raw encoder feature sizes per modality token (bundles without trained branches use these).
 DIMS = {"frame": 1280, "face": 128, "audio": 3088, "text": 768}
@@ -108,7 +109,15 @@ def _extract_one(extractor: FeatureExtractor, sample: Sample, dims: dict[str, in
     from ecmf_edge.features import ModalityFeatures
 
     feats = ModalityFeatures()
-    if sample.image is not None:
+    if sample.image is not None and sample.corpus in PHOTO_CORPORA:
+        # a whole photo: as the runtime reads a frame (the largest face detected and aligned, the frame token of it all)
+        image = cv2.imread(str(sample.image), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"unreadable image {sample.image}")
+        extractor.from_frames([image], feats)
+        if feats.face is None:
+            raise ValueError(f"no face found in {sample.image}")
+    elif sample.image is not None:
         image = cv2.imread(str(sample.image), cv2.IMREAD_COLOR)
         if image is None:
             raise ValueError(f"unreadable image {sample.image}")

@@ -125,6 +125,10 @@ class FaceEncoder:
             self._std = float(np.asarray(pre["std"], dtype=np.float64).reshape(-1)[0])
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ModelError(f"face_encoder manifest entry is incomplete ({exc!r}): run `{REBUILD_COMMAND}`") from None
+        from ecmf_edge.vision.resting_face import RestingFaceStats
+
+        # The training population's token statistics for per-person resting-face calibration (None: none shipped).
+        self.resting_face = RestingFaceStats.from_spec(spec.get("attributes", {}))
         if pre.get("colour", "grey") != "grey" or self._std == 0:
             raise ModelError(f"face_encoder manifest entry expects non-grey or unscaled input: run `{REBUILD_COMMAND}`")
 

@@ -2,7 +2,8 @@
 
 One :class:`FacePath` per stream (it carries the tracks). The focus face is encoded at most every
 ``period_s`` of stream time and the other people's at most every ``others_period_s``, the faces due in a frame in one batched call; between encodings a face
-keeps its newest features while its box follows every frame.
+keeps its newest features while its box follows every frame. Each person's features are corrected for their
+resting face (:mod:`ecmf_edge.vision.resting_face`) as they are encoded.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from ecmf_edge.people import FaceEntry, choose_focus, focus_reason
 from ecmf_edge.vision.alignment import align_face
+from ecmf_edge.vision.resting_face import RestingFaces
 from ecmf_edge.vision.tracking import FaceTracker
 
 __all__ = ["FacePath", "FaceStep"]
@@ -49,7 +51,7 @@ class FacePath:
 
     def __init__(self, detector: Any, encoder: Any, *, focus: str | int = "largest", max_people: int = 8,
                  detect_every: int = 10, buffer_frames: int = 30, period_s: float = 0.1,
-                 others_period_s: float = 0.2) -> None:
+                 others_period_s: float = 0.2, resting_face: bool | None = None, calibrate_s: float | None = None) -> None:
         self.tracker = FaceTracker(detector, detect_every=detect_every, buffer_frames=buffer_frames,
                                    max_people=max_people)
         self.encoder = encoder
@@ -59,13 +61,18 @@ class FacePath:
         self.others_period_s = max(float(others_period_s), self.period_s)
         self._encoded: dict[int, tuple[float, np.ndarray, dict[str, float]]] = {}
         self._focus_id: int | None = None
+        # Per-person resting-face corrections (none when the encoder's bundle carries no statistics).
+        self.resting = RestingFaces(getattr(encoder, "resting_face", None), enabled=resting_face)
+        if calibrate_s is not None:
+            self.resting.calibrate(calibrate_s)
 
     @classmethod
     def from_options(cls, detector: Any, encoder: Any, options: Any) -> "FacePath":
         """A face path with a :class:`~ecmf_edge.stream.options.StreamOptions`' people settings."""
         return cls(detector, encoder, focus=options.focus, max_people=options.max_people,
                    detect_every=options.detect_every, buffer_frames=options.track_buffer_frames,
-                   period_s=options.face_period_s, others_period_s=1.0 / options.people_encoder_hz)
+                   period_s=options.face_period_s, others_period_s=1.0 / options.people_encoder_hz,
+                   resting_face=options.resting_face, calibrate_s=options.calibrate_s)
 
     def step(self, image: np.ndarray, t: float) -> FaceStep:
         """The faces of the next frame (BGR uint8) at stream time ``t``."""
@@ -76,6 +83,7 @@ class FacePath:
         live = {tf.id for tf in faces}
         for gone in set(self._encoded) - live:
             del self._encoded[gone]
+        self.resting.forget(live)
         if not faces:
             self._focus_id = None
             return FaceStep((), None, "no face in the frame", tracking.skipped, latency, detected=tracking.detected)
@@ -87,9 +95,13 @@ class FacePath:
             started = time.perf_counter()
             size = self.encoder.input_size
             out = self.encoder.encode([align_face(image, tf.face, size=size) for tf in due])
+            # the focus is known from the last frame (a new face is the focus when it is the only one)
+            focus_id = self._focus_id if self._focus_id in live else (faces[0].id if len(faces) == 1 else None)
             for k, tf in enumerate(due):
-                self._encoded[tf.id] = (float(t), out.features[k].copy(),
-                                        {label: float(p) for label, p in zip(out.labels, out.probs[k])})
+                # one second of a stream counts as one view of the face (consecutive frames are nearly the same)
+                views = min(1.0, t - self._encoded[tf.id][0]) if tf.id in self._encoded else period(tf.id)
+                token = self.resting.correct(tf.id, out.features[k], float(t), views, focus=tf.id == focus_id)
+                self._encoded[tf.id] = (float(t), token, {label: float(p) for label, p in zip(out.labels, out.probs[k])})
             latency["face_encode"] = _ms(started)
         people = tuple(FaceEntry(id=tf.id, box=tuple(float(v) for v in tf.face.box), features=self._encoded[tf.id][1],
                                  since_t=tf.since_t, encoded_t=self._encoded[tf.id][0]) for tf in faces)

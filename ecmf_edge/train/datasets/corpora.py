@@ -21,7 +21,7 @@ from ecmf_edge.train.datasets.speech import read_emodb, read_ravdess
 
 __all__ = ["CorpusPaths", "Split", "load_splits", "RAVDESS_ACTORS", "EMODB_SPEAKERS", "CKPLUS_RESERVED",
            "RAVDESS_TEST_ACTORS", "EMODB_TEST_SPEAKERS",
-           "FACES_WILD_TEST_FRACTION", "faces_wild_split"]
+           "FACES_WILD_TEST_FRACTION", "faces_wild_split", "CORPORA_BY_MODALITY"]
 
 RAVDESS_ACTORS = set(range(1, 19))
 EMODB_SPEAKERS = {"03", "08", "09", "10", "11", "12", "13", "14"}
@@ -30,6 +30,9 @@ CKPLUS_RESERVED = frozenset("S011 S029 S042 S051 S056 S061 S066 S071 S076 S081 S
 # Held-out people for the speaker-independent test split (2 women + 2 men of RAVDESS, 1+1 of EmoDB).
 RAVDESS_TEST_ACTORS = ("ravdess:15", "ravdess:16", "ravdess:17", "ravdess:18")
 EMODB_TEST_SPEAKERS = ("emodb:03", "emodb:14")
+# Which corpora carry which modality's evidence (each of their samples has that one informative modality).
+CORPORA_BY_MODALITY: dict[str, tuple[str, ...]] = {"face": ("fer2013", "ckplus", "faces_wild"),
+                                                    "speech": ("ravdess", "emodb", "cremad"), "text": ("meld",)}
 # Share of the in-the-wild people (whole people, by a fixed hash of the name) held out for testing.
 FACES_WILD_TEST_FRACTION = 0.15
 

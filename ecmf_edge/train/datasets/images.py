@@ -17,10 +17,12 @@ from ecmf_edge.errors import InputError
 from ecmf_edge.labels import map_label
 from ecmf_edge.train.datasets.base import Sample, check_root
 
-__all__ = ["read_label_folders", "read_fer2013", "read_ckplus", "read_faces_wild", "wild_person"]
+__all__ = ["read_label_folders", "read_fer2013", "read_ckplus", "read_faces_wild", "wild_person", "PHOTO_CORPORA"]
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 _CK_SUBJECT = re.compile(r"^(S\d{3})_\d{3}_\d{8}\.png$")
+# Corpora whose images are whole photos (the face is detected and aligned as the runtime does), not face crops.
+PHOTO_CORPORA = ("faces_wild",)
 # LFW "George_W_Bush_0012.jpg", film "HrithikRoshan_105.jpg": the person is the name before the number.
 _WILD_PERSON = re.compile(r"^(.+?)_\d+$")
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ecmf_edge import __version__
 from ecmf_edge.labels import MER2025_LABELS
-from ecmf_edge.train.datasets.corpora import CorpusPaths, load_splits
+from ecmf_edge.train.datasets.corpora import CORPORA_BY_MODALITY, CorpusPaths, load_splits
 from ecmf_edge.train.corpus_features import DIMS, FeatureTable, extract_table, feature_key, token_dims
 from ecmf_edge.train.fusion.head import MODALITY_ORDER, HeadConfig
 from ecmf_edge.train.metrics import Report, evaluate, format_report, render_confusion_png
@@ -33,7 +33,7 @@ __all__ = ["TrainPlan", "run_training", "evaluate_head", "MODALITY_SETS"]
 
 logger = logging.getLogger("ecmf_edge")
 
-FAMILIES = {"speech": ("ravdess", "emodb", "cremad"), "face": ("fer2013", "ckplus"), "text": ("meld",)}
+FAMILIES = CORPORA_BY_MODALITY
 MODALITY_SETS = {"V": ("frame", "face"), "A": ("audio",), "T": ("text",), "V+A": ("frame", "face", "audio"),
                  "V+T": ("frame", "face", "text"), "A+T": ("audio", "text"), "V+A+T": ("frame", "face", "audio", "text")}
 def speech_branch_tokens(table: FeatureTable, bundle) -> FeatureTable:

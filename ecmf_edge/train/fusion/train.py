@@ -18,6 +18,7 @@ import numpy as np
 
 from ecmf_edge.build.common import require_torch
 from ecmf_edge.train.corpus_features import FeatureTable
+from ecmf_edge.train.datasets.corpora import CORPORA_BY_MODALITY
 from ecmf_edge.train.fusion.head import MODALITY_ORDER, HeadConfig, build_head
 from ecmf_edge.train.metrics import Report, evaluate
 
@@ -26,8 +27,8 @@ __all__ = ["TrainOptions", "TrainResult", "train_head", "predict_table", "featur
 logger = logging.getLogger("ecmf_edge")
 
 # Which corpora supply which token(s) of a cross-corpus combination.
-SOURCE_GROUPS: dict[str, tuple[str, ...]] = {"visual": ("fer2013", "ckplus"), "audio": ("ravdess", "emodb", "cremad"),
-                                             "text": ("meld",)}
+SOURCE_GROUPS: dict[str, tuple[str, ...]] = {"visual": CORPORA_BY_MODALITY["face"], "audio": CORPORA_BY_MODALITY["speech"],
+                                             "text": CORPORA_BY_MODALITY["text"]}
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class TrainOptions:
     combination_share: float = 0.3
     # Share of the real draws given to each corpus (others: spread evenly over the rest).
     corpus_shares: dict[str, float] = field(default_factory=lambda: {
-        "fer2013": 0.25, "ckplus": 0.08, "ravdess": 0.22, "emodb": 0.12, "meld": 0.33})
+        "fer2013": 0.18, "faces_wild": 0.1, "ckplus": 0.05, "ravdess": 0.22, "emodb": 0.12, "meld": 0.33})
     # Stop after this many epochs without a better validation weighted F1.
     patience: int = 8
     seed: int = 0
