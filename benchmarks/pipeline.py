@@ -4,7 +4,7 @@ The replay clip (real frames + speech, see ``ecmf_edge/bench/replay.py``) plays 
 real stream loop at camera rate; each configuration runs in its own child process.
 
     python benchmarks/pipeline.py [--backend all] [--precision all] [--seconds 10] [--repeats 3]
-                                  [--no-llm] [--quick] [--out bench-out/pipeline]
+                                  [--llm] [--quick] [--out bench-out/pipeline]
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-llm", action="store_true")
+    parser.add_argument("--llm", action="store_true", help="also run the local LLM (off by default, as everywhere)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="bench-out/pipeline")
     args = parser.parse_args(argv)
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from ecmf_edge.bench.runner import BenchOptions, run_bench
 
     given = dict(backends=tuple(args.backend or ["all"]), precisions=tuple(args.precision or ["all"]),
-                 seconds=args.seconds, repeats=args.repeats, threads=args.threads, llm=not args.no_llm,
+                 seconds=args.seconds, repeats=args.repeats, threads=args.threads, llm=args.llm,
                  peers=False, scaling=False, out=Path(args.out))
     options = BenchOptions.quick(**given) if args.quick else BenchOptions(**given)
     result = run_bench(options, progress=lambda m: print(m, file=sys.stderr, flush=True))

@@ -89,7 +89,7 @@ class Recognizer:
 
     def __init__(self, backend: str = "auto", precision: str = "fp32", bundle: Any = "default", *,
                  options: StreamOptions | None = None, fusion: Callable[[Mapping[str, Any]], Any] | None = None,
-                 text: bool = True, use_llm: bool = True, llm_options: LlmOptions | None = None,
+                 text: bool = True, use_llm: bool = False, llm_options: LlmOptions | None = None,
                  asr_options: AsrOptions | None = None,
                  camera_options: CameraOptions | None = None, microphone_options: MicrophoneOptions | None = None,
                  model_threads: int = 1, on_event: Callable[[EmotionEvent], Any] | None = None,

@@ -94,14 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mic", help="microphone (with --camera); default: the system default")
     parser.add_argument("--no-realtime", action="store_true", help="process files as fast as possible")
     parser.add_argument("--bundle", default="default", help="model bundle name or folder")
-    parser.add_argument("--no-llm", action="store_true", help="skip LLM context enrichment of transcripts")
+    parser.add_argument("--llm", action="store_true", help="enrich transcripts with the local LLM's context (off by default)")
     args = parser.parse_args(argv)
     if not (args.video or args.audio or args.camera is not None):
         parser.error("give --video and/or --audio, or --camera")
     tutor = Tutor()
     print(f"[{0:6.1f}s] tutor: {STEPS[0]}", flush=True)
     try:
-        with Recognizer(bundle=args.bundle, use_llm=not args.no_llm, on_event=tutor.on_event,
+        with Recognizer(bundle=args.bundle, use_llm=args.llm, on_event=tutor.on_event,
                         on_label_change=tutor.on_label_change) as rec:
             microphone = (args.mic or "default") if args.camera is not None and not args.audio else None
             stream = rec.stream(camera=args.camera, video=args.video, microphone=microphone, audio=args.audio,

@@ -37,7 +37,7 @@ def quick_run(tmp_path_factory, bundle_root):
     patch.setenv("ECMF_EDGE_ENGINES", str(tmp / "engines"))  # the replay clip is cached here, not in the user's cache
     try:
         code = main(["bench", "--quick", "--seconds", "2", "--backend", "auto,onnxruntime", "--backend", "tensorrt",
-                     "--precision", "fp32", "--precision", "int8", "--no-llm", "--bundle", str(bundle_root),
+                     "--precision", "fp32", "--precision", "int8", "--bundle", str(bundle_root),
                      "--out", str(tmp / "out"), "--readme", str(tmp / "README.md"), "--streams", "2"])
     finally:
         patch.undo()

@@ -110,7 +110,7 @@ def test_branch_without_its_corpus_is_a_clear_error(capsys, bundle_root, tmp_pat
 
     for branch, needs in (("face", "FER2013"), ("speech", "RAVDESS"), ("text", "MELD")):
         code = main(["train", "--branch", branch, "--bundle", str(bundle_root), "--data", str(tmp_path / "none"),
-                     "--out", str(tmp_path / branch), "--no-llm"])
+                     "--out", str(tmp_path / branch)])
         assert code == 2 and needs in capsys.readouterr().err
 
 
@@ -140,7 +140,7 @@ def trained(tmp_path_factory, bundle_root):
     cache = root / "cache"
     for branch in ("speech", "text"):
         code = main(["train", "--branch", branch, "--bundle", str(bundle_root), "--data", str(root), "--cache", str(cache),
-                     "--out", str(out), "--epochs", "2", "--quiet", "--no-llm"])
+                     "--out", str(out), "--epochs", "2", "--quiet"])
         assert code == 0, branch
     return out
 
@@ -282,7 +282,7 @@ def test_face_branch_trains_exports_and_runs_at_its_own_size(face_corpus, tmp_pa
 
     out = tmp_path / "face"
     assert main(["train", "--branch", "face", "--data", str(face_corpus), "--out", str(out), "--epochs", "1",
-                 "--size", "48", "--quiet", "--no-llm"]) == 0
+                 "--size", "48", "--quiet"]) == 0
     assert "fer2013_publictest: weighted F1" in capsys.readouterr().out
     record = json.loads((out / "face_encoder.json").read_text())
     assert record["options"]["backbone"] == "efficientnet_lite0" and record["options"]["size"] == 48
@@ -308,5 +308,5 @@ def test_mini_xception_reads_only_64_pixels(face_corpus, tmp_path, capsys):
     from ecmf_edge.cli import main
 
     code = main(["train", "--branch", "face", "--data", str(face_corpus), "--out", str(tmp_path / "x"), "--epochs", "1",
-                 "--backbone", "mini_xception", "--size", "48", "--quiet", "--no-llm"])
+                 "--backbone", "mini_xception", "--size", "48", "--quiet"])
     assert code == 2 and "mini_xception reads 64x64 faces, not 48" in capsys.readouterr().err

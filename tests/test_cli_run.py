@@ -21,7 +21,7 @@ def _run(capsys, *argv):
 
 def test_headless_prints_one_line_per_event(capsys, bundle_root, face_video, speech_wav):
     code, out, err = _run(capsys, "--video", str(face_video), "--audio", str(speech_wav), "--no-realtime", "--headless",
-                          "--no-llm", "--bundle", str(bundle_root))
+                          "--bundle", str(bundle_root))
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) >= 30 and all(line.split()[0].endswith("s") for line in lines)
@@ -168,7 +168,7 @@ def test_ctrl_c_stops_a_real_time_run_within_a_second(bundle_root, face_video, s
     # 20 s of sound: the run is still going when Ctrl-C comes, however slowly a busy machine starts it.
     long_wav = write_wav(tmp_path / "long.wav", np.tile(speech, int(np.ceil(20 * 16000 / speech.size))), 16000)
     proc = subprocess.Popen([sys.executable, "-m", "ecmf_edge.cli", "run", "--video", str(face_video), "--audio",
-                             str(long_wav), "--headless", "--no-llm", "--bundle", str(bundle_root)],
+                             str(long_wav), "--headless", "--bundle", str(bundle_root)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(bundle_root.parent),
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
@@ -190,3 +190,23 @@ def test_ctrl_c_stops_a_real_time_run_within_a_second(bundle_root, face_video, s
     err = proc.stderr.read()
     assert code == 130 and "ecmf-edge: interrupted" in err and "Traceback" not in err, err
     assert elapsed < 1.5, f"took {elapsed:.2f} s to stop"
+
+
+def test_status_rate_is_the_recent_event_rate_not_the_average_since_start_up(monkeypatch):
+    from types import SimpleNamespace
+
+    from ecmf_edge.cli import run as run_cli
+
+    clock = iter([100.0] + [160.0 + 0.1 * k for k in range(30)])  # a minute of model loading, then 10 events/s
+    monkeypatch.setattr(run_cli.time, "monotonic", lambda: next(clock))
+    stats = run_cli.LatencyStats()
+    for k in range(30):
+        stats.add(SimpleNamespace(timestamp=0.1 * k, latency_ms={}, stream="0"))
+    assert stats.rate("0") == pytest.approx(10.0, rel=0.01)
+    assert stats.rate("1") == 0.0
+
+
+def test_calibrate_seconds_out_of_range_is_a_one_line_error(capsys, bundle_root, face_video):
+    code = main(["run", "--video", str(face_video), "--headless", "--calibrate", "-3", "--bundle", str(bundle_root)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().count("\n") == 0 and "calibrate_s=-3" in err

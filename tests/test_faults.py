@@ -402,7 +402,7 @@ def test_a_dead_llm_falls_back_to_the_transcript_and_is_switched_off(bundle, par
     assert dead.calls == 3, "after three failures in a row the LLM is no longer called"
     assert all(not r.used_llm and r.enriched == r.transcript for r in results)
     assert results[1].fallback_reason.startswith("the LLM is switched off after 3 failures in a row")
-    assert "--no-llm" in results[-1].fallback_reason
+    assert "without --llm" in results[-1].fallback_reason
     assert warnings_with(caplog, "LLM context failed") == 1 and warnings_with(caplog, "switched off") == 1
 
 

@@ -45,7 +45,7 @@ def test_features_command_writes_every_modality(capsys, bundle_root, face_video,
 def test_features_transcribe_fills_text_from_speech(capsys, bundle_root, speech_wav, tmp_path):
     out = tmp_path / "t.npz"
     code, stdout, stderr = _run(capsys, "features", "--bundle", str(bundle_root), "--audio", str(speech_wav),
-                                "--transcribe", "--no-llm", "--out", str(out))
+                                "--transcribe", "--out", str(out))
     assert code == 0, stderr
     data = np.load(out)
     assert data["present"].tolist() == [False, False, True, True]
@@ -55,7 +55,7 @@ def test_features_transcribe_fills_text_from_speech(capsys, bundle_root, speech_
 
 
 def test_transcribe_command_json(capsys, bundle_root, speech_wav):
-    code, stdout, stderr = _run(capsys, "transcribe", "--bundle", str(bundle_root), "--audio", str(speech_wav), "--json", "--no-llm")
+    code, stdout, stderr = _run(capsys, "transcribe", "--bundle", str(bundle_root), "--audio", str(speech_wav), "--json")
     assert code == 0, stderr
     payload = json.loads(stdout)
     assert "happy" in payload["text"].lower() and payload["language"] == "en"
@@ -126,3 +126,16 @@ def test_doctor_reports_and_checks(capsys, bundle_root, tmp_path):
     assert "sha256 ok" in stdout and "onnxruntime" in stdout
     code, stdout, _ = _run(capsys, "doctor", "--bundle", str(tmp_path / "missing"), "--check")
     assert code == 1 and "required check(s) failed" in stdout
+
+
+def test_retired_no_llm_flag_is_a_one_line_note(capsys):
+    import argparse
+
+    from ecmf_edge.cli.common import add_llm_switch
+
+    parser = argparse.ArgumentParser()
+    add_llm_switch(parser)
+    args = parser.parse_args(["--no-llm"])
+    assert args.llm is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--no-llm is no longer needed" in err

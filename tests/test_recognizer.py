@@ -178,7 +178,7 @@ def test_tutor_example_runs_on_files(capsys, monkeypatch, bundle_root, face_vide
     tutor = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "tutor_example", tutor)
     spec.loader.exec_module(tutor)
-    code = tutor.main(["--video", str(face_video), "--audio", str(speech_wav), "--no-realtime", "--no-llm",
+    code = tutor.main(["--video", str(face_video), "--audio", str(speech_wav), "--no-realtime",
                        "--bundle", str(bundle_root)])
     out = capsys.readouterr().out
     assert code == 0, out

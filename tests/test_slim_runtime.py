@@ -92,7 +92,7 @@ sys.exit(main(sys.argv[1:]))
 
 def test_run_command_without_torch_from_a_copied_bundle(tmp_path, device_bundle, speech_wav, face_video):
     done = run_slim(tmp_path, CLI, "run", "--bundle", device_bundle, "--video", face_video, "--audio", speech_wav,
-                    "--json", "--no-realtime", "--no-llm")
+                    "--json", "--no-realtime")
     assert done.returncode == 0, done.stderr[-3000:]
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(events) >= 10

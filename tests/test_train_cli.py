@@ -42,7 +42,7 @@ def data_root(tmp_path_factory):
 def test_train_then_eval(capsys, bundle_root, data_root, tmp_path):
     out = tmp_path / "head"
     code = main(["train", "--bundle", str(bundle_root), "--data", str(data_root), "--cache", str(tmp_path / "cache"),
-                 "--out", str(out), "--no-llm", "--no-ablation", "--epochs", "12", "--quiet"])
+                 "--out", str(out), "--no-ablation", "--epochs", "12", "--quiet"])
     stdout = capsys.readouterr().out
     assert code == 0
     assert "family:text" in stdout and "modality ablation" in stdout
@@ -55,7 +55,7 @@ def test_train_then_eval(capsys, bundle_root, data_root, tmp_path):
     assert len(cached) == 1, "features must be cached once per encoder hash"
 
     code = main(["eval", "--bundle", str(bundle_root), "--data", str(data_root), "--cache", str(tmp_path / "cache"),
-                 "--head", str(out), "--out", str(tmp_path / "eval"), "--no-llm", "--quiet"])
+                 "--head", str(out), "--out", str(tmp_path / "eval"), "--quiet"])
     stdout = capsys.readouterr().out
     assert code == 0 and "weighted F1" in stdout and (tmp_path / "eval" / "confusion_family_text.png").is_file()
     f1 = float(stdout.split("family:text  weighted F1 ")[1].split()[0])
@@ -63,5 +63,5 @@ def test_train_then_eval(capsys, bundle_root, data_root, tmp_path):
 
 
 def test_train_without_data_is_a_clear_error(capsys, bundle_root, tmp_path):
-    code = main(["train", "--bundle", str(bundle_root), "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--no-llm"])
+    code = main(["train", "--bundle", str(bundle_root), "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     assert code == 2 and "no corpus given" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def _recognizer(backend: str, precision: str, args: dict[str, Any]):
     from ecmf_edge.recognizer import Recognizer
 
     return Recognizer(backend=backend, precision=precision, bundle=args.get("bundle", "default"),
-                      use_llm=bool(args.get("llm", True)), model_threads=int(args.get("threads", 1)))
+                      use_llm=bool(args.get("llm", False)), model_threads=int(args.get("threads", 1)))
 
 
 def bundle_facts(bundle: Any) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def _combo(args: dict[str, Any]) -> dict[str, Any]:
                                                warmup_s=float(args["warmup_s"]))
         out["peak_rss_mb_stream"] = peak_rss_mb()
         out["stages"] = measure_stages(recognizer, clip, repeats=int(args["stage_repeats"]), warmup=int(args["warmup"]),
-                                       heavy_repeats=int(args["heavy_repeats"]), llm=bool(args.get("llm", True)))
+                                       heavy_repeats=int(args["heavy_repeats"]), llm=bool(args.get("llm", False)))
         out["providers"] = sorted({p for s in _sessions(recognizer.bundle) for p in s}) or None
     out["peak_rss_mb"] = peak_rss_mb()
     return out

@@ -56,6 +56,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def add_bench_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``ecmf-edge bench``."""
+    from ecmf_edge.cli.common import add_retired_no_llm
+
     p = sub.add_parser("bench", help="measure latency per stage and end to end, against peers, with plots",
                        description="Measure latency per stage and end to end for every backend x precision, "
                                    "compare with peer packages, and write JSON, tables and PNG plots.")
@@ -70,7 +72,7 @@ def add_bench_parser(sub: Any) -> argparse.ArgumentParser:
     what.add_argument("--llm", action="store_true",
                       help="also time the LLM stage and run it in the streams (off by default: the shipped models do "
                            "not read its answer)")
-    what.add_argument("--no-llm", action="store_true", help="no LLM (the default; kept for older scripts)")
+    add_retired_no_llm(what)
     what.add_argument("--streams", type=int, metavar="N",
                       help="also run 1, 2 ... N live streams at once and report how many this machine holds")
     how = p.add_argument_group("how")

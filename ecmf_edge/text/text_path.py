@@ -254,7 +254,7 @@ class TextPath:
         self.last_error = message
 
 
-def build_text_path(bundle, *, use_llm: bool = True, llm_options: LlmOptions | None = None, asr_options=None,
+def build_text_path(bundle, *, use_llm: bool = False, llm_options: LlmOptions | None = None, asr_options=None,
                     max_age_s: float = 10.0) -> TextPath | None:
     """The text path for a stream, degrading instead of failing.
 
