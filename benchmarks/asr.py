@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     hyps = {name: [] for name in variants}
     cpu = {name: [] for name in variants}
     wall = {name: [] for name in variants}
-    for name, rec in recognizers.items():  # one warm-up each
+    for rec in recognizers.values():  # one warm-up each
         rec.transcribe(audio[0][2])
     # Interleave the variants per utterance so a machine that gets busier affects all alike.
     for i, (_, _, pcm) in enumerate(audio):

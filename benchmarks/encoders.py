@@ -12,7 +12,6 @@ import argparse
 import sys
 
 import numpy as np
-
 from _common import measure, peak_rss_mb, print_table, write_report
 
 

@@ -20,7 +20,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from _common import peak_rss_mb, print_table, write_report
 
 PRIOR_VIEWS = (4.0, 16.0, 64.0)

@@ -46,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from ecmf_edge.build.fusion_head import shipped_head_dir
-    from ecmf_edge.build.mini_xception import export_face_branch, finetuned_network, finetuned_record, finetuned_views, load_finetuned
+    from ecmf_edge.build.mini_xception import (
+        export_face_branch,
+        finetuned_network,
+        finetuned_record,
+        finetuned_views,
+        load_finetuned,
+    )
     from ecmf_edge.modalities import MODALITIES
     from ecmf_edge.runtime.bundle import load_bundle
     from ecmf_edge.runtime.fusion_head import FusionHead

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import print_table, write_report
 
 SENTENCES = ["I am so happy that you came to visit me today.", "This is really frustrating, nothing works at all.",
@@ -100,7 +99,7 @@ class PeakRss:
         while not self._stop.wait(self.interval):
             self._sample()
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._thread.start()
         return self
 

@@ -21,7 +21,6 @@ import sys
 import warnings
 
 import numpy as np
-
 from _common import measure, peak_rss_mb, print_table, write_report
 
 MODELS = ("face_encoder", "frame_encoder", "audio_encoder", "text_encoder", "text_branch", "pipeline")
@@ -33,13 +32,13 @@ def child(bundle_name: str, precision: str, model: str, repeats: int, warmup: in
     import cv2
 
     from ecmf_edge._assets import asset_path
-    from ecmf_edge.runtime.bundle import load_bundle
-    from ecmf_edge.runtime.sessions import SessionConfig
-    from ecmf_edge.vision.face_encoder import FaceEncoder
-    from ecmf_edge.vision.frame_encoder import FrameEncoder
     from ecmf_edge.audio.io import load_audio
     from ecmf_edge.audio.speech_encoder import SpeechEncoder
+    from ecmf_edge.runtime.bundle import load_bundle
+    from ecmf_edge.runtime.sessions import SessionConfig
     from ecmf_edge.text.text_encoder import TextEncoder
+    from ecmf_edge.vision.face_encoder import FaceEncoder
+    from ecmf_edge.vision.frame_encoder import FrameEncoder
 
     rss_before = peak_rss_mb()
     bundle = load_bundle(bundle_name, precision=precision, session_config=SessionConfig(intra_op_threads=threads))
@@ -86,16 +85,15 @@ _PIPELINE_MODELS = ("face_detector", "face_encoder", "frame_encoder", "audio_enc
 def _pipeline(bundle, frame, speech, sentence):
     """One full update of every model the live loop runs, as one callable."""
     from ecmf_edge.audio.prosody import prosody_features
+    from ecmf_edge.audio.speech_branch import SpeechBranch
     from ecmf_edge.audio.speech_encoder import SpeechEncoder
     from ecmf_edge.runtime.fusion_head import FusionHead
+    from ecmf_edge.text.text_branch import TextBranch
     from ecmf_edge.text.text_encoder import TextEncoder
     from ecmf_edge.vision.alignment import align_face
     from ecmf_edge.vision.face_detector import FaceDetector
     from ecmf_edge.vision.face_encoder import FaceEncoder
     from ecmf_edge.vision.frame_encoder import FrameEncoder
-
-    from ecmf_edge.audio.speech_branch import SpeechBranch
-    from ecmf_edge.text.text_branch import TextBranch
 
     detector, faces, frames = FaceDetector.from_bundle(bundle), FaceEncoder.from_bundle(bundle), FrameEncoder.from_bundle(bundle)
     speech_encoder, head = SpeechEncoder.from_bundle(bundle), FusionHead.from_bundle(bundle)

@@ -18,7 +18,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from _common import print_table, write_report
 
 
@@ -33,12 +32,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from ecmf_edge.build.quantize import quantize_bundle
     from ecmf_edge.features import FeatureExtractor
-    from ecmf_edge.train.datasets.corpora import CorpusPaths, load_splits
-    from ecmf_edge.train.corpus_features import extract_table
-    from ecmf_edge.train.metrics import evaluate
-    from ecmf_edge.train.corpus_features import DIMS, token_dims
-    from ecmf_edge.train.fusion.pipeline import speech_branch_tokens
     from ecmf_edge.runtime.bundle import MANIFEST, bundle_dir, load_bundle
+    from ecmf_edge.train.corpus_features import DIMS, extract_table, token_dims
+    from ecmf_edge.train.datasets.corpora import CorpusPaths, load_splits
+    from ecmf_edge.train.fusion.pipeline import speech_branch_tokens
+    from ecmf_edge.train.metrics import evaluate
 
     root = Path(args.data)
     paths = CorpusPaths(**{n: root / n for n in ("ravdess", "emodb", "fer2013", "ckplus", "meld") if (root / n).is_dir()})

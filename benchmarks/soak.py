@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from _common import peak_rss_mb, print_table, write_report
 
 # Allowed RSS growth after warm-up, percent; allowed p95 drift, ms and relative.

@@ -50,8 +50,8 @@ def extract(samples, bundle, cache: Path) -> dict:
     import numpy as np
     import torch
 
-    from ecmf_edge.audio.prosody import prosody_features
     from ecmf_edge.audio.io import load_audio
+    from ecmf_edge.audio.prosody import prosody_features
     from ecmf_edge.audio.speech_encoder import chunk_spans, prepare_mel
     from ecmf_edge.build.whisper_encoder import _mean_std
     from ecmf_edge.features import FeatureExtractor, normalize_loudness

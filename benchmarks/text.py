@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from _common import measure, peak_rss_mb, print_table, summarize, write_report
 
 UTTERANCES = {

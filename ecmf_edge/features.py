@@ -77,7 +77,8 @@ class ModalityFeatures:
     def save_npz(self, path: str | Path) -> Path:
         """Write every present vector, the presence mask and the info as JSON into an .npz."""
         path = Path(path)
-        arrays: dict[str, np.ndarray] = {}
+        # Any, not np.ndarray: numpy's stub lets a `**` dict also fill savez's bool `allow_pickle` (numpy >= 2.1).
+        arrays: dict[str, Any] = {}
         for name in (*MODALITY_ORDER, "face_probs", "prosody"):
             value = getattr(self, name)
             if value is not None:
@@ -119,10 +120,11 @@ class FeatureExtractor:
             from ecmf_edge.text.llm_context import ContextEnricher
 
             enricher = ContextEnricher(state["enricher_options"])
-        self.__init__(state["bundle"], state["options"], enricher)
+        type(self).__init__(self, state["bundle"], state["options"], enricher)
 
     def _model(self, key: str):
         if key not in self._models:
+            cls: type[Any]  # the model class, each with `from_bundle(bundle)`
             if key == "face_detector":
                 from ecmf_edge.vision.face_detector import FaceDetector as cls
             elif key == "face_encoder":

@@ -6,7 +6,7 @@ that maps to ``None`` is dropped (disgust, contempt, boredom by default).
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

@@ -5,13 +5,15 @@ same per-person result everywhere: the fusion head with the face as its only inp
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ecmf_edge.events import Person
 from ecmf_edge.modalities import MODALITIES
+from ecmf_edge.vision.face_detector import as_box
 
 __all__ = ["FaceEntry", "choose_focus", "people_results", "focus_reason", "FRAME_ALONE_REASON", "frame_alone"]
 
@@ -102,7 +104,7 @@ def people_results(entries: Sequence[FaceEntry], fusion: Callable[[Mapping[str, 
             best = int(np.argmax(probs))
             label, confidence = result.labels[best], float(probs[best])
             probabilities = {name: float(p) for name, p in zip(result.labels, probs)}
-        person = Person(id=entry.id, box=tuple(float(v) for v in entry.box), label=label, confidence=confidence,
+        person = Person(id=entry.id, box=as_box(entry.box), label=label, confidence=confidence,
                         probabilities=probabilities, tracked_s=max(0.0, now_t - entry.since_t))
         if cache is not None:
             cache[entry.id] = (key, person)

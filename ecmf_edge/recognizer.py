@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -204,7 +205,7 @@ class Recognizer:
                 raise InputError(f"a stream with id '{stream_id}' is already running: give each stream its own id")
             if isinstance(camera, int):
                 for other in running:
-                    if getattr(other.video, "index", None) == camera and other.video.live:
+                    if other.video is not None and getattr(other.video, "index", None) == camera and other.video.live:
                         raise InputError(f"camera {camera} is already streaming (stream '{other.stream_id}'): open "
                                          "each camera once")
             self._opened += 1
@@ -260,9 +261,9 @@ class Recognizer:
             raise InputError(f"{path} has neither video nor sound: give a video or audio file")
         options = replace(self.options, smoother=SmootherOptions(alpha=1.0, switch_margin=0.0, min_dwell_s=0.0))
         started = time.perf_counter()
-        inputs = {"video": path} if info.has_video else {"audio": path}
-        events = []
-        with self.stream(**inputs, realtime=False, options=options, on_event=on_event) as stream:
+        video, audio = (path, None) if info.has_video else (None, path)
+        events: list[EmotionEvent] = []
+        with self.stream(video=video, audio=audio, realtime=False, options=options, on_event=on_event) as stream:
             events.extend(stream)
         return build_clip_result(path, events, info.duration, step, self.labels, time.perf_counter() - started)
 
@@ -349,7 +350,7 @@ class Recognizer:
         from ecmf_edge.people import FaceEntry, choose_focus, focus_reason
         from ecmf_edge.stream.vision import is_blank
         from ecmf_edge.vision.alignment import align_face
-        from ecmf_edge.vision.face_detector import as_bgr
+        from ecmf_edge.vision.face_detector import as_bgr, as_box
 
         image = as_bgr(frame)
         blank = is_blank(image)
@@ -377,7 +378,7 @@ class Recognizer:
         started = time.perf_counter()
         out = encoder.encode([align_face(image, face, size=encoder.input_size) for face in faces])
         latency["face_encode"] = round((time.perf_counter() - started) * 1000.0, 3)
-        entries = [FaceEntry(id=k, box=tuple(float(v) for v in face.box), features=out.features[k], since_t=0.0)
+        entries = [FaceEntry(id=k, box=as_box(face.box), features=out.features[k], since_t=0.0)
                    for k, face in enumerate(faces)]
         extra["people"] = entries
         chosen = choose_focus(entries, self.options.focus, None, image.shape)
@@ -426,7 +427,7 @@ class Recognizer:
             tokens = encoder.encode(as_image_list(faces, "face crop")).features
         else:
             tokens = []
-            for i, frame in enumerate(as_image_list(frames, "frame")):
+            for frame in as_image_list(frames, "frame"):
                 features: dict = {}
                 absent: dict = {}
                 self._predict_frame(frame, True, features, absent, {}, {}, calibrated=False)
@@ -522,7 +523,7 @@ class Recognizer:
         except (EcmfError, RuntimeError, OSError) as exc:
             logger.debug("closing the LLM: %s", exc)
 
-    def __enter__(self) -> "Recognizer":
+    def __enter__(self) -> Recognizer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -131,7 +132,7 @@ class ClipResult:
                 "people": [p.to_dict() for p in self.people]}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ClipResult":
+    def from_dict(cls, data: dict[str, Any]) -> ClipResult:
         """Inverse of :meth:`to_dict` (results travel from worker processes and Ray actors as dicts)."""
         rows = tuple(TimelineRow(**{**r, "present": tuple(r["present"])}) for r in data["rows"])
         return cls(ClipSummary(**data["summary"]), rows, tuple(data["labels"]), float(data["step"]),
@@ -173,14 +174,14 @@ def build_clip_result(file: str | Path, events: Sequence[Any], duration: float, 
         probs = _mean([e.probabilities for e in labelled], labels)
         weights = _mean([e.modality_weights for e in labelled], MODALITIES)
         present = tuple(m for m in MODALITIES if any(m in e.present for e in bucket))
-        label = max(probs, key=probs.get) if probs else None
+        label = max(probs, key=probs.__getitem__) if probs else None
         start, end = round(k * step, 3), round(duration if k == count - 1 else (k + 1) * step, 3)
         rows.append(TimelineRow(start, end, label, round(probs[label], 6) if label else 0.0, probs, weights, present,
                                 " / ".join(heard[k])))
         people_rows.extend(_people_rows(bucket, labels, start, end))
     scored = [r.probabilities for r in rows if r.label is not None]
     clip = _mean(scored, labels)
-    clip_label = max(clip, key=clip.get) if clip else None
+    clip_label = max(clip, key=clip.__getitem__) if clip else None
     ticks = max(1, len(events))
     languages = Counter(e.language for e in events if getattr(e, "language", None))  # ticks since each utterance
     summary = ClipSummary(str(file), clip_label, round(clip[clip_label], 6) if clip_label else 0.0,
@@ -201,7 +202,7 @@ def _people_rows(bucket: Sequence[Any], labels: tuple[str, ...], start: float, e
     ticks = max(1, len(bucket))
     for pid in sorted(seen):
         probs = _mean(seen[pid], labels)
-        label = max(probs, key=probs.get)
+        label = max(probs, key=probs.__getitem__)
         out.append(PersonRow(start, end, pid, label, probs[label], probs, round(len(seen[pid]) / ticks, 4),
                              round(focus[pid] / ticks, 4)))
     return out

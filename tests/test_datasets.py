@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import write_wav
+
+from ecmf_edge.errors import InputError
 from ecmf_edge.train.datasets.base import group_split
 from ecmf_edge.train.datasets.images import read_ckplus, read_faces_wild, read_fer2013, read_label_folders, wild_person
 from ecmf_edge.train.datasets.meld import read_meld
 from ecmf_edge.train.datasets.speech import read_cremad, read_emodb, read_ravdess
 from ecmf_edge.train.datasets.tabular import read_manifest, read_mer2025
-from ecmf_edge.errors import InputError
 
 
 def _touch_wav(path):

@@ -4,13 +4,11 @@ Real faces only: the astronaut photograph and the LFW faces scikit-image ships.
 """
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 import pytest
-
-from conftest import RecordBundle
 import skimage.data
+from conftest import RecordBundle
 
 from ecmf_edge.errors import InputError
 from ecmf_edge.vision.face_encoder import FaceEncoder

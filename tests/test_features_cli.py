@@ -5,10 +5,10 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import make_video, write_wav
+
 from ecmf_edge.cli import main
-from ecmf_edge.features import FeatureExtractor, MODALITY_ORDER
+from ecmf_edge.features import MODALITY_ORDER, FeatureExtractor
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,11 @@ cat, Persian, Siamese, Egyptian cat), 504 coffee mug, 967 espresso, 968 cup.
 """
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 import pytest
-
-from conftest import RecordBundle
 import skimage.data
+from conftest import RecordBundle
 
 from ecmf_edge.errors import InputError
 from ecmf_edge.vision.frame_encoder import FrameEncoder

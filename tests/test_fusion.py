@@ -9,14 +9,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ecmf_edge.errors import InputError  # noqa: E402
+from ecmf_edge.labels import MER2025_LABELS  # noqa: E402
+from ecmf_edge.runtime.fusion_head import FusionHead  # noqa: E402
 from ecmf_edge.train.corpus_features import FeatureTable  # noqa: E402
 from ecmf_edge.train.fusion.head import MODALITY_ORDER, HeadConfig, build_head  # noqa: E402
-from ecmf_edge.train.metrics import evaluate, render_confusion_png  # noqa: E402
 from ecmf_edge.train.fusion.refine import RefineOptions, refine_labels  # noqa: E402
-from ecmf_edge.runtime.fusion_head import FusionHead  # noqa: E402
 from ecmf_edge.train.fusion.save import save_head  # noqa: E402
 from ecmf_edge.train.fusion.train import TrainOptions, predict_table, train_head  # noqa: E402
-from ecmf_edge.labels import MER2025_LABELS  # noqa: E402
+from ecmf_edge.train.metrics import evaluate, render_confusion_png  # noqa: E402
 
 LABELS = tuple(MER2025_LABELS)
 DIMS = {"frame": 1280, "face": 128, "audio": 3088, "text": 768}
@@ -52,8 +52,8 @@ def _table(features: dict[str, np.ndarray], mask: np.ndarray, labels: list[str],
 
 @pytest.fixture(scope="module")
 def text_table(bundle):
-    from ecmf_edge.text.text_path import TextFeaturizer
     from ecmf_edge.text.text_encoder import TextEncoder
+    from ecmf_edge.text.text_path import TextFeaturizer
 
     featurizer = TextFeaturizer(TextEncoder.from_bundle(bundle), None)
     labels, rows = [], []

@@ -9,6 +9,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import make_video
 
 from ecmf_edge import InputError, Recognizer, StreamOptions
 from ecmf_edge.bench.people_clips import SCENARIOS, grid_clip, id_switches, moving_clip, person_of
@@ -18,8 +19,6 @@ from ecmf_edge.people import FRAME_ALONE_REASON
 from ecmf_edge.stream.overlay import LABEL_COLOURS, draw_overlay
 from ecmf_edge.vision.face_detector import FaceDetector
 from ecmf_edge.vision.tracking import FaceTracker
-
-from conftest import make_video
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ import pytest
 pytest.importorskip("onnxruntime.quantization")
 pytest.importorskip("onnxconverter_common")
 
-from ecmf_edge.cli import main
-from ecmf_edge.errors import InputError
 from ecmf_edge.build.calibration import CalibrationBatcher, face_crops, scene_frames
 from ecmf_edge.build.quantize import quantize_bundle
+from ecmf_edge.cli import main
+from ecmf_edge.errors import InputError
 from ecmf_edge.runtime.bundle import load_bundle
 from ecmf_edge.vision.face_encoder import FaceEncoder
 from ecmf_edge.vision.frame_encoder import FrameEncoder
@@ -176,8 +176,8 @@ def test_model_that_cannot_be_converted_keeps_fp32(bundle, tmp_path, monkeypatch
 
 def test_int8_settings_name_nodes_the_models_have(bundle):
     """Every node an INT8 setting keeps float is found in the exported model; a missing one is refused, never ignored."""
-    from ecmf_edge.errors import ModelError
     from ecmf_edge.build.quantize import INT8_SETTINGS, _excluded_nodes
+    from ecmf_edge.errors import ModelError
 
     for key, settings in INT8_SETTINGS.items():
         if bundle.has(key):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import espeak, write_wav
+
 from ecmf_edge.audio.io import load_audio
 from ecmf_edge.errors import InputError
 

@@ -8,12 +8,12 @@ import time
 
 import numpy as np
 import pytest
+from headless_chromium import HeadlessChromium
 
 from ecmf_edge import Recognizer
 from ecmf_edge.cli import main
 from ecmf_edge.events import EmotionEvent
 from ecmf_edge.stream.server import EventServer
-from headless_chromium import HeadlessChromium
 
 EVENT = EmotionEvent(1.5, "happy", 0.7, {"neutral": 0.1, "angry": 0.05, "happy": 0.7, "sad": 0.05, "worried": 0.05,
                                          "surprise": 0.05}, {"face": 0.6, "audio": 0.4}, ("face", "audio"),

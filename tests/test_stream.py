@@ -23,8 +23,8 @@ from ecmf_edge.capture import (
     MicrophoneSource,
 )
 from ecmf_edge.capture.files import AudioFileSource, VideoFileSource
-from ecmf_edge.people import FRAME_ALONE_REASON
 from ecmf_edge.errors import InputError
+from ecmf_edge.people import FRAME_ALONE_REASON
 from ecmf_edge.stream.aligner import Aligner, Observation
 from ecmf_edge.stream.options import SmootherOptions, StreamOptions
 from ecmf_edge.stream.pipeline import EmotionStream, StreamModels

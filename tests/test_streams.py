@@ -6,13 +6,12 @@ import json
 import shutil
 
 import pytest
+from headless_chromium import HeadlessChromium
 
 from ecmf_edge import InputError, Recognizer
 from ecmf_edge.cli import main
 from ecmf_edge.stream.group import StreamGroup
 from ecmf_edge.stream.server import EventServer
-
-from headless_chromium import HeadlessChromium
 
 
 @pytest.fixture(scope="module")

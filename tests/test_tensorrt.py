@@ -13,10 +13,10 @@ import types
 import numpy as np
 import pytest
 
-from ecmf_edge.cli import main
-from ecmf_edge.errors import DependencyError, InputError, ModelError
 from ecmf_edge.build.calibration import CalibrationBatcher
 from ecmf_edge.build.tensorrt_build import build_engine, make_entropy_calibrator, optimization_profile
+from ecmf_edge.cli import main
+from ecmf_edge.errors import DependencyError, InputError, ModelError
 from ecmf_edge.runtime.tensorrt import EngineKey, TensorRTRunner, import_tensorrt
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None

@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import espeak
+
 from ecmf_edge.audio.io import load_audio
 from ecmf_edge.errors import DependencyError, InputError, ModelError
 from ecmf_edge.text.asr import AsrOptions, SpeechRecognizer, cut_repeated_tail

@@ -8,8 +8,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from ecmf_edge.cli import main  # noqa: E402
 from test_fusion import FIXTURE  # noqa: E402
+
+from ecmf_edge.cli import main  # noqa: E402
 
 EMOTION = {"neutral": "neutral", "angry": "anger", "happy": "joy", "sad": "sadness", "worried": "fear", "surprise": "surprise"}
 

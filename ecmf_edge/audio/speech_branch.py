@@ -47,7 +47,7 @@ class SpeechBranch:
         self._session = session
 
     @classmethod
-    def from_bundle(cls, bundle: Any) -> "SpeechBranch | None":
+    def from_bundle(cls, bundle: Any) -> SpeechBranch | None:
         """The bundle's speech branch, or None for bundles without one (older versions)."""
         if not bundle.has(MODEL_KEY):
             return None

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -249,7 +250,7 @@ class SpeechEncoder:
                              f"run `{REBUILD_COMMAND}`")
 
     @classmethod
-    def from_bundle(cls, bundle) -> "SpeechEncoder":
+    def from_bundle(cls, bundle) -> SpeechEncoder:
         """The speech encoder of an opened bundle (``bundle.spec(key)``, ``bundle.session(file)``).
 
         Raises:

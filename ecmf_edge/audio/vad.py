@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecmf_edge.errors import InputError
 from ecmf_edge.audio.io import SAMPLE_RATE, check_pcm
+from ecmf_edge.errors import InputError
 
 __all__ = ["VoiceActivityDetector", "VadOptions", "SpeechSegment", "CHUNK_SAMPLES"]
 
@@ -59,7 +59,7 @@ class VoiceActivityDetector:
         self.reset()
 
     @classmethod
-    def from_bundle(cls, bundle, options: VadOptions | None = None) -> "VoiceActivityDetector":
+    def from_bundle(cls, bundle, options: VadOptions | None = None) -> VoiceActivityDetector:
         spec = bundle.spec(cls.key)
         return cls(bundle.session(spec["file"]), spec, options)
 

@@ -16,15 +16,16 @@ import csv
 import json
 import logging
 import os
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from ecmf_edge.audio.media import MEDIA_SUFFIXES, probe_media
-from ecmf_edge.timeline import ClipResult, ClipSummary, check_step
 from ecmf_edge.errors import EcmfError, InputError
 from ecmf_edge.modalities import MODALITIES
+from ecmf_edge.timeline import ClipResult, ClipSummary, check_step
 
 __all__ = ["LabelOptions", "label_clip", "label_paths", "find_media", "FORMATS"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ecmf_edge.timeline import ClipResult
 from ecmf_edge.errors import DependencyError
 from ecmf_edge.modalities import MODALITIES
+from ecmf_edge.timeline import ClipResult
 
 __all__ = ["timeline_png", "require_matplotlib"]
 

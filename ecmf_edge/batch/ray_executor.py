@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from ecmf_edge.errors import DependencyError, DeviceError, InputError
 
@@ -118,7 +119,6 @@ def ray_map(init: Callable[[], Any], call: Callable[[Any, Any], Any], items: Seq
     try:
         from ray.util import ActorPool
 
-        @ray.remote
         class _Worker:
             def __init__(self, make_state):
                 self.state = make_state()
@@ -126,10 +126,12 @@ def ray_map(init: Callable[[], Any], call: Callable[[Any, Any], Any], items: Seq
             def run(self, index, item):
                 return index, call(self.state, item)
 
+        # ray.remote(cls), as `@ray.remote` would do: a name of its own, since the actor class is not a _Worker
+        worker = ray.remote(_Worker)
         options: dict[str, Any] = {"num_cpus": cpus_per_actor}
         if gpus_per_actor:
             options["num_gpus"] = gpus_per_actor
-        pool = ActorPool([_Worker.options(**options).remote(init) for _ in range(min(actors, len(items)))])
+        pool = ActorPool([worker.options(**options).remote(init) for _ in range(min(actors, len(items)))])
         yield from pool.map_unordered(lambda actor, pair: actor.run.remote(*pair), list(enumerate(items)))
     finally:
         if started_here:

@@ -1,8 +1,8 @@
 """Which backend x precision configurations a benchmark run covers, and which it skips (with why)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS

@@ -43,7 +43,7 @@ class RssSampler:
             if value is not None:
                 self.samples.append(value)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from ecmf_edge.bench.stats import summarize
 from ecmf_edge.errors import EcmfError
 from ecmf_edge.labels import map_label
-from ecmf_edge.bench.stats import summarize
 
 __all__ = ["KNOWN_PEERS", "measure_peers", "unavailable_peers"]
 
@@ -166,10 +167,10 @@ def measure_peers(bundles: dict[str, Any], clip: Any, max_faces: int | None = No
     ``bundles`` maps a configuration name (e.g. ``onnxruntime-int8``) to a loaded bundle.
     Returns ``{"inputs", "ours": {config: ...}, "peers": [...], "unavailable": [...]}``.
     """
+    from ecmf_edge.bench.fer_peer import fer_runtime_note, load_fer_class
     from ecmf_edge.build.mini_xception import parity_crops
     from ecmf_edge.vision.face_detector import FaceDetector
     from ecmf_edge.vision.face_encoder import FaceEncoder
-    from ecmf_edge.bench.fer_peer import fer_runtime_note, load_fer_class
 
     crops, groups = parity_crops()
     if max_faces is not None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ecmf_edge.errors import InputError
 from ecmf_edge.bench.report import end_to_end_rows, measured, peer_rows, stage_rows
+from ecmf_edge.errors import InputError
 
 __all__ = ["BEGIN", "END", "render_section", "update_file"]
 

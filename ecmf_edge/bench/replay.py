@@ -21,8 +21,8 @@ import numpy as np
 
 from ecmf_edge._assets import asset_path
 from ecmf_edge.errors import InputError
-from ecmf_edge.runtime.bundle import sha256_file
 from ecmf_edge.modalities import SAMPLE_RATE
+from ecmf_edge.runtime.bundle import sha256_file
 
 __all__ = ["ReplayClip", "build_replay_clip", "replay_frame", "REPLAY_FPS", "REPLAY_SIZE"]
 

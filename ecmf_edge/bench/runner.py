@@ -13,16 +13,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ecmf_edge.errors import InputError
 from ecmf_edge.bench.combos import Combo, plan_combos
 from ecmf_edge.bench.replay import build_replay_clip
 from ecmf_edge.bench.report import SCHEMA, check_report, measured, write_json
 from ecmf_edge.bench.system import machine, versions
+from ecmf_edge.errors import InputError
 
 __all__ = ["BenchOptions", "BenchResult", "run_bench"]
 
@@ -81,7 +82,7 @@ class BenchOptions:
             raise InputError(f"threads={self.threads!r} is invalid: use 1 (default), another count, or 0 for ONNX Runtime's choice")
 
     @classmethod
-    def quick(cls, **overrides: Any) -> "BenchOptions":
+    def quick(cls, **overrides: Any) -> BenchOptions:
         """A run of a few seconds per configuration: for checking that everything works, not for figures."""
         base = dict(seconds=3.0, repeats=1, warmup_s=1.0, stage_repeats=5, heavy_repeats=1, warmup=1, peer_faces=24,
                     peer_frames=5, scaling_repeats=2, scaling_asr=False)
@@ -143,8 +144,8 @@ def run_bench(options: BenchOptions | None = None, progress: Callable[[str], Non
         InputError: an unknown backend or precision, or an invalid option.
     """
     from ecmf_edge.bench.plots import cpu_share_png, latency_cdf_png, stage_bars_png, streams_png
-    from ecmf_edge.errors import DependencyError
     from ecmf_edge.bench.report import format_tables
+    from ecmf_edge.errors import DependencyError
 
     opts = options or BenchOptions()
     say = progress or (lambda message: None)

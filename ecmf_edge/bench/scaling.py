@@ -128,7 +128,7 @@ def people_cost(detector: Any, face_encoder: Any, frames: int = 90) -> list[dict
     for count in PEOPLE_COUNTS:
         clip = grid_clip(count, frames=frames)
         row: dict[str, Any] = {"input": f"{count} face(s), 640x480 at 30 fps"}
-        for mode, options in PEOPLE_MODES.items():
+        for options in PEOPLE_MODES.values():
             path = FacePath(detector, face_encoder, **options)
             times, seen = [], 0
             for k, frame in enumerate(clip.frames):

@@ -9,13 +9,14 @@ about a second per call, so they get fewer repetitions (``heavy_repeats``).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from ecmf_edge.errors import EcmfError
 from ecmf_edge.bench.replay import ReplayClip
 from ecmf_edge.bench.stats import summarize, time_calls
+from ecmf_edge.errors import EcmfError
 
 __all__ = ["STAGES", "first_utterance", "measure_stages", "replay_inputs"]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ecmf_edge.bench.replay import ReplayClip
 from ecmf_edge.bench.endtoend import RssSampler, run_stream_once
+from ecmf_edge.bench.replay import ReplayClip
 from ecmf_edge.bench.system import CpuMeter
 from ecmf_edge.errors import InputError
 

@@ -16,9 +16,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ecmf_edge.errors import EcmfError
 from ecmf_edge.bench.replay import ReplayClip
 from ecmf_edge.bench.system import peak_rss_mb
+from ecmf_edge.errors import EcmfError
 
 __all__ = ["main", "run_task"]
 
@@ -79,9 +79,9 @@ def _sessions(bundle: Any) -> list[list[str]]:
 
 
 def _peers(args: dict[str, Any]) -> dict[str, Any]:
+    from ecmf_edge.bench.peers import measure_peers
     from ecmf_edge.runtime.bundle import load_bundle
     from ecmf_edge.runtime.sessions import SessionConfig
-    from ecmf_edge.bench.peers import measure_peers
 
     bundles = {}
     for key in args["configs"]:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ecmf_edge.errors import ModelError
 from ecmf_edge.build.common import ExportedModel, check_parity, onnx_io
 from ecmf_edge.build.fusion_head import shipped_head_dir
+from ecmf_edge.errors import ModelError
 
 __all__ = ["export_speech_head", "export_text_branch", "SPEECH_FILES", "TEXT_FILES"]
 
@@ -81,9 +81,9 @@ def export_text_branch(out_dir: Path, source: Path | None = None) -> ExportedMod
         DependencyError: torch is not installed.
     """
     from ecmf_edge._resources import package_version
+    from ecmf_edge.build.minilm import _source_dir
     from ecmf_edge.build.text_branch import build_text_branch
     from ecmf_edge.text.text_branch import MAX_TOKENS
-    from ecmf_edge.build.minilm import _source_dir
 
     source = Path(source) if source else shipped_head_dir()
     _need(source, TEXT_FILES, "text")

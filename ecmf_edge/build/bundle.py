@@ -14,15 +14,15 @@ import logging
 import platform
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ecmf_edge import __version__
+from ecmf_edge.build.common import ExportedModel, json_default, require_torch
 from ecmf_edge.errors import missing_dependency
 from ecmf_edge.labels import MER2025_LABELS
 from ecmf_edge.runtime.bundle import DEFAULT_BUNDLE, MANIFEST, MANIFEST_FORMAT, REBUILD_COMMAND, bundle_dir, sha256_file
-from ecmf_edge.build.common import ExportedModel, json_default, require_torch
 
 __all__ = ["export_bundle", "EXPORTERS", "MODALITIES"]
 

@@ -10,8 +10,9 @@ picture, so the accuracy gates of :mod:`ecmf_edge.build.quantize` measure on uns
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
@@ -166,7 +167,7 @@ class CalibrationBatcher(CalibrationDataReader):
         self.rewind()
 
     @classmethod
-    def from_set(cls, bundle: Any, key: str, calibration_set: Any, batch_size: int = 8) -> "CalibrationBatcher":
+    def from_set(cls, bundle: Any, key: str, calibration_set: Any, batch_size: int = 8) -> CalibrationBatcher:
         """The batcher of model ``key`` of ``bundle`` over the items of a :class:`CalibrationSet`."""
         if key not in CALIBRATION_KINDS:
             raise InputError(f"no calibration inputs for model '{key}': calibrate one of {', '.join(CALIBRATION_KINDS)}")

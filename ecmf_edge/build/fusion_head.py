@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecmf_edge.errors import ModelError
 from ecmf_edge.build.common import ExportedModel, check_parity, onnx_io
+from ecmf_edge.errors import ModelError
 
 __all__ = ["export_fusion_head", "shipped_head_dir"]
 

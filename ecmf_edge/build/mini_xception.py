@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from ecmf_edge._resources import package_file, package_version
-from ecmf_edge.errors import InputError, ModelError
 from ecmf_edge.build.common import ExportedModel, check_parity, onnx_export, onnx_io, require_torch
+from ecmf_edge.errors import InputError, ModelError
 
 __all__ = [
     "EMOTION_LABELS",

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ecmf_edge._resources import package_dir, package_version
-from ecmf_edge.errors import ModelError
 from ecmf_edge.build.common import ExportedModel, check_parity, onnx_export, onnx_io, require_torch
+from ecmf_edge.errors import ModelError
 
 __all__ = ["export_text_encoder", "PARITY_SENTENCES"]
 
@@ -123,8 +123,9 @@ def _build_module(config: dict, weights: dict[str, np.ndarray]):
 
 
 def _tokenize(tokenizer_path: Path, sentences) -> dict[str, np.ndarray]:
-    from ecmf_edge.text.text_encoder import tokenize_batch
     from tokenizers import Tokenizer
+
+    from ecmf_edge.text.text_encoder import tokenize_batch
 
     return tokenize_batch(Tokenizer.from_file(str(tokenizer_path)), sentences, MAX_TOKENS)
 

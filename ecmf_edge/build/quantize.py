@@ -24,18 +24,19 @@ import json
 import logging
 import tempfile
 import warnings
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from ecmf_edge.build.calibration import CALIBRATION_KINDS, CalibrationBatcher, load_image_dir
+from ecmf_edge.build.calibration_set import CalibrationSet, default_calibration_set, is_calibration_set, load_calibration_set
+from ecmf_edge.build.common import link_or_copy, staged_dir
 from ecmf_edge.errors import InputError, ModelError
 from ecmf_edge.runtime.bundle import MANIFEST, Bundle, load_bundle, sha256_file
 from ecmf_edge.runtime.sessions import create_session
-from ecmf_edge.build.common import link_or_copy, staged_dir
-from ecmf_edge.build.calibration import CALIBRATION_KINDS, CalibrationBatcher, load_image_dir
-from ecmf_edge.build.calibration_set import CalibrationSet, default_calibration_set, is_calibration_set, load_calibration_set
 
 __all__ = ["quantize_bundle", "measure_gate", "resolve_calibration", "CONVERTED_MODELS", "INT8_DEFAULT_MODELS", "GATES", "INT8_SETTINGS", "KEPT_FP32"]
 

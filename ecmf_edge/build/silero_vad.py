@@ -14,8 +14,8 @@ import numpy as np
 
 from ecmf_edge._assets import asset_path
 from ecmf_edge._resources import package_file, package_version
-from ecmf_edge.errors import ModelError
 from ecmf_edge.build.common import ExportedModel, check_parity, onnx_io
+from ecmf_edge.errors import ModelError
 from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["export_vad"]

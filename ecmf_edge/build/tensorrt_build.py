@@ -18,15 +18,16 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from ecmf_edge.build.common import link_or_copy, staged_dir
 from ecmf_edge.errors import InputError, ModelError
+from ecmf_edge.modalities import REBUILD_COMMAND
 from ecmf_edge.runtime.bundle import MANIFEST, Bundle, bundle_dir, load_bundle, sha256_file
 from ecmf_edge.runtime.tensorrt import current_engine_key, import_tensorrt
-from ecmf_edge.build.common import link_or_copy, staged_dir
-from ecmf_edge.modalities import REBUILD_COMMAND
 
 __all__ = ["build_engine", "build_engine_bundle", "optimization_profile", "make_entropy_calibrator",
            "ENGINE_MODELS", "PROFILE_DIMS", "DEFAULT_WORKSPACE_MB"]

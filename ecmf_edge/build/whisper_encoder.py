@@ -42,12 +42,12 @@ from typing import Any
 import numpy as np
 
 from ecmf_edge._resources import package_version
-from ecmf_edge.runtime.sessions import create_session
-from ecmf_edge.errors import ModelError, missing_dependency
 from ecmf_edge.build.common import ExportedModel, check_parity, onnx_export, onnx_io, require_torch
 from ecmf_edge.build.ct2_reader import read_ct2_model
 from ecmf_edge.build.whisper_assets import MODEL_FILES, assemble_whisper_model, whisper_provenance
+from ecmf_edge.errors import ModelError, missing_dependency
 from ecmf_edge.modalities import REBUILD_COMMAND, SAMPLE_RATE
+from ecmf_edge.runtime.sessions import create_session
 
 __all__ = [
     "export_audio_encoder",

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from ecmf_edge.errors import DeviceError, InputError
 from ecmf_edge.capture.base import Frame, LatestSlot, VideoSource
 from ecmf_edge.capture.clock import Clock
+from ecmf_edge.errors import DeviceError, InputError
 
 __all__ = ["CameraOptions", "CameraSource", "NO_CAMERA_HINT"]
 

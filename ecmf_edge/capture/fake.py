@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class FakeCamera:
     def dead(self) -> bool:
         return self.die_after is not None and self.delivered >= self.die_after
 
-    def open(self, index: int = 0) -> "FakeCapture":
+    def open(self, index: int = 0) -> FakeCapture:
         """What ``cv2.VideoCapture(index)`` would return."""
         with self._lock:
             self.opens += 1
@@ -98,7 +98,7 @@ class FakeCapture:
         self._pace()
         if not self._opened or cam.dead:
             return False, None
-        if self._stalls and self._position >= cam.stall_after:
+        if self._stalls and cam.stall_after is not None and self._position >= cam.stall_after:
             cam._stalled_once = True
             if self._stall_started is None:
                 self._stall_started = time.monotonic()
@@ -170,7 +170,7 @@ class FakeMicrophone:
             raise FakePortAudioError("Invalid sample rate [PaErrorCode -9997]")
 
     def InputStream(self, device=None, channels: int = 1, samplerate: float | None = None, dtype: str = "float32",
-                    blocksize: int = 0, callback: Callable | None = None, **_: object) -> "_FakeInputStream":
+                    blocksize: int = 0, callback: Callable | None = None, **_: object) -> _FakeInputStream:
         self.check_input_settings(device, channels, dtype, samplerate=samplerate)
         rate = int(samplerate or self.default_rate)
         pcm = self.pcm
@@ -217,7 +217,7 @@ class _FakeInputStream:
                 break
             self.callbacks += 1
             every = self._mic.overflow_every
-            status = _Status(bool(every) and self.callbacks % every == 0)
+            status = _Status(bool(every and self.callbacks % every == 0))
             block = self._block(position)[:, None]
             position += self.blocksize
             if self._callback is not None:

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ecmf_edge.audio.io import SAMPLE_RATE, load_audio
-from ecmf_edge.errors import InputError
 from ecmf_edge.capture.base import AudioChunk, AudioSource, Frame, SourceEnded, VideoSource
 from ecmf_edge.capture.clock import Clock
+from ecmf_edge.errors import InputError
+
+if TYPE_CHECKING:  # imported when a file is opened
+    import cv2
 
 __all__ = ["VideoFileSource", "AudioFileSource"]
 
@@ -33,7 +37,7 @@ class VideoFileSource(VideoSource):
         self.name = self.path.name
         self.live = bool(realtime)
         self.fps = 0.0
-        self._cap = None
+        self._cap: cv2.VideoCapture | None = None
         self._next = 0  # index of the next frame to decode
         self.dropped = 0
 
@@ -51,12 +55,12 @@ class VideoFileSource(VideoSource):
         self.fps = info.fps if info.fps > 0 else 30.0
         if info.fps <= 0:
             logger.warning("%s declares no frame rate: assuming 30 fps", self.name)
-        self._cap = cv2.VideoCapture(str(self.path))
-        if not self._cap.isOpened():  # pragma: no cover - probe_video opened it a moment ago
+        self._cap = cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():  # pragma: no cover - probe_video opened it a moment ago
             raise InputError(f"{self.path} could not be opened as a video: check the file")
 
-    def _decode(self) -> np.ndarray:
-        ok, image = self._cap.read()
+    def _decode(self, cap: cv2.VideoCapture) -> np.ndarray:
+        ok, image = cap.read()
         if not ok or image is None:
             if self._next == 0:
                 raise InputError(f"{self.path} contains no decodable video frames: re-encode it with "
@@ -74,6 +78,8 @@ class VideoFileSource(VideoSource):
         """
         if self._cap is None:
             self.open()
+        cap = self._cap
+        assert cap is not None  # open() sets it or raises
         now = self.clock.now()
         t0 = self.t0 if self.t0 is not None else now
         if self.live:
@@ -85,12 +91,12 @@ class VideoFileSource(VideoSource):
                     return None
                 self.clock.sleep(wait)
             while self._next < due:  # behind: skip frames without decoding them
-                if not self._cap.grab():
+                if not cap.grab():
                     raise SourceEnded(self._next / self.fps)
                 self._next += 1
                 self.dropped += 1
         index = self._next
-        image = self._decode()
+        image = self._decode(cap)
         t = index / self.fps
         captured = t0 + t if self.live else self.clock.now()
         return Frame(t, captured, image, index)
@@ -150,7 +156,9 @@ class AudioFileSource(AudioSource):
         """
         if self._pcm is None:
             self.open()
-        total = self._pcm.size
+        pcm = self._pcm
+        assert pcm is not None  # open() sets it or raises
+        total = pcm.size
         if self._pos >= total:
             raise SourceEnded(total / SAMPLE_RATE)
         now = self.clock.now()
@@ -173,7 +181,7 @@ class AudioFileSource(AudioSource):
         start = self._pos
         self._pos = end
         captured = t0 + end / SAMPLE_RATE if self.live else self.clock.now()
-        return AudioChunk(start / SAMPLE_RATE, captured, self._pcm[start:end].copy())
+        return AudioChunk(start / SAMPLE_RATE, captured, pcm[start:end].copy())
 
     def stats(self) -> dict:
         return {"samples": self._pos, "dropped_samples": self.dropped_samples}

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from ecmf_edge.audio.io import SAMPLE_RATE
-from ecmf_edge.errors import DeviceError, missing_dependency
 from ecmf_edge.capture.base import AudioChunk, AudioSource
 from ecmf_edge.capture.clock import Clock
 from ecmf_edge.capture.resampler import StreamingResampler
 from ecmf_edge.capture.ring import AudioRing
+from ecmf_edge.errors import DeviceError, missing_dependency
 
 __all__ = ["MicrophoneOptions", "MicrophoneSource", "load_sounddevice", "NO_MIC_HINT"]
 
@@ -97,7 +97,8 @@ class MicrophoneSource(AudioSource):
         self.options = options or MicrophoneOptions()
         self.name = "microphone" if _device_arg(device) is None else f"microphone {device!r}"
         self._backend = backend
-        self._stream = None
+        # The backend's InputStream (sounddevice's, or a test fake's: duck-typed like the backend), None while closed.
+        self._stream: Any = None
         self._ring: AudioRing | None = None
         self._resampler: StreamingResampler | None = None
         self._expected_pos = 0
@@ -256,9 +257,10 @@ class MicrophoneSource(AudioSource):
         total = self.overflows
         if total > self._reported_overflows:
             if self._reported_overflows == 0:
+                ring = self._ring
                 logger.warning("%s overflowed: audio was lost (%d device overflow(s), %d samples dropped because the "
                                "audio stage fell behind); later overflows are counted in stream stats", self.name,
-                               self.portaudio_overflows, self._ring.dropped_samples)
+                               self.portaudio_overflows, ring.dropped_samples if ring is not None else 0)
             self._reported_overflows = total
 
     @property

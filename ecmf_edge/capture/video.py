@@ -5,9 +5,9 @@ an :class:`InputError` that names the file and the fix.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

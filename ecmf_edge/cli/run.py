@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 from ecmf_edge.cli.common import add_llm_switch, llm_note
-from ecmf_edge.stream.group import StreamGroup
 from ecmf_edge.errors import DependencyError, DeviceError, InputError
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS
+from ecmf_edge.stream.group import StreamGroup
 
 __all__ = ["add_run_parser", "add_serve_parser", "format_event_line", "LatencyStats"]
 
@@ -207,7 +207,7 @@ class LatencyStats:
         if value is not None:
             self.latencies.append(float(value))
 
-    def rate(self, stream: str = "") -> float:
+    def rate(self, stream: str | None = "") -> float:
         """Events per second of ``stream`` over the last :attr:`RATE_WINDOW_S` seconds (not since start-up, which
         includes loading the models)."""
         recent = self._recent.get(str(stream))

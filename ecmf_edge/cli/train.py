@@ -14,11 +14,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.branch != "fusion":
         return _train_branch(args)
     from ecmf_edge.features import FeatureExtractor
+    from ecmf_edge.runtime.bundle import load_bundle
     from ecmf_edge.train.fusion.head import HeadConfig
     from ecmf_edge.train.fusion.pipeline import TrainPlan, run_training
     from ecmf_edge.train.fusion.refine import RefineOptions
     from ecmf_edge.train.fusion.train import TrainOptions
-    from ecmf_edge.runtime.bundle import load_bundle
 
     paths = corpus_paths(args)
     bundle = load_bundle(args.bundle)

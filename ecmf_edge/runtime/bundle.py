@@ -86,7 +86,7 @@ class Bundle:
         return {"root": self.root, "manifest": self.manifest, "session_config": self.session_config}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["root"], state["manifest"], state["session_config"])
+        type(self).__init__(self, state["root"], state["manifest"], state["session_config"])
 
     @property
     def name(self) -> str:

@@ -7,8 +7,8 @@ the head used, so an application can show *why* it chose a label.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -50,7 +50,7 @@ class FusionHead:
         self.dims = {m: int(attrs["dims"][m]) for m in self.modalities}
 
     @classmethod
-    def from_bundle(cls, bundle) -> "FusionHead":
+    def from_bundle(cls, bundle) -> FusionHead:
         spec = bundle.spec(cls.key)
         return cls(bundle.session(spec["file"]), spec, bundle.labels)
 

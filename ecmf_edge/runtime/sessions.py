@@ -8,9 +8,9 @@ fallback.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ecmf_edge.errors import DeviceError, ModelError
 from ecmf_edge.modalities import REBUILD_COMMAND

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class EngineKey:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "EngineKey":
+    def from_dict(cls, data: Any) -> EngineKey:
         """The key recorded in a manifest.
 
         Raises:
@@ -83,7 +84,7 @@ class EngineKey:
             raise ModelError("the engine bundle records no TensorRT/GPU key: rebuild it with `ecmf-edge build-engine`")
         return cls(data["tensorrt"], data["gpu"], data["compute_capability"])
 
-    def mismatch(self, other: "EngineKey") -> str | None:
+    def mismatch(self, other: EngineKey) -> str | None:
         """Why engines built for ``self`` cannot run where ``other`` holds; None when they can.
 
         TensorRT engines are tied to the exact TensorRT version and to the GPU's compute
@@ -108,8 +109,10 @@ class CudaDevice:
             DeviceError: no CUDA binding is installed or no such GPU is visible.
         """
         self.device = int(device)
-        self._cudart = None
-        self._torch = None
+        # Exactly one is set: cuda-python's runtime module, else the torch module (Any: both are optional
+        # dependencies, and each method uses the one that is set).
+        self._cudart: Any = None
+        self._torch: Any = None
         try:
             from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
         except ImportError:
@@ -124,6 +127,7 @@ class CudaDevice:
                 raise DeviceError(f"CUDA device {self.device} not found ({count} visible): pass --device 0..{count - 1}")
             self._check(cudart.cudaSetDevice(self.device))
             return
+        torch: Any  # the module, or None without PyTorch
         try:
             import torch
         except ImportError:

@@ -147,17 +147,18 @@ class AudioStage(SourceStage):
     def handle(self, chunk: AudioChunk) -> None:
         opts = self.options
         self._captured = chunk.captured
-        expected = None if self._next_t is None else self._next_t + self._pending.size / SAMPLE_RATE
-        if expected is None or abs(chunk.t - expected) > 2.0 / SAMPLE_RATE:  # first chunk, or a gap (dropped audio)
+        next_t = self._next_t  # a local copy, which mypy can narrow; self._next_t is kept equal to it
+        if next_t is None or abs(chunk.t - (next_t + self._pending.size / SAMPLE_RATE)) > 2.0 / SAMPLE_RATE:
+            # the first chunk, or a gap (dropped audio)
             self._pending = np.zeros(0, dtype=np.float32)
-            self._next_t = chunk.t
+            next_t = self._next_t = chunk.t
         self._pending = np.concatenate([self._pending, np.asarray(chunk.pcm, dtype=np.float32)])
         self._vad_ms = []
         while self._pending.size >= CHUNK_SAMPLES:
             step, self._pending = self._pending[:CHUNK_SAMPLES], self._pending[CHUNK_SAMPLES:]
-            t = self._next_t
-            self._next_t = t + _STEP_S
-            end_t = self._next_t
+            t = next_t
+            next_t = self._next_t = t + _STEP_S
+            end_t = next_t
             started = time.perf_counter()
             p = self.vad.chunk_probability(step)
             self._vad_ms.append((time.perf_counter() - started) * 1000.0)

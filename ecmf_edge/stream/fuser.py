@@ -74,8 +74,8 @@ class Fuser:
                 weights = {m: float(w) for m, w in result.modality_weights.items()}
                 label, confidence = smoothed.label, smoothed.confidence
                 raw_label = result.labels[int(np.argmax(result.probabilities))]
-            else:
-                absent["fusion"] = failure
+            else:  # _fuse gives a reason with every failure; a fusion callable that returned None gets one here
+                absent["fusion"] = failure if failure is not None else "fusion gave no result"
         else:
             self.smoother.idle(t)
         if aligned.used:

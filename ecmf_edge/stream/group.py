@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from ecmf_edge.errors import EcmfError, InputError
 from ecmf_edge.events import EmotionEvent
@@ -90,7 +90,7 @@ class StreamGroup:
         for thread in self._threads:
             thread.join(0.2)
 
-    def __enter__(self) -> "StreamGroup":
+    def __enter__(self) -> StreamGroup:
         return self
 
     def __exit__(self, *exc: object) -> None:

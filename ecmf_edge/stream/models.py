@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ class LazyEnricher:
     """Stands in for the LLM context enricher and opens it on the first :meth:`enrich` (the LLM's GGUF is
     read only when a transcript first needs context, never by a frame- or audio-only prediction)."""
 
-    def __init__(self, loader: "ModelLoader") -> None:
+    def __init__(self, loader: ModelLoader) -> None:
         self._loader = loader
 
     @property

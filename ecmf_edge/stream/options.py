@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import MODALITIES
@@ -38,9 +38,10 @@ class SmootherOptions:
 
 def _positive(value: object, allow_inf: bool) -> bool:
     """A positive real number of seconds (not NaN; infinity only when ``allow_inf``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    # `value <= 0` rather than `value > 0`: numbers.Real declares only < and <= (NaN fails math.isfinite below).
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
         return False
-    return value > 0 and (math.isfinite(value) or (allow_inf and value == math.inf))
+    return math.isfinite(value) or (allow_inf and value == math.inf)
 
 
 def _default_max_age() -> dict[str, float]:

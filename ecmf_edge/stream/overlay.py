@@ -7,7 +7,7 @@ and frames per second and capture-to-event latency.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from ecmf_edge.capture.base import AudioSource, Frame, VideoSource
 from ecmf_edge.capture.clock import DEFAULT_CLOCK, Clock
@@ -138,7 +138,7 @@ class EmotionStream:
         """
         self._sinks.append(self._wrap(sink))
 
-    def start(self) -> "EmotionStream":
+    def start(self) -> EmotionStream:
         """Start the sources and threads (idempotent); events go to the sinks from now on.
 
         Raises:
@@ -223,9 +223,10 @@ class EmotionStream:
         Raises:
             InputError: the stream has no video, ``seconds`` is out of range, or the bundle has no statistics for it.
         """
-        if getattr(self, "face_stage", None) is None:
+        face_stage: FaceStage | None = getattr(self, "face_stage", None)
+        if face_stage is None:
             raise InputError("this stream has no camera or video: calibration reads the face")
-        self.face_stage.path.resting.calibrate(seconds)
+        face_stage.path.resting.calibrate(seconds)
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop every thread and release the devices; returns within about ``timeout`` seconds."""
@@ -258,7 +259,7 @@ class EmotionStream:
                 close()
         self._finished.set()
 
-    def __enter__(self) -> "EmotionStream":
+    def __enter__(self) -> EmotionStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -314,6 +315,8 @@ class EmotionStream:
 
     def _run_ticker(self) -> None:
         period = 1.0 / self.options.fusion_hz
+        t0 = self.t0
+        assert t0 is not None  # start() sets t0 before it starts this thread, and never changes it
         k = 0
         last = float("-inf")
         try:
@@ -321,9 +324,9 @@ class EmotionStream:
                 k += 1
                 t = k * period
                 if self.realtime:
-                    if self.clock.sleep_until(self.t0 + t, self._stop):
+                    if self.clock.sleep_until(t0 + t, self._stop):
                         break
-                    late = self.clock.now() - self.t0 - t
+                    late = self.clock.now() - t0 - t
                     if late > period:  # fell behind: skip the missed ticks instead of bursting
                         k += int(late // period)
                         t = k * period
@@ -331,7 +334,7 @@ class EmotionStream:
                     if self._sources_done() and t >= self._end_t() - 1e-9:
                         # The inputs are over: no more periodic events, one closing event once the stages are done.
                         if self._wait_drained() and self.aligner.version != self._seen:
-                            self._tick(max(t, self.clock.now() - self.t0))
+                            self._tick(max(t, self.clock.now() - t0))
                         break
                 elif not self._wait_ready(t):
                     break

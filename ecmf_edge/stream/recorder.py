@@ -11,10 +11,14 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # imported on the first frame
+    import cv2
 
 __all__ = ["VideoRecorder", "FOURCC"]
 
@@ -33,7 +37,7 @@ class VideoRecorder:
         self.fps = float(fps)
         self.min_free_bytes = int(min_free_bytes)
         self._disk_usage = disk_usage  # None: shutil.disk_usage
-        self._writer = None
+        self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         self._next_check = 0.0
         # Frames written; the one-line reason recording stopped (None while fine).
@@ -82,7 +86,7 @@ class VideoRecorder:
         if self._writer is None:
             h, w = frame.shape[:2]
             self._size = (w, h)
-            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()]),
+            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*FOURCC[self.path.suffix.lower()]),
                                      self.fps, self._size)
             if not writer.isOpened():
                 writer.release()

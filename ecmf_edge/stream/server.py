@@ -13,8 +13,8 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterable
 
 from ecmf_edge.errors import DeviceError
 from ecmf_edge.events import EmotionEvent
@@ -163,7 +163,7 @@ class EventServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
-    def start(self) -> "EventServer":
+    def start(self) -> EventServer:
         """Bind and serve on a background thread.
 
         Raises:

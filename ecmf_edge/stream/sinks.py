@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO
 
 from ecmf_edge.errors import InputError
 from ecmf_edge.events import EmotionEvent
@@ -61,10 +62,11 @@ class JsonLinesSink:
         Raises:
             InputError: the path cannot be opened for writing.
         """
+        self._fh: IO[str] | None
         self._own = isinstance(target, (str, Path))
-        if self._own:
+        if isinstance(target, (str, Path)):
             try:
-                self._fh: IO[str] | None = open(target, "a" if append else "w", encoding="utf-8")
+                self._fh = open(target, "a" if append else "w", encoding="utf-8")
             except OSError as exc:
                 raise InputError(f"cannot write events to {target} ({exc.strerror}): choose a writable path") from None
         else:

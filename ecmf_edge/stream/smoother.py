@@ -7,8 +7,8 @@ current label has been held for ``min_dwell_s``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -66,12 +66,12 @@ class Smoother:
         smoothed = self._ema / total if total > 0 else np.full_like(self._ema, 1.0 / p.size)
         best = int(np.argmax(smoothed))
         previous = self._label
-        if previous is None:
-            self._label, self._since = best, t
-        elif best != previous and t - self._since >= opts.min_dwell_s \
-                and smoothed[best] - smoothed[previous] >= opts.switch_margin:
-            self._label, self._since = best, t
-        label = self._label
+        if previous is None or (best != previous and t - self._since >= opts.min_dwell_s
+                                and smoothed[best] - smoothed[previous] >= opts.switch_margin):
+            label, self._since = best, t
+        else:
+            label = previous
+        self._label = label
         return Smoothed(smoothed.astype(np.float32), self.labels[label], float(smoothed[label]),
                         previous is not None and label != previous)
 

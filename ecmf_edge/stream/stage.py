@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ecmf_edge.capture.base import SourceEnded
 from ecmf_edge.capture.clock import Clock
@@ -151,6 +152,7 @@ class Stage:
     def _recover(self) -> None:
         """The stuck call returned: take items again and give the modalities back (unless the stream is stopping)."""
         reason, since, self._hung_since = self.failed, self._hung_since, None
+        assert since is not None  # _run calls this only while _hung_since is set; only this thread clears it
         if self.stop.is_set() or reason is None:
             return
         self.failed = None

@@ -205,7 +205,7 @@ class SpeechRecognizer:
         self.decoded = 0
 
     @classmethod
-    def from_bundle(cls, bundle, options: AsrOptions | None = None, use_vad: bool = True) -> "SpeechRecognizer":
+    def from_bundle(cls, bundle, options: AsrOptions | None = None, use_vad: bool = True) -> SpeechRecognizer:
         """Recogniser over the bundle's verified Whisper folder (and its VAD for chunking)."""
         files = [f for f in bundle.model_files(cls.key) if f.endswith("/model.bin")]
         if not files:
@@ -220,7 +220,7 @@ class SpeechRecognizer:
         return cls(bundle.path(files[0]).parent, vad, options)
 
     @classmethod
-    def lazy_from_bundle(cls, bundle, options: AsrOptions | None = None) -> "LazySpeechRecognizer":
+    def lazy_from_bundle(cls, bundle, options: AsrOptions | None = None) -> LazySpeechRecognizer:
         """A recogniser that opens Whisper on its first :meth:`transcribe` (a stream whose speaker never
         finishes an utterance never pays for it). What can be checked without loading is checked now.
 
@@ -271,8 +271,8 @@ class SpeechRecognizer:
         for start, end in chunks:
             piece = x[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)]
             if not self.options.word_timestamps:
-                segment, language = self._decode_text(piece, start, end)
-                languages.append(language)
+                segment, detected = self._decode_text(piece, start, end)
+                languages.append(detected)
                 if segment is not None:
                     segments.append(segment)
                 continue

@@ -12,12 +12,16 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ecmf_edge._resources import package_dir
 from ecmf_edge.errors import DependencyError, InputError, ModelError
+
+if TYPE_CHECKING:  # an optional dependency (the `llm` extra), imported where a model is loaded
+    from llama_cpp import Llama
 
 __all__ = ["LlmOptions", "ContextResult", "ContextEnricher", "default_gguf", "load_gguf", "DEFAULT_SYSTEM_PROMPT", "postprocess"]
 
@@ -103,7 +107,7 @@ def default_gguf() -> Path:
     return path
 
 
-def load_gguf(model_path: str | None, **llama_options: object) -> tuple[Path, object]:
+def load_gguf(model_path: str | None, **llama_options: Any) -> tuple[Path, Llama]:
     """(path, llama_cpp.Llama) of ``model_path`` (None: :func:`default_gguf`), after checking the file is a GGUF.
 
     Raises:
@@ -161,6 +165,10 @@ def postprocess(answer: str, transcript: str, max_chars: int) -> tuple[str, str 
 
 class ContextEnricher:
     """Asks a local GGUF model for the emotional cues of an utterance."""
+
+    # The llama_cpp.Llama, None once closed. Any: its create_chat_completion returns a streamed or a whole
+    # answer whatever `stream` is (llama-cpp-python declares no overloads), and tests put stand-ins here.
+    _llm: Any
 
     def __init__(self, options: LlmOptions | None = None) -> None:
         """Load the GGUF model.

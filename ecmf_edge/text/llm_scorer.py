@@ -12,12 +12,16 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ecmf_edge.errors import InputError, ModelError
+
+if TYPE_CHECKING:  # an optional dependency (the `llm` extra), imported where the model is loaded
+    from llama_cpp import Llama
 
 __all__ = ["LlmScorer", "ScorerOptions", "ScoreResult", "LABEL_WORDS", "SCORER_PROMPT"]
 
@@ -126,6 +130,9 @@ def _label_tokens(llm: Any, labels: Sequence[str]) -> list[list[int]]:
 class LlmScorer:
     """Scores utterances against the labels with a local GGUF model (thread-safe: one call at a time)."""
 
+    # The loaded model; None once closed.
+    _llm: Llama | None
+
     def __init__(self, labels: Sequence[str], options: ScorerOptions | None = None) -> None:
         """Raises:
             DependencyError: llama-cpp-python is not installed.
@@ -156,10 +163,10 @@ class LlmScorer:
         return self._format([{"role": "system", "content": self._system},
                              {"role": "user", "content": f'{earlier}The person said: "{transcript}"'}]) + ANSWER_LEAD
 
-    def _tokens_for(self, transcript: str, history: Sequence[str]) -> list[int]:
+    def _tokens_for(self, llm: Llama, transcript: str, history: Sequence[str]) -> list[int]:
         history = list(history)
         while True:
-            tokens = self._llm.tokenize(self.prompt(transcript, history).encode("utf-8"), add_bos=True, special=True)
+            tokens = llm.tokenize(self.prompt(transcript, history).encode("utf-8"), add_bos=True, special=True)
             if len(tokens) < self.options.context_tokens:
                 return tokens
             if history:
@@ -175,14 +182,16 @@ class LlmScorer:
 
         Raises:
             InputError: the transcript is not a non-empty string.
-            ModelError: llama.cpp fails.
+            ModelError: llama.cpp fails, or the scorer is closed.
         """
         if not isinstance(transcript, str) or not transcript.strip():
             raise InputError("the scorer needs a non-empty transcript string")
         with self._lock:
             started = time.perf_counter()
-            tokens = self._tokens_for(transcript.strip(), history)
             llm = self._llm
+            if llm is None:
+                raise ModelError("the LLM scorer is closed: make a new LlmScorer")
+            tokens = self._tokens_for(llm, transcript.strip(), history)
             cached = llm.input_ids[: llm.n_tokens].tolist()
             keep = 0
             for a, b in zip(cached, tokens[:-1]):  # at least the last token is evaluated, for its logits

@@ -7,7 +7,8 @@ earlier utterances) as the second; the ``embedding`` is the text token of the fu
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class TextBranch:
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
 
     @classmethod
-    def from_bundle(cls, bundle: Any) -> "TextBranch | None":
+    def from_bundle(cls, bundle: Any) -> TextBranch | None:
         """The bundle's text branch, or None for bundles without one (older versions)."""
         if not bundle.has(MODEL_KEY):
             return None

@@ -1,7 +1,7 @@
 """Sentence embeddings on ONNX Runtime: all-MiniLM-L6-v2 with its WordPiece tokenizer."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class TextEncoder:
         self.dim = int(spec.get("attributes", {}).get("embedding_dim", 384))
 
     @classmethod
-    def from_bundle(cls, bundle) -> "TextEncoder":
+    def from_bundle(cls, bundle) -> TextEncoder:
         spec = bundle.spec(cls.key)
         return cls(bundle.session(spec["file"]), spec, bundle.path(spec["extra_files"][0]))
 
@@ -54,7 +54,7 @@ class TextEncoder:
         if not single and not isinstance(texts, (list, tuple)):  # bytes, numbers, generators ...
             raise InputError(f"text must be str (or a list of str), got {type(texts).__name__}: pass the words as a "
                              "string (decode bytes with .decode('utf-8') first)")
-        items = [texts] if single else list(texts)
+        items = [texts] if isinstance(texts, str) else list(texts)  # isinstance, not `single`: mypy narrows it
         if not items:
             raise InputError("no text given: pass a non-empty string or list of strings")
         for item in items:

@@ -18,14 +18,15 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from ecmf_edge.errors import DependencyError, EcmfError, ModelError
-from ecmf_edge.text.llm_context import ContextEnricher, ContextResult, LlmOptions
 from ecmf_edge.modalities import REBUILD_COMMAND
+from ecmf_edge.text.llm_context import ContextEnricher, ContextResult, LlmOptions
 
 __all__ = ["TextFeature", "TextFeaturizer", "TextPath", "build_text_path", "TEXT_FEATURE_DIM", "SKIPPED_LLM"]
 
@@ -58,10 +59,17 @@ class TextFeature:
         return (time.monotonic() if now is None else now) - self.created
 
 
+class Enricher(Protocol):
+    """What :class:`TextFeaturizer` asks of its enricher: a :class:`~ecmf_edge.text.llm_context.ContextEnricher`,
+    or a stand-in that opens one on first use (:class:`~ecmf_edge.stream.models.LazyEnricher`)."""
+
+    def enrich(self, transcript: str, history: Sequence[str] = ()) -> ContextResult: ...
+
+
 class TextFeaturizer:
     """Transcript -> (optional) LLM context -> text feature, cached per utterance."""
 
-    def __init__(self, encoder, enricher: ContextEnricher | None = None, cache_size: int = 256, branch=None) -> None:
+    def __init__(self, encoder, enricher: Enricher | None = None, cache_size: int = 256, branch=None) -> None:
         """``branch``: a :class:`~ecmf_edge.text.text_branch.TextBranch` (used instead of ``encoder``)."""
         if encoder is None and branch is None:
             raise ModelError(f"no text model: the bundle has neither text_branch nor text_encoder: run `{REBUILD_COMMAND}`")
@@ -92,7 +100,7 @@ class TextFeaturizer:
         return self.branch is None or bool(self.branch.uses_llm_context)
 
     @classmethod
-    def from_bundle(cls, bundle, enricher: ContextEnricher | None = None) -> "TextFeaturizer":
+    def from_bundle(cls, bundle, enricher: Enricher | None = None) -> TextFeaturizer:
         """The bundle's text branch, or its text encoder for bundles without one.
 
         Raises:
@@ -170,7 +178,7 @@ class TextPath:
         self.last_gate_reason: str | None = None
         self.last_transcript: str | None = None
 
-    def start(self) -> "TextPath":
+    def start(self) -> TextPath:
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="ecmf-text", daemon=True)

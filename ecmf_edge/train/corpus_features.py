@@ -10,16 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from ecmf_edge.train.datasets.base import Sample
 from ecmf_edge.features import FeatureExtractor
-from ecmf_edge.train.datasets.images import PHOTO_CORPORA
 from ecmf_edge.modalities import MODALITIES as MODALITY_ORDER
+from ecmf_edge.train.datasets.base import Sample
+from ecmf_edge.train.datasets.images import PHOTO_CORPORA
 
 __all__ = ["FeatureTable", "extract_table", "feature_key"]
 
@@ -62,13 +62,13 @@ class FeatureTable:
     def __len__(self) -> int:
         return int(self.ids.size)
 
-    def subset(self, index) -> "FeatureTable":
+    def subset(self, index) -> FeatureTable:
         index = np.asarray(index)
         return FeatureTable(self.ids[index], self.corpora[index], self.groups[index], self.labels[index],
                             {m: v[index] for m, v in self.features.items()}, self.mask[index], self.face_probs[index])
 
     @staticmethod
-    def concat(tables: Sequence["FeatureTable"]) -> "FeatureTable":
+    def concat(tables: Sequence[FeatureTable]) -> FeatureTable:
         return FeatureTable(
             np.concatenate([t.ids for t in tables]), np.concatenate([t.corpora for t in tables]),
             np.concatenate([t.groups for t in tables]), np.concatenate([t.labels for t in tables]),

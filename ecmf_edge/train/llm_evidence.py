@@ -18,8 +18,9 @@ the dev difference comes with a paired bootstrap 95 % interval over dev utteranc
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -7,9 +7,9 @@ in the tests. The confusion matrix is also rendered as a PNG with OpenCV.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

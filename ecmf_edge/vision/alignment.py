@@ -12,7 +12,7 @@ Large faces are first shrunk with area interpolation, so small crops do not alia
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

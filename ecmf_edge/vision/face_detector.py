@@ -14,8 +14,9 @@ with ``max_side=320`` a 640x480 frame and ``min_face_size=20`` finds faces of ab
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,7 +24,7 @@ import numpy as np
 from ecmf_edge.errors import InputError, ModelError
 from ecmf_edge.modalities import REBUILD_COMMAND
 
-__all__ = ["Face", "FaceDetector", "as_bgr", "nms", "DEFAULT_MAX_SIDE", "MODEL_KEY"]
+__all__ = ["Box", "Face", "FaceDetector", "as_bgr", "as_box", "nms", "DEFAULT_MAX_SIDE", "MODEL_KEY"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -42,13 +43,26 @@ _DEFAULT_IO = {
     "onet": {"reg": "reg", "landmarks": "landmarks", "prob": "prob"},
 }
 
+# (x1, y1, x2, y2): left, top, right, bottom edges in pixels.
+Box = tuple[float, float, float, float]
+
+
+def as_box(values: Iterable[Any]) -> Box:
+    """Four numbers (a tuple, an array row, numpy scalars) as a box of plain floats.
+
+    Raises:
+        ValueError: not exactly four values.
+    """
+    x1, y1, x2, y2 = (float(v) for v in values)
+    return x1, y1, x2, y2
+
 
 @dataclass(frozen=True, eq=False)
 class Face:
     """One detected face, in pixels of the image given to :meth:`FaceDetector.detect`."""
 
     # (x1, y1, x2, y2): left, top, right, bottom edges; may extend past the image edges.
-    box: tuple[float, float, float, float]
+    box: Box
     # O-Net face probability, 0..1.
     score: float
     # (5, 2) float32 x, y: left eye, right eye, nose, mouth left, mouth right ("left" as seen in the image).
@@ -212,7 +226,7 @@ class FaceDetector:
         self.cell = int(attrs.get("pnet_cell_size", 12))
 
     @classmethod
-    def from_bundle(cls, bundle: Any, **options: Any) -> "FaceDetector":
+    def from_bundle(cls, bundle: Any, **options: Any) -> FaceDetector:
         """Detector over the bundle's ``face_detector`` graphs; options as for the constructor.
 
         Raises:
@@ -307,7 +321,7 @@ class FaceDetector:
         lm[:, 0] = (marks[:, 0] + 0.5) * sx - 0.5
         lm[:, 1] = (marks[:, 1] + 0.5) * sy - 0.5
         lm.setflags(write=False)
-        return Face(box=tuple(float(v) for v in edges), score=float(box[4]), landmarks=lm)
+        return Face(box=as_box(edges), score=float(box[4]), landmarks=lm)
 
     def refine(self, image_bgr: np.ndarray, boxes: Any) -> list[Face | None]:
         """Re-place known faces cheaply: O-Net alone on each (x1, y1, x2, y2) box (e.g. a tracker's prediction).

@@ -15,6 +15,7 @@ import numpy as np
 
 from ecmf_edge.people import FaceEntry, choose_focus, focus_reason
 from ecmf_edge.vision.alignment import align_face
+from ecmf_edge.vision.face_detector import as_box
 from ecmf_edge.vision.resting_face import RestingFaces
 from ecmf_edge.vision.tracking import FaceTracker
 
@@ -67,7 +68,7 @@ class FacePath:
             self.resting.calibrate(calibrate_s)
 
     @classmethod
-    def from_options(cls, detector: Any, encoder: Any, options: Any) -> "FacePath":
+    def from_options(cls, detector: Any, encoder: Any, options: Any) -> FacePath:
         """A face path with a :class:`~ecmf_edge.stream.options.StreamOptions`' people settings."""
         return cls(detector, encoder, focus=options.focus, max_people=options.max_people,
                    detect_every=options.detect_every, buffer_frames=options.track_buffer_frames,
@@ -103,7 +104,7 @@ class FacePath:
                 token = self.resting.correct(tf.id, out.features[k], float(t), views, focus=tf.id == focus_id)
                 self._encoded[tf.id] = (float(t), token, {label: float(p) for label, p in zip(out.labels, out.probs[k])})
             latency["face_encode"] = _ms(started)
-        people = tuple(FaceEntry(id=tf.id, box=tuple(float(v) for v in tf.face.box), features=self._encoded[tf.id][1],
+        people = tuple(FaceEntry(id=tf.id, box=as_box(tf.face.box), features=self._encoded[tf.id][1],
                                  since_t=tf.since_t, encoded_t=self._encoded[tf.id][0]) for tf in faces)
         chosen = choose_focus(people, self.focus, self._focus_id, image.shape)
         self._focus_id = chosen.id if chosen is not None else None

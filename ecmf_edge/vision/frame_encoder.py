@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from ecmf_edge.errors import ModelError
-from ecmf_edge.vision.face_encoder import as_image_list
 from ecmf_edge.modalities import REBUILD_COMMAND
+from ecmf_edge.vision.face_encoder import as_image_list
 
 __all__ = ["FrameEncoder"]
 

@@ -23,8 +23,9 @@ was chosen on held-out training people (MODEL_CARD.md).
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class RestingFaceStats:
     online_default: bool = True
 
     @classmethod
-    def from_spec(cls, attributes: Mapping[str, Any]) -> "RestingFaceStats | None":
+    def from_spec(cls, attributes: Mapping[str, Any]) -> RestingFaceStats | None:
         """The statistics in a face encoder's manifest attributes (None when the bundle has none).
 
         Raises:

@@ -18,18 +18,25 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 
+from ecmf_edge.build.common import require_torch
+from ecmf_edge.build.mini_xception import (
+    BACKBONES,
+    INPUT_SIZE,
+    TTA_SHIFTS,
+    as_input,
+    build_face_network,
+    mean_over_views,
+    tta_views,
+)
+from ecmf_edge.errors import InputError
+from ecmf_edge.labels import MER2025_LABELS, map_label
 from ecmf_edge.train.datasets.base import Sample
 from ecmf_edge.train.datasets.images import PHOTO_CORPORA
-from ecmf_edge.errors import InputError
-from ecmf_edge.build.common import require_torch
-from ecmf_edge.build.mini_xception import (BACKBONES, INPUT_SIZE, TTA_SHIFTS, as_input, build_face_network, mean_over_views,
-                                           tta_views)
-from ecmf_edge.labels import MER2025_LABELS, map_label
 from ecmf_edge.train.metrics import Report, evaluate
 
 __all__ = ["FaceTrainOptions", "FaceData", "load_face_data", "train_face_branch", "fer7_to_mer", "FER7", "score", "predict_fer7",
@@ -142,7 +149,7 @@ class FaceData:
     corpora: np.ndarray
     groups: np.ndarray
 
-    def subset(self, index) -> "FaceData":
+    def subset(self, index) -> FaceData:
         return FaceData(self.images[index], self.labels[index], self.corpora[index], self.groups[index])
 
     def __len__(self) -> int:
@@ -155,7 +162,7 @@ def _fer7_label(sample: Sample) -> int | None:
     return FER7.index(name) if name in FER7 else None
 
 
-def load_face_data(samples: Sequence[Sample], size: int = INPUT_SIZE, photos: "PhotoFaces | None" = None) -> FaceData:
+def load_face_data(samples: Sequence[Sample], size: int = INPUT_SIZE, photos: PhotoFaces | None = None) -> FaceData:
     """Read face crops as grey ``size`` x ``size`` uint8 with FER7 labels (unreadable files are skipped).
 
     Samples of :data:`PHOTO_CORPORA` are whole photos: their face is found and aligned as the runtime does
@@ -197,7 +204,7 @@ def load_face_data(samples: Sequence[Sample], size: int = INPUT_SIZE, photos: "P
 PACK_PHOTO_SIZE = 128
 
 
-def write_face_pack(samples: Sequence[Sample], path, photos: "PhotoFaces | None" = None, quality: int = 75) -> dict:
+def write_face_pack(samples: Sequence[Sample], path, photos: PhotoFaces | None = None, quality: int = 75) -> dict:
     """Write the faces of ``samples`` as one compact ``.npz`` (grey WebP per face, no pickled objects) for training on
     another machine: ready crops at their own size, whole photos' aligned faces at :data:`PACK_PHOTO_SIZE`.
     Returns counts per corpus. :func:`load_face_pack` reads it back at any input size."""

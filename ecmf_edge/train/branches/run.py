@@ -42,8 +42,8 @@ def face_training_samples(paths) -> list:
 
 def _face_samples(paths, tests: bool):
     from ecmf_edge.train.datasets.base import group_split
-    from ecmf_edge.train.datasets.images import read_ckplus, read_faces_wild, read_label_folders
     from ecmf_edge.train.datasets.corpora import CKPLUS_RESERVED, faces_wild_split
+    from ecmf_edge.train.datasets.images import read_ckplus, read_faces_wild, read_label_folders
 
     if paths.fer2013 is None:
         raise InputError("the face branch needs FER2013: pass --data DIR with fer2013/ (or --fer2013)")
@@ -75,7 +75,14 @@ def save_face_branch(model, out: Path, train, tests: dict, opts, history: list, 
     splits, write the ONNX and the record. ``views``: (shifts, mirrored) to ship (default the recipe's);
     ``trained_on``: where the training ran (device, GPU name), recorded."""
     from ecmf_edge.build.common import json_default
-    from ecmf_edge.build.mini_xception import INPUT_SIZE, build_mini_xception, cv2_grey64, export_face_branch, load_finetuned, save_finetuned
+    from ecmf_edge.build.mini_xception import (
+        INPUT_SIZE,
+        build_mini_xception,
+        cv2_grey64,
+        export_face_branch,
+        load_finetuned,
+        save_finetuned,
+    )
     from ecmf_edge.train.branches.face import predict_fer7, score
     from ecmf_edge.train.metrics import render_confusion_png
 
@@ -121,8 +128,8 @@ def _face(paths, out: Path, epochs: int | None, seed: int, progress: bool, backb
 
 
 def _speech(paths, out: Path, extractor, cache: Path, seed: int, progress: bool) -> list[str]:
-    from ecmf_edge.train.datasets.corpora import CorpusPaths, load_splits
     from ecmf_edge.train.branches.speech import SpeechPlan, run_speech_branch
+    from ecmf_edge.train.datasets.corpora import CorpusPaths, load_splits
 
     splits = load_splits(CorpusPaths(ravdess=paths.ravdess, emodb=paths.emodb))
     record = run_speech_branch(splits, extractor, SpeechPlan(cache_dir=cache, out_dir=out, seed=seed), MER2025_LABELS, progress)
@@ -137,8 +144,8 @@ def _speech(paths, out: Path, extractor, cache: Path, seed: int, progress: bool)
 
 
 def _text(paths, out: Path, epochs: int | None, seed: int, progress: bool, llm_context_file: str | None) -> list[str]:
-    from ecmf_edge.train.datasets.meld import read_meld
     from ecmf_edge.train.branches.text import TextTrainOptions, run_text_branch
+    from ecmf_edge.train.datasets.meld import read_meld
 
     if paths.meld is None:
         raise InputError("the text branch needs MELD: pass --data DIR with meld/ (or --meld)")

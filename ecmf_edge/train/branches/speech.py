@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ecmf_edge.train.datasets.base import held_out_groups
-from ecmf_edge.errors import InputError
-from ecmf_edge.build.common import json_default
-from ecmf_edge.train.metrics import Report, evaluate
-from ecmf_edge.train.branches.classifier import HeadOptions, export_classifier, predict_classifier, train_classifier
 from ecmf_edge.audio.speaker_norm import STD_FLOOR, SpeakerNormalizer, normalize_by_group
+from ecmf_edge.build.common import json_default
+from ecmf_edge.errors import InputError
+from ecmf_edge.train.branches.classifier import HeadOptions, export_classifier, predict_classifier, train_classifier
+from ecmf_edge.train.datasets.base import held_out_groups
+from ecmf_edge.train.metrics import Report, evaluate
 
 __all__ = ["SpeechPlan", "run_speech_branch", "population_prior", "streaming_normalize", "HEAD_FILE", "RECORD_FILE"]
 
@@ -91,8 +91,7 @@ def _logistic(x_fit, y_fit, x_test) -> np.ndarray:
 
 def run_speech_branch(splits: dict, extractor, plan: SpeechPlan, labels: tuple[str, ...], progress: bool = True) -> dict:
     """Train, evaluate and save the speech branch; returns the record (also written as JSON)."""
-    from ecmf_edge.train.corpus_features import extract_table, feature_key
-    from ecmf_edge.train.corpus_features import DIMS
+    from ecmf_edge.train.corpus_features import DIMS, extract_table, feature_key
 
     started = time.perf_counter()
     used = {c: splits[c] for c in SPEECH_CORPORA if c in splits}

@@ -24,14 +24,22 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ecmf_edge.build.common import json_default, require_torch
-from ecmf_edge.build.text_branch import HIDDEN, RECORD_FILE, WEIGHTS_FILE, build_top, pad_encodings, load_package_minilm, pack_tuned_tensors
+from ecmf_edge.build.text_branch import (
+    HIDDEN,
+    RECORD_FILE,
+    WEIGHTS_FILE,
+    build_top,
+    load_package_minilm,
+    pack_tuned_tensors,
+    pad_encodings,
+)
 from ecmf_edge.errors import InputError
 from ecmf_edge.text.text_branch import context_text, encode_pairs
 from ecmf_edge.train.metrics import evaluate
@@ -107,8 +115,12 @@ def _predict(torch, top, items, batch: int = 128) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, top.classifier.out_features), np.float32)
 
 
+# The offsets tune_class_bias tries per class and round.
+BIAS_STEPS = np.linspace(-1.5, 1.5, 31)
+
+
 def tune_class_bias(probs: np.ndarray, y: np.ndarray, labels: Sequence[str], rounds: int = 3,
-                    steps: np.ndarray = np.linspace(-1.5, 1.5, 31)) -> tuple[np.ndarray, float, float]:
+                    steps: np.ndarray = BIAS_STEPS) -> tuple[np.ndarray, float, float]:
     """Per-class offsets added to the log-probabilities that maximise weighted F1 on held-out data
     (coordinate search). A classifier trained with cross-entropy on MELD leans to the majority class;
     weighted F1 rewards recall of the other classes too. Returns (offsets, F1 before, F1 after)."""

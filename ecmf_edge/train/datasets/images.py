@@ -10,8 +10,8 @@ crops) labelled by ``<root>/data/legend.csv`` (``user.id, image, emotion``), gro
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from ecmf_edge.errors import InputError
 from ecmf_edge.labels import map_label

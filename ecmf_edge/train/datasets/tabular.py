@@ -13,8 +13,8 @@ Generic manifest (one row per sample; paths relative to the CSV)::
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from ecmf_edge.errors import InputError
 from ecmf_edge.labels import MER2025_LABELS, map_label

@@ -22,12 +22,12 @@ import numpy as np
 
 from ecmf_edge import __version__
 from ecmf_edge.labels import MER2025_LABELS
-from ecmf_edge.train.datasets.corpora import CORPORA_BY_MODALITY, CorpusPaths, load_splits
 from ecmf_edge.train.corpus_features import DIMS, FeatureTable, extract_table, feature_key, token_dims
+from ecmf_edge.train.datasets.corpora import CORPORA_BY_MODALITY, CorpusPaths, load_splits
 from ecmf_edge.train.fusion.head import MODALITY_ORDER, HeadConfig
-from ecmf_edge.train.metrics import Report, evaluate, format_report, render_confusion_png
 from ecmf_edge.train.fusion.refine import RefineOptions, refine_labels
 from ecmf_edge.train.fusion.train import TrainOptions, make_combinations, predict_table, train_head
+from ecmf_edge.train.metrics import Report, evaluate, format_report, render_confusion_png
 
 __all__ = ["TrainPlan", "run_training", "evaluate_head", "MODALITY_SETS"]
 
