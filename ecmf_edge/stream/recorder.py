@@ -86,8 +86,10 @@ class VideoRecorder:
         if self._writer is None:
             h, w = frame.shape[:2]
             self._size = (w, h)
-            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*FOURCC[self.path.suffix.lower()]),
-                                     self.fps, self._size)
+            # VideoWriter_fourcc, not VideoWriter.fourcc: tests replace the VideoWriter class with a stand-in
+            codec = FOURCC[self.path.suffix.lower()]
+            fourcc = cv2.VideoWriter_fourcc(*codec)  # type: ignore[attr-defined]  # real, but missing from opencv's stubs
+            writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self._size)
             if not writer.isOpened():
                 writer.release()
                 self._stop(f"cannot record to {self.path}: OpenCV could not open a video writer there "

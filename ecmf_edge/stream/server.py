@@ -39,6 +39,7 @@ PAGE = """<!doctype html>
  .transcript{margin-top:10px;font-style:italic;color:#ffe8a3} #status{color:#888;font-size:13px;margin-top:10px}
  table{border-collapse:collapse} td,th{padding:2px 12px 2px 0;text-align:left} .focus{color:#ffd43b}
  h3{margin:10px 0 4px 0;font-size:15px}
+ .legend{font-size:12px;color:#bbb;margin:2px 0} .legend span{margin-right:10px} .legend i{display:inline-block;width:14px;height:3px;vertical-align:middle;margin-right:4px}
 </style></head><body>
 <div id="streams"><div class="stream"><div class="label">waiting for events&hellip;</div></div></div>
 <div id="status">connecting</div>
@@ -63,13 +64,25 @@ function panel(id) {
   const el = document.createElement("div");
   el.className = "stream";
   el.innerHTML = '<div class="sid"></div><div class="label"></div><div class="conf"></div>' +
-    '<h3>last minute</h3><canvas width="520" height="110"></canvas>' +
+    '<h3>last minute</h3><div class="legend"></div><canvas width="520" height="110"></canvas>' +
     '<h3>probabilities</h3><div class="probs"></div><h3>modality weights</h3><div class="w weights"></div>' +
     '<h3>people</h3><table class="people"></table><div class="transcript"></div>';
   el.querySelector(".sid").textContent = "stream " + id;
   box.appendChild(el);
   history[id] = [];
   return panels[id] = el;
+}
+function legend(el, names) {
+  if (el.dataset.names === names.join()) return;
+  el.dataset.names = names.join();
+  el.innerHTML = "";
+  for (const name of names) {
+    const item = document.createElement("span"), swatch = document.createElement("i");
+    swatch.style.background = COLOURS[name] || "#999";
+    item.appendChild(swatch);
+    item.appendChild(document.createTextNode(name));
+    el.appendChild(item);
+  }
 }
 function chart(canvas, points) {
   const g = canvas.getContext("2d"), w = canvas.width, h = canvas.height;
@@ -98,6 +111,7 @@ source.onmessage = (msg) => {
   const points = history[id];
   if (e.label) points.push({t: e.timestamp, p: e.probabilities});
   while (points.length && points[0].t < e.timestamp - 60) points.shift();
+  legend(el.querySelector(".legend"), Object.keys(e.probabilities));
   chart(el.querySelector("canvas"), points);
   const table = el.querySelector(".people"), people = e.people || [];
   table.innerHTML = people.length ? "<tr><th>id</th><th>label</th><th>confidence</th><th>in view</th></tr>"

@@ -162,6 +162,30 @@ def _fer7_label(sample: Sample) -> int | None:
     return FER7.index(name) if name in FER7 else None
 
 
+def _grey_faces(samples: Sequence[Sample], photo_size: int, photos: PhotoFaces | None):
+    """(grey face, FER7 label, sample) of every labelled, readable sample: ready crops as they are stored (any size),
+    whole photos' faces aligned at ``photo_size`` (photos without a face are skipped); detections are saved at the end."""
+    import cv2
+
+    try:
+        for s in samples:
+            label = _fer7_label(s)
+            if label is None:
+                continue
+            if s.corpus in PHOTO_CORPORA:
+                photos = photos or PhotoFaces()
+                image = photos.crop(s.image, photo_size)
+            else:
+                image = cv2.imread(str(s.image), cv2.IMREAD_GRAYSCALE)
+                if image is None:
+                    logger.warning("skipping unreadable image %s", s.image)
+            if image is not None:
+                yield image, label, s
+    finally:
+        if photos is not None:
+            photos.save()
+
+
 def load_face_data(samples: Sequence[Sample], size: int = INPUT_SIZE, photos: PhotoFaces | None = None) -> FaceData:
     """Read face crops as grey ``size`` x ``size`` uint8 with FER7 labels (unreadable files are skipped).
 
@@ -171,30 +195,13 @@ def load_face_data(samples: Sequence[Sample], size: int = INPUT_SIZE, photos: Ph
     import cv2
 
     images, labels, corpora, groups = [], [], [], []
-    for s in samples:
-        label = _fer7_label(s)
-        if label is None:
-            continue
-        if s.corpus in PHOTO_CORPORA:
-            photos = photos or PhotoFaces()
-            crop = photos.crop(s.image, size)
-            if crop is None:
-                continue
-            images.append(crop)
-            labels.append(label)
-            corpora.append(s.corpus)
-            groups.append(s.group)
-            continue
-        image = cv2.imread(str(s.image), cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            logger.warning("skipping unreadable image %s", s.image)
-            continue
-        images.append(cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR))
+    for image, label, s in _grey_faces(samples, size, photos):
+        if image.shape[:2] != (size, size):
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+        images.append(image)
         labels.append(label)
         corpora.append(s.corpus)
         groups.append(s.group)
-    if photos is not None:
-        photos.save()
     if not images:
         raise InputError("no face images found: check --fer2013 / --ckplus / --faces-wild (layout in docs/training.md)")
     return FaceData(np.stack(images), np.array(labels, np.int64), np.array(corpora), np.array(groups))
@@ -211,17 +218,7 @@ def write_face_pack(samples: Sequence[Sample], path, photos: PhotoFaces | None =
     import cv2
 
     blobs, labels, corpora, groups = [], [], [], []
-    for s in samples:
-        label = _fer7_label(s)
-        if label is None:
-            continue
-        if s.corpus in PHOTO_CORPORA:
-            photos = photos or PhotoFaces()
-            image = photos.crop(s.image, PACK_PHOTO_SIZE)
-        else:
-            image = cv2.imread(str(s.image), cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            continue
+    for image, label, s in _grey_faces(samples, PACK_PHOTO_SIZE, photos):
         ok, blob = cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, int(quality)])
         if not ok:
             raise InputError(f"could not encode {s.image} as WebP")
@@ -229,8 +226,6 @@ def write_face_pack(samples: Sequence[Sample], path, photos: PhotoFaces | None =
         labels.append(label)
         corpora.append(s.corpus)
         groups.append(s.group)
-    if photos is not None:
-        photos.save()
     offsets = np.cumsum([0] + [len(b) for b in blobs])
     np.savez(path, blobs=np.concatenate(blobs), offsets=offsets, labels=np.array(labels, np.int64),
              corpora=np.array(corpora), groups=np.array(groups))
