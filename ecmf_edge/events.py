@@ -2,10 +2,24 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EmotionEvent", "Person"]
+__all__ = ["EmotionEvent", "Person", "Box", "as_box"]
+
+# A face box in pixels: (x1, y1, x2, y2), left, top, right, bottom edges.
+Box = tuple[float, float, float, float]
+
+
+def as_box(values: Iterable[Any]) -> Box:
+    """Four numbers (a tuple, an array row, numpy scalars) as a box of plain floats.
+
+    Raises:
+        ValueError: not exactly four values.
+    """
+    x1, y1, x2, y2 = (float(v) for v in values)
+    return x1, y1, x2, y2
 
 
 def _r(value: float, digits: int = 4) -> float | None:
@@ -24,7 +38,7 @@ class Person:
     # Track id, stable while the person stays in view (in ``predict``: 0, 1 ... largest first).
     id: int
     # (x1, y1, x2, y2) of the face in frame pixels.
-    box: tuple[float, float, float, float]
+    box: Box
     # Most probable label of the face alone (unsmoothed).
     label: str
     # Its probability.
@@ -77,7 +91,7 @@ class EmotionEvent:
     # Age in seconds of the feature each modality contributed (or would have).
     ages_s: dict[str, float] = field(default_factory=dict)
     # (x1, y1, x2, y2) of the face used, in frame pixels, if any.
-    face_box: tuple[float, float, float, float] | None = None
+    face_box: Box | None = None
     # Language detected in the newest utterance ("en", "zh" ...), None before any speech was transcribed.
     language: str | None = None
     # Every tracked face in view, largest first (at most max_people).

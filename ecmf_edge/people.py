@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ecmf_edge.events import Person
+from ecmf_edge.events import Person, as_box
 from ecmf_edge.modalities import MODALITIES
-from ecmf_edge.vision.face_detector import as_box
 
 __all__ = ["FaceEntry", "choose_focus", "people_results", "focus_reason", "FRAME_ALONE_REASON", "frame_alone"]
 

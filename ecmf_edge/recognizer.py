@@ -347,10 +347,11 @@ class Recognizer:
 
     def _predict_frame(self, frame: Any, detect: bool, features: dict, absent: dict, latency: dict, extra: dict,
                        calibrated: bool = True) -> None:
+        from ecmf_edge.events import as_box
         from ecmf_edge.people import FaceEntry, choose_focus, focus_reason
         from ecmf_edge.stream.vision import is_blank
         from ecmf_edge.vision.alignment import align_face
-        from ecmf_edge.vision.face_detector import as_bgr, as_box
+        from ecmf_edge.vision.face_detector import as_bgr
 
         image = as_bgr(frame)
         blank = is_blank(image)

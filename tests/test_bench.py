@@ -100,8 +100,9 @@ def test_peers_and_scaling_are_reported(quick_run):
     for peer in peers["peers"]:
         agreement = peer["agreement"]["onnxruntime-fp32"]["per_face"]
         assert agreement["compared"] == 24
-        # our face encoder is fer's network fine-tuned on FER2013 + CK+: on these faces it mostly agrees with it.
-        assert agreement["top1_agreement"] >= 0.75
+        # our face encoder and fer's network both learnt FER2013 (ours also in-the-wild faces): on these faces they
+        # agree on most (chance with six classes is about 0.17, so a broken label mapping shows).
+        assert agreement["top1_agreement"] >= 0.5
         assert _finite_positive(peer["per_face"]["p50_ms"])
     tables = report["scaling"]["tables"]
     assert [r["input"] for r in tables["frame_size"]] == ["320x240", "640x480", "1280x720", "1920x1080"]

@@ -210,3 +210,14 @@ def test_calibrate_seconds_out_of_range_is_a_one_line_error(capsys, bundle_root,
     code = main(["run", "--video", str(face_video), "--headless", "--calibrate", "-3", "--bundle", str(bundle_root)])
     err = capsys.readouterr().err
     assert code == 2 and err.strip().count("\n") == 0 and "calibrate_s=-3" in err
+
+
+def test_an_explicit_llm_file_that_is_not_a_gguf_is_a_one_line_error_at_start_up(capsys, face_video, tmp_path):
+    from ecmf_edge.cli import main as cli
+
+    junk = tmp_path / "model.gguf"
+    junk.write_bytes(b"not a model at all")
+    for command in (["run", "--video", str(face_video), "--headless"], ["label", str(face_video), "--out", str(tmp_path / "o")]):
+        code = cli(command + ["--llm", str(junk)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.strip().count("\n") == 0 and "is not a GGUF model file" in err, command

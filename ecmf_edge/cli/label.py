@@ -13,6 +13,10 @@ __all__ = ["add_parsers"]
 def _cmd_label(args: argparse.Namespace) -> int:
     from ecmf_edge.batch.label import LabelOptions, label_paths
 
+    if args.llm:  # an explicit GGUF is checked at start-up, not in each worker at the first utterance
+        from ecmf_edge.text.llm_context import check_gguf
+
+        check_gguf(args.llm)
     options = LabelOptions(step=args.step, format=args.format, plot=not args.no_plot, bundle=args.bundle,
                            backend="onnxruntime" if args.backend == "auto" else args.backend, precision=args.precision,
                            use_llm=args.llm is not None, llm_path=args.llm or None, model_threads=args.model_threads)

@@ -99,9 +99,10 @@ def _recognizer(args: argparse.Namespace):
     from ecmf_edge.stream.options import StreamOptions
 
     llm_options = None
-    if args.llm:  # a GGUF path (a bare --llm uses the default model)
-        from ecmf_edge.text.llm_context import LlmOptions
+    if args.llm:  # a GGUF path (a bare --llm uses the default model): checked now, not at the first utterance
+        from ecmf_edge.text.llm_context import LlmOptions, check_gguf
 
+        check_gguf(args.llm)
         llm_options = LlmOptions(model_path=args.llm)
     return Recognizer(backend=args.backend, precision=args.precision, bundle=args.bundle,
                       options=StreamOptions(fusion_hz=args.fusion_hz, focus=args.focus, max_people=args.max_people,

@@ -107,12 +107,12 @@ def default_gguf() -> Path:
     return path
 
 
-def load_gguf(model_path: str | None, **llama_options: Any) -> tuple[Path, Llama]:
-    """(path, llama_cpp.Llama) of ``model_path`` (None: :func:`default_gguf`), after checking the file is a GGUF.
+def check_gguf(model_path: str | None) -> Path:
+    """The GGUF file ``model_path`` names (None: :func:`default_gguf`) after checking it exists and starts as a GGUF
+    does; cheap, so an explicit ``--llm FILE`` is checked at start-up rather than when the first utterance needs it.
 
     Raises:
-        DependencyError: llama-cpp-python is not installed.
-        ModelError: the file is missing, not a GGUF, or llama.cpp cannot load it (truncated, corrupt, unsupported).
+        ModelError: the file is missing or is not a GGUF.
     """
     path = Path(model_path) if model_path else default_gguf()
     if not path.is_file():
@@ -120,6 +120,17 @@ def load_gguf(model_path: str | None, **llama_options: Any) -> tuple[Path, Llama
     with open(path, "rb") as fh:
         if fh.read(4) != _GGUF_MAGIC:
             raise ModelError(f"{path} is not a GGUF model file (bad magic): pass a llama.cpp GGUF file with --llm")
+    return path
+
+
+def load_gguf(model_path: str | None, **llama_options: Any) -> tuple[Path, Llama]:
+    """(path, llama_cpp.Llama) of ``model_path`` (None: :func:`default_gguf`), after checking the file is a GGUF.
+
+    Raises:
+        DependencyError: llama-cpp-python is not installed.
+        ModelError: the file is missing, not a GGUF, or llama.cpp cannot load it (truncated, corrupt, unsupported).
+    """
+    path = check_gguf(model_path)
     try:
         from llama_cpp import Llama
     except ImportError:

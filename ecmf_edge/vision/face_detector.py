@@ -14,7 +14,7 @@ with ``max_side=320`` a 640x480 frame and ``min_face_size=20`` finds faces of ab
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +22,10 @@ import cv2
 import numpy as np
 
 from ecmf_edge.errors import InputError, ModelError
+from ecmf_edge.events import Box, as_box
 from ecmf_edge.modalities import REBUILD_COMMAND
 
-__all__ = ["Box", "Face", "FaceDetector", "as_bgr", "as_box", "nms", "DEFAULT_MAX_SIDE", "MODEL_KEY"]
+__all__ = ["Face", "FaceDetector", "as_bgr", "nms", "DEFAULT_MAX_SIDE", "MODEL_KEY"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -44,19 +45,6 @@ _DEFAULT_IO = {
 }
 
 # (x1, y1, x2, y2): left, top, right, bottom edges in pixels.
-Box = tuple[float, float, float, float]
-
-
-def as_box(values: Iterable[Any]) -> Box:
-    """Four numbers (a tuple, an array row, numpy scalars) as a box of plain floats.
-
-    Raises:
-        ValueError: not exactly four values.
-    """
-    x1, y1, x2, y2 = (float(v) for v in values)
-    return x1, y1, x2, y2
-
-
 @dataclass(frozen=True, eq=False)
 class Face:
     """One detected face, in pixels of the image given to :meth:`FaceDetector.detect`."""

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from ecmf_edge.events import as_box
 from ecmf_edge.people import FaceEntry, choose_focus, focus_reason
 from ecmf_edge.vision.alignment import align_face
-from ecmf_edge.vision.face_detector import as_box
 from ecmf_edge.vision.resting_face import RestingFaces
 from ecmf_edge.vision.tracking import FaceTracker
 
