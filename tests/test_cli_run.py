@@ -156,6 +156,16 @@ def test_overlay_draws_on_a_real_frame_without_touching_it(bundle, astronaut_bgr
     assert np.any(waiting != astronaut_bgr)
 
 
+def _as_from_a_shell() -> None:
+    """In the child before exec: no blocked signals and Ctrl-C's default disposition, as a shell starts a command.
+    (A child inherits its parent thread's signal mask, and libraries loaded by earlier tests in this process, e.g.
+    PortAudio's, may have blocked signals in it: the run would then never see the SIGINT.)"""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_a_real_time_run(bundle_root, face_video, speech, tmp_path):
     import os
     import signal
@@ -170,7 +180,7 @@ def test_ctrl_c_stops_a_real_time_run(bundle_root, face_video, speech, tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "ecmf_edge.cli", "run", "--video", str(face_video), "--audio",
                              str(long_wav), "--headless", "--bundle", str(bundle_root)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(bundle_root.parent),
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_as_from_a_shell)
     try:
         # Events with a label: models loaded, threads running (on a busy machine the first ticks may come before
         # any stage has a result, and carry no label).
