@@ -92,8 +92,11 @@ class EmotionEvent:
     ages_s: dict[str, float] = field(default_factory=dict)
     # (x1, y1, x2, y2) of the face used, in frame pixels, if any.
     face_box: Box | None = None
-    # Language detected in the newest utterance ("en", "zh" ...), None before any speech was transcribed.
+    # Language detected in the newest utterance ("en", "zh" ...; "unsure" when Whisper's guess had a probability
+    # below 0.5), None before any speech was transcribed.
     language: str | None = None
+    # Whisper's probability for its language guess (0..1), None before any speech was transcribed.
+    language_probability: float | None = None
     # Every tracked face in view, largest first (at most max_people).
     people: tuple[Person, ...] = ()
     # Track id of the focus person: the face whose features the fused label used (None without one).
@@ -121,6 +124,7 @@ class EmotionEvent:
             "ages_s": {k: _r(v, 3) for k, v in self.ages_s.items()},
             "face_box": None if self.face_box is None else [_r(v, 1) for v in self.face_box],
             "language": self.language,
+            "language_probability": None if self.language_probability is None else _r(self.language_probability),
             "people": [p.to_dict() for p in self.people],
             "focus_id": self.focus_id,
             "people_skipped": self.people_skipped,

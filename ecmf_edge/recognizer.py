@@ -33,7 +33,7 @@ from ecmf_edge.stream.models import Locked, ModelLoader
 from ecmf_edge.stream.options import MODALITIES, StreamOptions
 from ecmf_edge.stream.pipeline import EmotionStream
 from ecmf_edge.stream.sinks import CallbackSink, LabelChangeSink
-from ecmf_edge.text.asr import AsrOptions
+from ecmf_edge.text.asr import AsrOptions, reported_language
 from ecmf_edge.text.llm_context import LlmOptions
 from ecmf_edge.timeline import ClipResult, build_clip_result, check_step
 
@@ -342,6 +342,7 @@ class Recognizer:
                             modality_weights=weights, present=present, absent=absent,
                             transcript=extra.get("transcript"), latency_ms=latency, index=0, label_changed=False,
                             raw_label=label, face_box=extra.get("box"), language=extra.get("language"),
+                            language_probability=extra.get("language_probability"),
                             people=people_results(extra.get("people", ()), self._fusion),
                             focus_id=extra.get("focus_id"), people_skipped=extra.get("people_skipped", 0))
 
@@ -489,7 +490,8 @@ class Recognizer:
         started = time.perf_counter()
         transcript = asr.transcribe(pcm)
         latency["asr"] = round((time.perf_counter() - started) * 1000.0, 3)
-        extra["language"] = transcript.language
+        extra["language"] = reported_language(transcript.language, transcript.language_probability)
+        extra["language_probability"] = round(float(transcript.language_probability), 4)
         if transcript.is_empty:
             absent["text"] = transcript.empty_reason or "no words in the audio"
             return

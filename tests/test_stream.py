@@ -200,6 +200,8 @@ def test_full_loop_from_video_and_speech_files(bundle, parts, asr, face_video, s
     assert events[0].absent["audio"] == "no speech (VAD)" or "no audio result" in events[0].absent["audio"]
     last = events[-1]
     assert "text" in last.present and "happy" in last.transcript.lower(), last
+    assert last.language == "en" and 0.5 <= last.language_probability <= 1.0  # sure of English: the code is reported
+    assert last.to_dict()["language_probability"] == pytest.approx(last.language_probability, abs=1e-4)
     assert {"asr", "text_encoder"} <= set(last.latency_ms)
     assert stream.stats()["stages"]["text"]["processed"] == 1
 

@@ -300,3 +300,11 @@ def test_missing_llm_degrades_with_one_warning(bundle, monkeypatch):
     with pytest.warns(RuntimeWarning, match="running without LLM context enrichment"):
         path = build_text_path(bundle, use_llm=True)
     assert path is not None and path.featurizer.enricher is None
+
+
+def test_an_unsure_language_guess_is_reported_as_unsure_but_still_gates_the_text():
+    from ecmf_edge.text.asr import LANGUAGE_SURE, reported_language
+
+    assert reported_language("en", 0.97) == "en"
+    assert reported_language("ko", LANGUAGE_SURE - 0.01) == "unsure"  # e.g. Mandarin guessed as Korean
+    assert reported_language(None, 0.0) is None

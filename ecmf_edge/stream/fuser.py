@@ -96,6 +96,7 @@ class Fuser:
             ages_s={m: round(a, 4) for m, a in aligned.ages.items()},
             face_box=face.extra.get("box") if face is not None else None,
             language=heard.extra.get("language") if heard is not None else None,
+            language_probability=heard.extra.get("language_probability") if heard is not None else None,
             people=people, focus_id=focus_id, people_skipped=skipped, stream=self.stream_id,
         )
 

@@ -15,6 +15,7 @@ from typing import Any
 from ecmf_edge.stream.aligner import Observation
 from ecmf_edge.stream.audio import Utterance
 from ecmf_edge.stream.stage import QueueStage
+from ecmf_edge.text.asr import reported_language
 
 __all__ = ["TextStage"]
 
@@ -31,12 +32,14 @@ class TextStage(QueueStage):
 
     def handle(self, utterance: Utterance) -> None:
         feature = self.text_path.process(utterance.pcm, utterance.t)
-        language = getattr(self.text_path, "last_language", None)
+        probability = float(getattr(self.text_path, "last_language_probability", 0.0))
+        heard = {"language": reported_language(getattr(self.text_path, "last_language", None), probability),
+                 "language_probability": round(probability, 4)}
         if feature is None:
             gate = getattr(self.text_path, "last_gate_reason", None)
             if gate is not None:  # words in a language the text model does not read: text is absent, and why
                 self.post(Observation("text", utterance.t, utterance.captured, None, gate, {},
-                                      {"transcript": getattr(self.text_path, "last_transcript", None), "language": language}))
+                                      {"transcript": getattr(self.text_path, "last_transcript", None), **heard}))
                 return
             self.empty += 1
             self.last_empty_reason = getattr(self.text_path, "last_empty_reason", None)
@@ -44,5 +47,5 @@ class TextStage(QueueStage):
         latency = {k: float(v) for k, v in feature.latency_ms.items()}
         context = feature.context
         extra = {"transcript": feature.transcript, "context": getattr(context, "context", "") or None,
-                 "llm_fallback": getattr(context, "fallback_reason", None), "language": language}
+                 "llm_fallback": getattr(context, "fallback_reason", None), **heard}
         self.post(Observation("text", utterance.t, utterance.captured, feature.vector, None, latency, extra))

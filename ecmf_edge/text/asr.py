@@ -151,6 +151,19 @@ class Transcript:
         return not self.text
 
 
+# Below this probability of Whisper's language guess, events report the language as "unsure" (with the
+# probability): a short or accented utterance can be guessed as a near language (Mandarin read as "ko").
+LANGUAGE_SURE = 0.5
+
+
+def reported_language(language: str | None, probability: float) -> str | None:
+    """What events say was heard: Whisper's guess when it is sure enough (:data:`LANGUAGE_SURE`), else "unsure"
+    (None before anything was transcribed). The text branch's language gate still uses the guess itself."""
+    if language is None:
+        return None
+    return language if probability >= LANGUAGE_SURE else "unsure"
+
+
 def _empty(reason: str, audio_seconds: float, elapsed: float, language: str | None = None) -> Transcript:
     return Transcript("", language, 0.0, (), audio_seconds, elapsed, empty_reason=reason)
 

@@ -175,6 +175,7 @@ class TextPath:
         self.last_empty_reason: str | None = None
         # The language of the last utterance, and why it was kept from the text model (language gate).
         self.last_language: str | None = None
+        self.last_language_probability = 0.0
         self.last_gate_reason: str | None = None
         self.last_transcript: str | None = None
 
@@ -222,6 +223,7 @@ class TextPath:
         transcript = self.recognizer.transcribe(pcm)
         asr_ms = (time.perf_counter() - started) * 1000.0
         self.last_language = transcript.language
+        self.last_language_probability = float(transcript.language_probability)
         self.last_gate_reason = None
         if transcript.is_empty:
             self.last_empty_reason = transcript.empty_reason
