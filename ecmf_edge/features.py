@@ -20,12 +20,11 @@ from ecmf_edge.audio.io import SAMPLE_RATE, check_pcm, load_audio, normalize_lou
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import MODALITIES
 
-__all__ = ["ModalityFeatures", "FeatureExtractor", "FeatureOptions", "MODALITY_ORDER", "normalize_loudness"]
+__all__ = ["ModalityFeatures", "FeatureExtractor", "FeatureOptions", "normalize_loudness"]
 
 logger = logging.getLogger("ecmf_edge")
 
 # Modality tokens in the order the fusion head reads them.
-MODALITY_ORDER: tuple[str, ...] = MODALITIES  # the token order (ecmf_edge.modalities)
 # Below this loudness (dBFS) audio counts as silent and the VAD is not run.
 SILENCE_DBFS = -60.0
 # Longest stretch of speech fed to the speech encoder at once (Whisper's window).
@@ -71,20 +70,20 @@ class ModalityFeatures:
 
     @property
     def present(self) -> dict[str, bool]:
-        """Presence mask over :data:`MODALITY_ORDER`."""
-        return {m: getattr(self, m) is not None for m in MODALITY_ORDER}
+        """Presence mask over :data:`MODALITIES`."""
+        return {m: getattr(self, m) is not None for m in MODALITIES}
 
     def save_npz(self, path: str | Path) -> Path:
         """Write every present vector, the presence mask and the info as JSON into an .npz."""
         path = Path(path)
         # Any, not np.ndarray: numpy's stub lets a `**` dict also fill savez's bool `allow_pickle` (numpy >= 2.1).
         arrays: dict[str, Any] = {}
-        for name in (*MODALITY_ORDER, "face_probs", "prosody"):
+        for name in (*MODALITIES, "face_probs", "prosody"):
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = np.asarray(value, dtype=np.float32)
-        arrays["present"] = np.array([self.present[m] for m in MODALITY_ORDER], dtype=bool)
-        arrays["modalities"] = np.array(MODALITY_ORDER)
+        arrays["present"] = np.array([self.present[m] for m in MODALITIES], dtype=bool)
+        arrays["modalities"] = np.array(MODALITIES)
         arrays["info"] = np.array(json.dumps(self.info, default=str))
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **arrays)

@@ -8,7 +8,8 @@ import pytest
 from conftest import make_video, write_wav
 
 from ecmf_edge.cli import main
-from ecmf_edge.features import MODALITY_ORDER, FeatureExtractor
+from ecmf_edge.features import FeatureExtractor
+from ecmf_edge.modalities import MODALITIES
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_features_command_writes_every_modality(capsys, bundle_root, face_video,
                                 "--audio", str(speech_wav), "--text", "I am so happy you came", "--out", str(out))
     assert code == 0, stderr
     data = np.load(out)
-    assert list(data["modalities"]) == list(MODALITY_ORDER)
+    assert list(data["modalities"]) == list(MODALITIES)
     assert data["present"].tolist() == [True, True, True, True]
     assert data["frame"].shape == (1280,) and data["text"].shape == (384,) and data["audio"].shape == (3072,)
     assert data["prosody"].shape == (16,)

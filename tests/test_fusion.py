@@ -10,9 +10,10 @@ torch = pytest.importorskip("torch")
 
 from ecmf_edge.errors import InputError  # noqa: E402
 from ecmf_edge.labels import MER2025_LABELS  # noqa: E402
+from ecmf_edge.modalities import MODALITIES
 from ecmf_edge.runtime.fusion_head import FusionHead  # noqa: E402
 from ecmf_edge.train.corpus_features import FeatureTable  # noqa: E402
-from ecmf_edge.train.fusion.head import MODALITY_ORDER, HeadConfig, build_head  # noqa: E402
+from ecmf_edge.train.fusion.head import HeadConfig, build_head  # noqa: E402
 from ecmf_edge.train.fusion.refine import RefineOptions, refine_labels  # noqa: E402
 from ecmf_edge.train.fusion.save import save_head  # noqa: E402
 from ecmf_edge.train.fusion.train import TrainOptions, predict_table, train_head  # noqa: E402
@@ -62,7 +63,7 @@ def text_table(bundle):
             labels.append(label)
             rows.append(featurizer.featurize(sentence).vector)
     n = len(labels)
-    feats = {m: np.zeros((n, DIMS[m]), np.float32) for m in MODALITY_ORDER}
+    feats = {m: np.zeros((n, DIMS[m]), np.float32) for m in MODALITIES}
     feats["text"] = np.stack(rows)
     mask = np.zeros((n, 4), np.float32)
     mask[:, 3] = 1
@@ -71,7 +72,7 @@ def text_table(bundle):
 
 def _random_inputs(n=4, seed=0):
     rng = np.random.default_rng(seed)
-    return {m: torch.from_numpy(rng.standard_normal((n, DIMS[m])).astype(np.float32)) for m in MODALITY_ORDER}
+    return {m: torch.from_numpy(rng.standard_normal((n, DIMS[m])).astype(np.float32)) for m in MODALITIES}
 
 
 def test_absent_tokens_have_no_effect_and_weights_cover_present_ones():
@@ -79,9 +80,9 @@ def test_absent_tokens_have_no_effect_and_weights_cover_present_ones():
     x = _random_inputs()
     mask = torch.tensor([[1, 1, 0, 0], [0, 0, 1, 0], [1, 1, 1, 1], [0, 1, 0, 1]], dtype=torch.float32)
     with torch.no_grad():
-        _, p1, w1 = model(*[x[m] for m in MODALITY_ORDER], mask)
+        _, p1, w1 = model(*[x[m] for m in MODALITIES], mask)
         changed = {m: (v if m in ("frame", "face") else v * 0 + 7.0) for m, v in x.items()}
-        _, p2, w2 = model(*[changed[m] for m in MODALITY_ORDER], mask)
+        _, p2, w2 = model(*[changed[m] for m in MODALITIES], mask)
     assert torch.allclose(w1.sum(1), torch.ones(4), atol=1e-5)
     assert torch.all(w1[mask == 0] == 0)
     assert torch.allclose(p1[0], p2[0], atol=1e-5), "an absent modality changed the prediction"
@@ -92,7 +93,7 @@ def test_ablation_switches_build_and_run():
     for config in (HeadConfig(attention=False), HeadConfig(residual=False), HeadConfig(layers=2, d_model=64)):
         model = build_head(config).eval()
         x = _random_inputs(2)
-        _, p, w = model(*[x[m] for m in MODALITY_ORDER], torch.ones(2, 4))
+        _, p, w = model(*[x[m] for m in MODALITIES], torch.ones(2, 4))
         assert p.shape == (2, 6) and torch.allclose(p.sum(1), torch.ones(2), atol=1e-5)
 
 
@@ -128,12 +129,12 @@ def test_training_learns_and_exports_with_parity(text_table, tmp_path, bundle):
     accuracy = float(np.mean(np.array(LABELS)[probs.argmax(1)] == test.labels))
     assert accuracy >= 0.5, f"held-out accuracy {accuracy:.2f} (chance is 0.17)"
     assert np.allclose(weights[:, 3], 1.0)  # text is the only present token
-    path = save_head(result.model, tmp_path, {"labels": list(LABELS), "modalities": list(MODALITY_ORDER), "dims": DIMS}, test)
+    path = save_head(result.model, tmp_path, {"labels": list(LABELS), "modalities": list(MODALITIES), "dims": DIMS}, test)
     record = json.loads((tmp_path / "fusion_head.json").read_text())
     assert record["parity"]["max_abs_diff"] <= record["parity"]["tolerance"]
     from ecmf_edge.runtime.sessions import create_session
 
-    head = FusionHead(create_session(path), {"attributes": {"modalities": list(MODALITY_ORDER), "dims": DIMS}}, LABELS)
+    head = FusionHead(create_session(path), {"attributes": {"modalities": list(MODALITIES), "dims": DIMS}}, LABELS)
     fused = head.predict({"text": test.features["text"][0]})
     assert fused.modality_weights == {"text": pytest.approx(1.0)}
     assert np.allclose(fused.probabilities, probs[0], atol=1e-4)
@@ -144,7 +145,7 @@ def test_fusion_runtime_rejects_bad_input(tmp_path, text_table):
     path = save_head(model, tmp_path, {"labels": list(LABELS)}, text_table)
     from ecmf_edge.runtime.sessions import create_session
 
-    head = FusionHead(create_session(path), {"attributes": {"modalities": list(MODALITY_ORDER), "dims": DIMS}}, LABELS)
+    head = FusionHead(create_session(path), {"attributes": {"modalities": list(MODALITIES), "dims": DIMS}}, LABELS)
     with pytest.raises(InputError, match="no modality present"):
         head.predict({})
     with pytest.raises(InputError, match="text feature has 384 values, the fusion head expects 768"):
@@ -165,7 +166,7 @@ def test_refinement_relabels_only_when_sources_agree():
     flipped = [3, 10, 70, 95]
     for i in flipped:
         noisy[i] = "sad" if truth[i] == "happy" else "happy"
-    feats = {m: np.zeros((2 * n_per, DIMS[m]), np.float32) for m in MODALITY_ORDER}
+    feats = {m: np.zeros((2 * n_per, DIMS[m]), np.float32) for m in MODALITIES}
     feats["face"] = face
     mask = np.zeros((2 * n_per, 4), np.float32)
     mask[:, 1] = 1

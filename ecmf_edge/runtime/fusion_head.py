@@ -15,9 +15,8 @@ import numpy as np
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import MODALITIES
 
-__all__ = ["FusionHead", "FusionResult", "MODALITY_ORDER"]
+__all__ = ["FusionHead", "FusionResult"]
 
-MODALITY_ORDER: tuple[str, ...] = MODALITIES  # the token order (ecmf_edge.modalities)
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class FusionHead:
         self._session = session
         self.labels = tuple(labels)
         attrs = spec.get("attributes", {})
-        self.modalities = tuple(attrs.get("modalities", MODALITY_ORDER))
+        self.modalities = tuple(attrs.get("modalities", MODALITIES))
         self.dims = {m: int(attrs["dims"][m]) for m in self.modalities}
 
     @classmethod

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ecmf_edge.features import FeatureExtractor
-from ecmf_edge.modalities import MODALITIES as MODALITY_ORDER
+from ecmf_edge.modalities import MODALITIES
 from ecmf_edge.train.datasets.base import Sample
 from ecmf_edge.train.datasets.images import PHOTO_CORPORA
 
@@ -72,7 +72,7 @@ class FeatureTable:
         return FeatureTable(
             np.concatenate([t.ids for t in tables]), np.concatenate([t.corpora for t in tables]),
             np.concatenate([t.groups for t in tables]), np.concatenate([t.labels for t in tables]),
-            {m: np.concatenate([t.features[m] for t in tables]) for m in MODALITY_ORDER},
+            {m: np.concatenate([t.features[m] for t in tables]) for m in MODALITIES},
             np.concatenate([t.mask for t in tables]), np.concatenate([t.face_probs for t in tables]))
 
 
@@ -100,7 +100,7 @@ def _media(samples: Sequence[Sample]) -> tuple[str, ...]:
 
 
 def _empty_row(dims: dict[str, int]) -> dict[str, np.ndarray]:
-    return {m: np.zeros(dims[m], np.float32) for m in MODALITY_ORDER}
+    return {m: np.zeros(dims[m], np.float32) for m in MODALITIES}
 
 
 def _extract_one(extractor: FeatureExtractor, sample: Sample, dims: dict[str, int]):
@@ -132,8 +132,8 @@ def _extract_one(extractor: FeatureExtractor, sample: Sample, dims: dict[str, in
     if sample.text:
         extractor.from_text(sample.text, feats, history=sample.history)
     row = _empty_row(dims)
-    mask = np.zeros(len(MODALITY_ORDER), np.float32)
-    for i, m in enumerate(MODALITY_ORDER):
+    mask = np.zeros(len(MODALITIES), np.float32)
+    for i, m in enumerate(MODALITIES):
         token = feats.token(m)
         if token is not None:
             row[m] = token.astype(np.float32)
@@ -188,15 +188,15 @@ def extract_table(samples: Sequence[Sample], extractor: FeatureExtractor, cache_
         cached: dict[str, tuple] = {}
         if shard.is_file():
             with np.load(shard, allow_pickle=False) as data:  # read each array once (NpzFile re-reads on every access)
-                arrays = {name: data[name] for name in (*MODALITY_ORDER, "ids", "mask", "face_probs")}
+                arrays = {name: data[name] for name in (*MODALITIES, "ids", "mask", "face_probs")}
             stale = False
-            for j, m in enumerate(MODALITY_ORDER):  # absent tokens are zeros of whatever width the caller asks for
+            for j, m in enumerate(MODALITIES):  # absent tokens are zeros of whatever width the caller asks for
                 if arrays[m].shape[1] != dims[m]:
                     if np.any(arrays["mask"][:, j] > 0):
                         stale = True  # present features of another width: made by another encoder set
                     arrays[m] = np.zeros((len(arrays["ids"]), dims[m]), np.float32)
             for i, sid in enumerate([] if stale else arrays["ids"]):
-                cached[str(sid)] = ({m: arrays[m][i] for m in MODALITY_ORDER}, arrays["mask"][i], arrays["face_probs"][i])
+                cached[str(sid)] = ({m: arrays[m][i] for m in MODALITIES}, arrays["mask"][i], arrays["face_probs"][i])
         missing = [s for s in items if s.id not in cached]
         failed = 0
         bar = tqdm(total=len(missing), desc=f"features {corpus}", disable=not progress or not missing, unit="sample")
@@ -219,7 +219,7 @@ def extract_table(samples: Sequence[Sample], extractor: FeatureExtractor, cache_
     return FeatureTable(
         ids=np.array([s.id for s in kept]), corpora=np.array([s.corpus for s in kept]),
         groups=np.array([s.group for s in kept]), labels=np.array([s.label for s in kept]),
-        features={m: np.stack([rows[s.id][0][m] for s in kept]).astype(np.float32) for m in MODALITY_ORDER},
+        features={m: np.stack([rows[s.id][0][m] for s in kept]).astype(np.float32) for m in MODALITIES},
         mask=np.stack([rows[s.id][1] for s in kept]).astype(np.float32),
         face_probs=np.stack([rows[s.id][2] for s in kept]).astype(np.float32),
     )
@@ -227,7 +227,7 @@ def extract_table(samples: Sequence[Sample], extractor: FeatureExtractor, cache_
 
 def _write_shard(path: Path, cached: dict[str, tuple]) -> None:
     ids = sorted(cached)
-    arrays = {m: np.stack([cached[i][0][m] for i in ids]) for m in MODALITY_ORDER}
+    arrays = {m: np.stack([cached[i][0][m] for i in ids]) for m in MODALITIES}
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, ids=np.array(ids), mask=np.stack([cached[i][1] for i in ids]), face_probs=np.stack([cached[i][2] for i in ids]), **arrays)
     tmp.replace(path)

@@ -24,9 +24,8 @@ import numpy as np
 from ecmf_edge.build.common import require_torch
 from ecmf_edge.modalities import MODALITIES
 
-__all__ = ["HeadConfig", "build_head", "MODALITY_ORDER"]
+__all__ = ["HeadConfig", "build_head"]
 
-MODALITY_ORDER: tuple[str, ...] = MODALITIES  # the token order (ecmf_edge.modalities)
 _MASKED = -1.0e4
 
 
@@ -34,7 +33,7 @@ _MASKED = -1.0e4
 class HeadConfig:
     """Shape and switches of the fusion head."""
 
-    # Input size of each modality token, in MODALITY_ORDER.
+    # Input size of each modality token, in MODALITIES.
     dims: dict[str, int] = field(default_factory=lambda: {"frame": 1280, "face": 128, "audio": 3088, "text": 768})
     # Number of output classes.
     num_classes: int = 6
@@ -81,13 +80,13 @@ def build_head(config: HeadConfig, stats: dict[str, tuple[np.ndarray, np.ndarray
             d = config.d_model
             self.proj = nn.ModuleDict({
                 m: nn.Sequential(nn.LayerNorm(config.dims[m]), nn.Linear(config.dims[m], d), nn.GELU(), nn.Dropout(config.dropout))
-                for m in MODALITY_ORDER
+                for m in MODALITIES
             })
-            for m in MODALITY_ORDER:
+            for m in MODALITIES:
                 mean, std = (stats or {}).get(m, (np.zeros(config.dims[m]), np.ones(config.dims[m])))
                 self.register_buffer(f"{m}_mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)))
                 self.register_buffer(f"{m}_std", torch.as_tensor(np.maximum(np.asarray(std, dtype=np.float32), 1e-6)))
-            self.modality_embedding = nn.Parameter(torch.randn(len(MODALITY_ORDER), d) * 0.02)
+            self.modality_embedding = nn.Parameter(torch.randn(len(MODALITIES), d) * 0.02)
             self.attn = nn.ModuleList(Attention(d, config.heads, config.dropout) for _ in range(config.layers))
             self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(config.layers))
             self.gate = nn.Linear(d, 1)
@@ -96,7 +95,7 @@ def build_head(config: HeadConfig, stats: dict[str, tuple[np.ndarray, np.ndarray
         def tokens(self, frame, face, audio, text):
             inputs = {"frame": frame, "face": face, "audio": audio, "text": text}
             out = []
-            for m in MODALITY_ORDER:
+            for m in MODALITIES:
                 x = (inputs[m] - getattr(self, f"{m}_mean")) / getattr(self, f"{m}_std")
                 out.append(self.proj[m](x))
             return torch.stack(out, dim=1) + self.modality_embedding

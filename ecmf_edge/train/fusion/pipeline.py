@@ -22,9 +22,10 @@ import numpy as np
 
 from ecmf_edge import __version__
 from ecmf_edge.labels import MER2025_LABELS
+from ecmf_edge.modalities import MODALITIES
 from ecmf_edge.train.corpus_features import DIMS, FeatureTable, extract_table, feature_key, token_dims
 from ecmf_edge.train.datasets.corpora import CORPORA_BY_MODALITY, CorpusPaths, load_splits
-from ecmf_edge.train.fusion.head import MODALITY_ORDER, HeadConfig
+from ecmf_edge.train.fusion.head import HeadConfig
 from ecmf_edge.train.fusion.refine import RefineOptions, refine_labels
 from ecmf_edge.train.fusion.train import TrainOptions, make_combinations, predict_table, train_head
 from ecmf_edge.train.metrics import Report, evaluate, format_report, render_confusion_png
@@ -47,7 +48,7 @@ def speech_branch_tokens(table: FeatureTable, bundle) -> FeatureTable:
     spec = bundle.spec("speech_head")
     norm = spec["attributes"]["speaker_normalisation"]
     session = bundle.session(spec["file"])
-    rows = np.flatnonzero(table.mask[:, MODALITY_ORDER.index("audio")] > 0)
+    rows = np.flatnonzero(table.mask[:, MODALITIES.index("audio")] > 0)
     out = np.zeros((len(table), int(spec["attributes"]["embedding_dim"])), np.float32)
     if rows.size:
         prior = (np.asarray(norm["prior_mean"], np.float64), np.asarray(norm["prior_std"], np.float64))
@@ -87,7 +88,7 @@ def _report(model, table: FeatureTable, labels) -> Report:
 
 def _keep_tokens(table: FeatureTable, tokens: tuple[str, ...]) -> FeatureTable:
     mask = table.mask.copy()
-    for i, m in enumerate(MODALITY_ORDER):
+    for i, m in enumerate(MODALITIES):
         if m not in tokens:
             mask[:, i] = 0.0
     keep = mask.sum(1) > 0
@@ -112,7 +113,7 @@ def modality_ablation(model, test: FeatureTable, labels, count: int, seed: int =
             kind = "real unimodal test samples"
         else:
             sub = _keep_tokens(combos, tokens)
-            sub = sub.subset(np.flatnonzero(np.all(sub.mask[:, [MODALITY_ORDER.index(t) for t in tokens]] > 0, axis=1)))
+            sub = sub.subset(np.flatnonzero(np.all(sub.mask[:, [MODALITIES.index(t) for t in tokens]] > 0, axis=1)))
             kind = "class-matched cross-corpus combinations of test samples (not real multimodal recordings)"
         if len(sub) == 0:
             continue
@@ -188,7 +189,7 @@ def run_training(plan: TrainPlan, extractor, progress: bool = True) -> dict:
     counts = {c: {"train": int((fit.corpora == c).sum()), "val": int((val.corpora == c).sum()),
                   "test": int((test.corpora == c).sum())} for c in np.unique(full_train.corpora)}
     record = {
-        "version": __version__, "labels": list(labels), "modalities": list(MODALITY_ORDER), "dims": dims,
+        "version": __version__, "labels": list(labels), "modalities": list(MODALITIES), "dims": dims,
         "token_sources": {"frame": "frame_encoder.features (mean over frames)", "face": "face_encoder.features (aligned crop)",
                           "audio": ("speech_head.embedding of the speaker-normalised concat(audio_encoder.pooled_mid, prosody 16)"
                                     if extractor.bundle.has("speech_head") else

@@ -22,8 +22,8 @@ import numpy as np
 
 from ecmf_edge.build.common import require_torch
 from ecmf_edge.labels import map_probabilities
+from ecmf_edge.modalities import MODALITIES
 from ecmf_edge.train.corpus_features import FeatureTable
-from ecmf_edge.train.fusion.head import MODALITY_ORDER
 
 __all__ = ["RefineOptions", "RefineResult", "refine_labels", "probe_oof"]
 
@@ -75,7 +75,7 @@ def _fit_probe(x: np.ndarray, y: np.ndarray, classes: int, steps: int = 200, wei
 def probe_oof(table: FeatureTable, y: np.ndarray, tokens: tuple[str, ...], classes: int, folds: int, seed: int) -> np.ndarray:
     """Out-of-fold class probabilities of a linear probe on ``tokens`` (folds split by group)."""
     torch = require_torch()
-    cols = [MODALITY_ORDER.index(t) for t in tokens]
+    cols = [MODALITIES.index(t) for t in tokens]
     x = np.concatenate([table.features[t] for t in tokens], axis=1).astype(np.float32)
     mean, std = x.mean(0), x.std(0) + 1e-3
     x = (x - mean) / std
@@ -107,8 +107,8 @@ def refine_labels(table: FeatureTable, labels: tuple[str, ...], options: RefineO
     for corpus in np.unique(table.corpora):
         in_corpus = np.flatnonzero(table.corpora == corpus)
         # the tokens most of the corpus has; samples lacking one of them keep their label
-        present = tuple(m for i, m in enumerate(MODALITY_ORDER) if table.mask[in_corpus, i].mean() >= 0.9)
-        cols = [MODALITY_ORDER.index(m) for m in present]
+        present = tuple(m for i, m in enumerate(MODALITIES) if table.mask[in_corpus, i].mean() >= 0.9)
+        cols = [MODALITIES.index(m) for m in present]
         members = in_corpus[np.all(table.mask[in_corpus][:, cols] > 0, axis=1)] if present else in_corpus
         sub = table.subset(members)
         sources = []

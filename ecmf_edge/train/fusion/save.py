@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ecmf_edge.build.common import check_parity, json_default, onnx_export, require_torch
+from ecmf_edge.modalities import MODALITIES
 from ecmf_edge.train.corpus_features import FeatureTable
-from ecmf_edge.train.fusion.head import MODALITY_ORDER
 
 __all__ = ["save_head", "PARITY_TOLERANCE"]
 
@@ -34,12 +34,12 @@ def save_head(model, out_dir: str | Path, record: dict, reference: FeatureTable)
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
     rows = np.unique(np.linspace(0, len(reference) - 1, min(len(reference), 64)).astype(int))  # spread over corpora
-    feats = {m: reference.features[m][rows] for m in MODALITY_ORDER}
+    feats = {m: reference.features[m][rows] for m in MODALITIES}
     mask = reference.mask[rows]
-    args = tuple(torch.from_numpy(feats[m]) for m in MODALITY_ORDER) + (torch.from_numpy(mask),)
-    path = onnx_export(model, args, out / "fusion_head.onnx", input_names=[*MODALITY_ORDER, "mask"],
+    args = tuple(torch.from_numpy(feats[m]) for m in MODALITIES) + (torch.from_numpy(mask),)
+    path = onnx_export(model, args, out / "fusion_head.onnx", input_names=[*MODALITIES, "mask"],
                        output_names=["logits", "probs", "weights"],
-                       dynamic_axes={n: {0: "batch"} for n in (*MODALITY_ORDER, "mask", "logits", "probs", "weights")})
+                       dynamic_axes={n: {0: "batch"} for n in (*MODALITIES, "mask", "logits", "probs", "weights")})
     with torch.no_grad():
         _, torch_probs, torch_weights = model(*args)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

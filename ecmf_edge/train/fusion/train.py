@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ecmf_edge.build.common import require_torch
+from ecmf_edge.modalities import MODALITIES
 from ecmf_edge.train.corpus_features import FeatureTable
 from ecmf_edge.train.datasets.corpora import CORPORA_BY_MODALITY
-from ecmf_edge.train.fusion.head import MODALITY_ORDER, HeadConfig, build_head
+from ecmf_edge.train.fusion.head import HeadConfig, build_head
 from ecmf_edge.train.metrics import Report, evaluate
 
 __all__ = ["TrainOptions", "TrainResult", "train_head", "predict_table", "feature_stats", "make_combinations", "SOURCE_GROUPS"]
@@ -68,7 +69,7 @@ class TrainResult:
 def feature_stats(table: FeatureTable) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Mean/std of each modality over the samples where it is present."""
     stats = {}
-    for i, m in enumerate(MODALITY_ORDER):
+    for i, m in enumerate(MODALITIES):
         rows = table.features[m][table.mask[:, i] > 0]
         if len(rows) < 2:
             dim = table.features[m].shape[1]
@@ -101,8 +102,8 @@ def make_combinations(table: FeatureTable, labels: np.ndarray, count: int, rng: 
     classes = [k for k in np.unique(labels) if sum(len(pools[g].get(k, ())) > 0 for g in pools) >= 2]
     if not classes:  # fewer than two modality families: no combination can be made
         count = 0
-    feats = {m: np.zeros((count, table.features[m].shape[1]), np.float32) for m in MODALITY_ORDER}
-    mask = np.zeros((count, len(MODALITY_ORDER)), np.float32)
+    feats = {m: np.zeros((count, table.features[m].shape[1]), np.float32) for m in MODALITIES}
+    mask = np.zeros((count, len(MODALITIES)), np.float32)
     y = rng.choice(classes, size=count) if count else np.zeros(0, np.int64)
     group_tokens = {"visual": ("frame", "face"), "audio": ("audio",), "text": ("text",)}
     for n, k in enumerate(y):
@@ -112,7 +113,7 @@ def make_combinations(table: FeatureTable, labels: np.ndarray, count: int, rng: 
                 continue
             src = pool[rng.integers(len(pool))]
             for t in tokens:
-                i = MODALITY_ORDER.index(t)
+                i = MODALITIES.index(t)
                 if table.mask[src, i] > 0:
                     feats[t][n] = table.features[t][src]
                     mask[n, i] = 1.0
@@ -138,7 +139,7 @@ def predict_table(model, table: FeatureTable, batch_size: int = 1024) -> tuple[n
     with torch.no_grad():
         for s in range(0, len(table), batch_size):
             sl = slice(s, s + batch_size)
-            args = [torch.from_numpy(table.features[m][sl]) for m in MODALITY_ORDER] + [torch.from_numpy(table.mask[sl])]
+            args = [torch.from_numpy(table.features[m][sl]) for m in MODALITIES] + [torch.from_numpy(table.mask[sl])]
             _, p, w = model(*args)
             probs.append(p.numpy())
             weights.append(w.numpy())
@@ -175,18 +176,18 @@ def train_head(train: FeatureTable, val: FeatureTable, labels: tuple[str, ...], 
         total = 0.0
         for _ in range(steps):
             idx = rng.choice(len(train), size=n_real, p=draw)
-            feats = {m: train.features[m][idx] for m in MODALITY_ORDER}
+            feats = {m: train.features[m][idx] for m in MODALITIES}
             mask = train.mask[idx].copy()
             for row in mask:
                 _drop(row, rng, options.modality_dropout)
             tgt = targets[idx]
             if n_combo and can_combine:
                 cf, cm, cy = make_combinations(train, y_train, n_combo, rng, options.modality_dropout)
-                feats = {m: np.concatenate([feats[m], cf[m]]) for m in MODALITY_ORDER}
+                feats = {m: np.concatenate([feats[m], cf[m]]) for m in MODALITIES}
                 mask = np.concatenate([mask, cm])
                 tgt = np.concatenate([tgt, np.eye(len(labels), dtype=np.float32)[cy]])
             tgt = tgt * (1.0 - smooth) + smooth / len(labels)
-            logits, _, _ = model(*[torch.from_numpy(np.ascontiguousarray(feats[m])) for m in MODALITY_ORDER], torch.from_numpy(mask))
+            logits, _, _ = model(*[torch.from_numpy(np.ascontiguousarray(feats[m])) for m in MODALITIES], torch.from_numpy(mask))
             loss = -(torch.from_numpy(tgt.astype(np.float32)) * logits.log_softmax(-1)).sum(-1).mean()
             optim.zero_grad()
             loss.backward()
