@@ -37,11 +37,9 @@ from ecmf_edge.text.asr import AsrOptions, reported_language
 from ecmf_edge.text.llm_context import LlmOptions
 from ecmf_edge.timeline import ClipResult, build_clip_result, check_step
 
-__all__ = ["Recognizer", "BACKENDS", "PRECISIONS"]
+__all__ = ["Recognizer", "PRECISIONS"]
 
 logger = logging.getLogger("ecmf_edge")
-
-BACKENDS = BACKEND_CHOICES
 
 
 def _resolve_bundle(bundle: Any, backend: str, precision: str, model_threads: int = 1):
@@ -120,8 +118,8 @@ class Recognizer:
             DependencyError: backend "tensorrt" without the tensorrt package.
             ModelError: the bundle is missing or corrupt, or has no fusion head (and ``fusion`` is not given).
         """
-        if backend not in BACKENDS:
-            raise InputError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        if backend not in BACKEND_CHOICES:
+            raise InputError(f"unknown backend {backend!r}: use one of {', '.join(BACKEND_CHOICES)}")
         if isinstance(model_threads, bool) or not isinstance(model_threads, int) or model_threads < 0:
             raise InputError(f"model_threads={model_threads!r} is invalid: use 1 (default), another count, "
                              "or 0 for ONNX Runtime's choice")

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS
 
-__all__ = ["Combo", "BACKENDS", "PRECISIONS", "expand", "plan_combos"]
-
-BACKENDS = BACKEND_CHOICES
+__all__ = ["Combo", "PRECISIONS", "expand", "plan_combos"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ def plan_combos(backends: Iterable[str] | None, precisions: Iterable[str] | None
     Raises:
         InputError: an unknown backend or precision.
     """
-    chosen_backends = expand(backends, BACKENDS, "backend")
+    chosen_backends = expand(backends, BACKEND_CHOICES, "backend")
     chosen_precisions = expand(precisions, PRECISIONS, "precision")
     cpu_only = "auto" in chosen_backends and "onnxruntime" in chosen_backends and _auto_resolves_to_cpu()
     combos = []
