@@ -123,28 +123,39 @@ def choose(args) -> int:
 
     from ecmf_edge.build.fusion_head import shipped_head_dir
     from ecmf_edge.build.mini_xception import finetuned_network, finetuned_record, load_finetuned
-    from ecmf_edge.train.branches.face import FaceTrainOptions, _val_split, held_out_score, load_face_pack, predict_fer7
+    from ecmf_edge.train.branches.face import (
+        FaceTrainOptions,
+        _val_split,
+        fer7_to_mer,
+        held_out_score,
+        load_face_pack,
+        mer_labels,
+        neutral_errors,
+        predict_fer7,
+    )
 
     base = Path(args.candidates)
     folders = sorted(p.parent for p in base.glob("*/face_encoder.json"))
     if args.include_shipped:
         folders.insert(0, shipped_head_dir())
-    rows, results = [], {}
+    rows, results, packs = [], {}, {}
     for folder in folders:
         record = finetuned_record(folder)
         _, size = finetuned_network(record)
         name = "shipped" if folder == shipped_head_dir() else folder.name
         model = load_finetuned(folder)
-        data = load_face_pack(Path(args.pack) / PACK_FILE, size)
-        val = data.subset(_val_split(data, FaceTrainOptions().val_fraction, FaceTrainOptions().seed)[1])
+        if size not in packs:  # candidates of one size share the decoded pack
+            data = load_face_pack(Path(args.pack) / PACK_FILE, size)
+            packs[size] = data.subset(_val_split(data, FaceTrainOptions().val_fraction, FaceTrainOptions().seed)[1])
+        val = packs[size]
+        wild = val.corpora == "faces_wild"
         results[name] = {"size": size, "device": record.get("device"), "best_epoch": record.get("best_epoch"),
                          "history": record.get("history"), "views": {}}
         for views, mirror in VIEW_SETS.items():
-            held, reports = held_out_score(predict_fer7(model, val.images, shifts=((0, 0),), mirror=mirror), val)
+            probs = predict_fer7(model, val.images, shifts=((0, 0),), mirror=mirror)
+            held, reports = held_out_score(probs, val)
             ms = _latency(model, size, mirror, args.repeats)
-            wild = reports.get("faces_wild")
-            neutral = _neutral_errors(predict_fer7(model, val.images[val.corpora == "faces_wild"], shifts=((0, 0),), mirror=mirror),
-                                      val.labels[val.corpora == "faces_wild"]) if wild is not None else {}
+            neutral = neutral_errors(fer7_to_mer(probs[wild])[0], mer_labels(val.labels[wild]))
             results[name]["views"][views] = {"score": held, "reports": {c: r.to_dict() for c, r in reports.items()},
                                              "ms_per_face_1_thread": ms, **neutral}
             rows.append({"name": name, "size": str(size), "views": views, "score": held,
@@ -166,22 +177,6 @@ def choose(args) -> int:
                                     "peak_rss_mb": peak_rss_mb()})
     print(f"wrote {path}")
     return 0
-
-
-def _neutral_errors(probs, labels) -> dict:
-    """Neutral recall and the share of neutral faces read as sad or angry (MER2025 classes)."""
-    import numpy as np
-
-    from ecmf_edge.labels import MER2025_LABELS
-    from ecmf_edge.train.branches.face import FER7, fer7_to_mer
-
-    pred, _ = fer7_to_mer(probs)
-    neutral = labels == FER7.index("neutral")
-    if not neutral.any():
-        return {}
-    said = np.array(MER2025_LABELS)[pred[neutral]]
-    return {"neutral_recall": float(np.mean(said == "neutral")),
-            "neutral_as_sad_or_angry": float(np.mean((said == "sad") | (said == "angry"))), "n_neutral": int(neutral.sum())}
 
 
 def ship(args) -> int:

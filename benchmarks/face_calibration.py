@@ -57,14 +57,6 @@ def _mer(logits: np.ndarray) -> np.ndarray:
     return fer7_to_mer(logits)[0]
 
 
-def _mer_labels(fer7: np.ndarray) -> np.ndarray:
-    from ecmf_edge.labels import MER2025_LABELS, map_label
-    from ecmf_edge.train.branches.face import FER7
-
-    return np.array([MER2025_LABELS.index(map_label("fer2013", FER7[k])) if map_label("fer2013", FER7[k]) else -1
-                     for k in fer7])
-
-
 def _live(tokens, groups, stats, seed=0):
     """Per image and order: (index, views seen before, corrected token)."""
     from ecmf_edge.vision.resting_face import RestingFace
@@ -83,17 +75,15 @@ def _live(tokens, groups, stats, seed=0):
 def _scores(pred, truth, groups, seen=None) -> dict:
     from sklearn.metrics import f1_score
 
-    from ecmf_edge.labels import MER2025_LABELS
+    from ecmf_edge.train.branches.face import neutral_errors
 
     keep = truth >= 0
     pred, truth, groups = pred[keep], truth[keep], groups[keep]
-    neutral = truth == MER2025_LABELS.index("neutral")
     per_person = [float(np.mean(pred[groups == g] == truth[groups == g])) for g in np.unique(groups)]
-    said = np.array(MER2025_LABELS)[pred[neutral]] if neutral.any() else np.array([])
+    neutral = neutral_errors(pred, truth)
     row = {"weighted_f1": float(f1_score(truth, pred, average="weighted")), "accuracy": float(np.mean(pred == truth)),
            "per_person_accuracy": float(np.mean(per_person)), "people": len(per_person), "n": int(truth.size),
-           "neutral_recall": float(np.mean(said == "neutral")) if said.size else None,
-           "neutral_as_sad_or_angry": float(np.mean((said == "sad") | (said == "angry"))) if said.size else None}
+           "neutral_recall": neutral.get("neutral_recall"), "neutral_as_sad_or_angry": neutral.get("neutral_as_sad_or_angry")}
     if seen is not None:
         seen = seen[keep]
         row["by_views_before"] = {name: float(f1_score(truth[(seen >= lo) & (seen < hi)], pred[(seen >= lo) & (seen < hi)],
@@ -104,7 +94,9 @@ def _scores(pred, truth, groups, seen=None) -> dict:
 
 def evaluate(tokens, weight, bias, labels, groups, stats) -> dict:
     """Scores without correction, with the online prior (live protocol), and with a neutral baseline."""
-    truth = _mer_labels(labels)
+    from ecmf_edge.train.branches.face import mer_labels
+
+    truth = mer_labels(labels)
     plain = _mer(tokens @ weight.T + bias)
     rows = {"without": _scores(plain, truth, groups)}
     if stats is not None:

@@ -82,12 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                          "views": len(shifts) * (2 if mirror else 1)}
     ten = results[list(VIEW_SETS)[-1]]
     base_label, base_fused = fer7_to_mer(ten["probs"])[0], fused(ten["feats"])
-    from ecmf_edge.labels import MER2025_LABELS, map_label
-    from ecmf_edge.train.branches.face import FER7
+    from ecmf_edge.labels import MER2025_LABELS
+    from ecmf_edge.train.branches.face import mer_labels
     from ecmf_edge.train.metrics import evaluate
 
-    truth = np.array([MER2025_LABELS.index(map_label("fer2013", FER7[k])) if map_label("fer2013", FER7[k]) else -1
-                      for k in val.labels])
+    truth = mer_labels(val.labels)
     labels = tuple(head.labels) if hasattr(head, "labels") else MER2025_LABELS
 
     def fused_f1(pred: np.ndarray) -> float:

@@ -41,7 +41,7 @@ from ecmf_edge.train.metrics import Report, evaluate
 
 __all__ = ["FaceTrainOptions", "FaceData", "load_face_data", "train_face_branch", "fer7_to_mer", "FER7", "score", "predict_fer7",
            "build_face_network", "BACKBONES", "VIEWS", "PhotoFaces", "held_out_score", "PHOTO_CORPORA",
-           "write_face_pack", "load_face_pack"]
+           "write_face_pack", "load_face_pack", "mer_labels", "neutral_errors"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -415,10 +415,26 @@ def predict_fer7(model, images: np.ndarray, batch: int = 256, tta: bool = True, 
     return (probs, np.concatenate(feats)) if features else probs
 
 
+def mer_labels(labels: np.ndarray) -> np.ndarray:
+    """MER2025 label indices of FER7 label indices (-1 for disgust, which maps to no MER2025 label)."""
+    table = [MER2025_LABELS.index(mer) if (mer := map_label("fer2013", name)) else -1 for name in FER7]
+    return np.array([table[k] for k in labels], dtype=np.int64)
+
+
+def neutral_errors(pred: np.ndarray, truth: np.ndarray) -> dict:
+    """How faces labelled neutral are read (MER2025 indices): neutral recall and the share read as sad or angry;
+    empty without neutral faces."""
+    said = np.array(MER2025_LABELS)[pred[truth == MER2025_LABELS.index("neutral")]]
+    if not said.size:
+        return {}
+    return {"neutral_recall": float(np.mean(said == "neutral")),
+            "neutral_as_sad_or_angry": float(np.mean((said == "sad") | (said == "angry"))), "n_neutral": int(said.size)}
+
+
 def score(probs: np.ndarray, labels: np.ndarray) -> Report:
     """MER2025 weighted F1 etc. of FER7 probabilities; samples labelled disgust are not scored."""
     pred, _ = fer7_to_mer(probs)
-    mer = np.array([MER2025_LABELS.index(map_label("fer2013", FER7[k])) if map_label("fer2013", FER7[k]) else -1 for k in labels])
+    mer = mer_labels(labels)
     keep = mer >= 0
     return evaluate(mer[keep], pred[keep], MER2025_LABELS)
 
