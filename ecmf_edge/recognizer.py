@@ -36,6 +36,7 @@ from ecmf_edge.stream.sinks import CallbackSink, LabelChangeSink
 from ecmf_edge.text.asr import AsrOptions, reported_language
 from ecmf_edge.text.llm_context import LlmOptions
 from ecmf_edge.timeline import ClipResult, build_clip_result, check_step
+from ecmf_edge.vision.resting_face import RestingFaces
 
 __all__ = ["Recognizer", "PRECISIONS"]
 
@@ -153,8 +154,8 @@ class Recognizer:
         self._streams: list[EmotionStream] = []
         self._opened = 0
         self._closed = False
-        # Neutral face baseline of calibrate_face() for predict() (None: faces are read as they are).
-        self._face_baseline: np.ndarray | None = None
+        # The neutral face baseline of calibrate_face() that predict() reads faces against (built on first use).
+        self._resting: RestingFaces | None = None
 
     # -- streams ----------------------------------------------------------------------------------
     def stream(self, camera: int | VideoSource | None = None, video: str | Path | None = None,
@@ -400,12 +401,11 @@ class Recognizer:
         latency["face_encode"] = round((time.perf_counter() - started) * 1000.0, 3)
 
     def _calibrated(self, token: np.ndarray) -> np.ndarray:
-        """The focus face's token, moved by the neutral baseline of :meth:`calibrate_face` when one was recorded."""
-        baseline = self._face_baseline
-        if baseline is None:
+        """The focus face's token, moved by the neutral baseline of :meth:`calibrate_face` when one was recorded
+        (the streams' correction, :class:`~ecmf_edge.vision.resting_face.RestingFaces`, with its online prior off)."""
+        if self._resting is None or not self._resting.has_baseline:
             return token
-        stats = self.models.get("face_encoder").resting_face
-        return (np.asarray(token, np.float32) - stats.baseline_offset(baseline)).astype(np.float32)
+        return self._resting.correct(0, token, 0.0, 1.0, focus=True)
 
     def calibrate_face(self, frames: Any = None, faces: Any = None) -> int:
         """Record a neutral baseline of the person :meth:`predict` reads: ``frames`` (whole images; the focus face of
@@ -421,8 +421,8 @@ class Recognizer:
         if (frames is None) == (faces is None):
             raise InputError("give frames= (whole images) or faces= (crops) in which the person looks neutral")
         encoder = self.models.get("face_encoder")
-        if encoder.resting_face is None:
-            raise InputError("this bundle's face encoder has no resting-face statistics: run `ecmf-edge export --force`")
+        if self._resting is None:
+            self._resting = RestingFaces(encoder.resting_face, enabled=False)
         if faces is not None:
             tokens = encoder.encode(as_image_list(faces, "face crop")).features
         else:
@@ -433,14 +433,13 @@ class Recognizer:
                 self._predict_frame(frame, True, features, absent, {}, {}, calibrated=False)
                 if "face" in features:
                     tokens.append(features["face"])
-            if not tokens:
-                raise InputError("no face found in the calibration frames: give frames in which the person's face is visible")
-        self._face_baseline = np.mean(np.asarray(tokens, np.float32), axis=0)
+        self._resting.set_baseline(np.asarray(tokens, np.float32))
         return len(tokens)
 
     def reset_face(self) -> None:
         """Forget the neutral baseline of :meth:`calibrate_face` (a different person sits down)."""
-        self._face_baseline = None
+        if self._resting is not None:
+            self._resting.reset()
 
     def _predict_audio(self, audio: Any, sample_rate: int, features: dict, absent: dict, latency: dict) -> None:
         from ecmf_edge.audio.io import SAMPLE_RATE, resample, to_float_mono
