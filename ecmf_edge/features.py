@@ -19,6 +19,7 @@ import numpy as np
 from ecmf_edge.audio.io import SAMPLE_RATE, check_pcm, load_audio, normalize_loudness, rms_dbfs
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import MODALITIES
+from ecmf_edge.text.language import TEXT_LANGUAGE_SURE, identify_language
 
 __all__ = ["ModalityFeatures", "FeatureExtractor", "FeatureOptions", "normalize_loudness"]
 
@@ -246,6 +247,9 @@ class FeatureExtractor:
         empty text leaves the modality absent. With the bundle's text branch: its embedding of the
         utterance in context; in bundles without one: ``[embed(enriched); embed(text)]`` (768).
 
+        A text confidently identified as another language than the text branch reads (German, say) is left
+        absent with the reason, as streams do with speech (:mod:`ecmf_edge.text.language`).
+
         Raises:
             InputError: text that is not a string.
         """
@@ -255,7 +259,15 @@ class FeatureExtractor:
         if not text.strip():
             out.info["text_absent"] = "empty text"
             return out
-        feature = self._model("text_featurizer").featurize(text.strip(), tuple(history))
+        featurizer = self._model("text_featurizer")
+        language, probability = identify_language(text)
+        out.info["language"], out.info["language_probability"] = language, round(probability, 4)
+        gate = featurizer.language_gate(language) if probability >= TEXT_LANGUAGE_SURE else None
+        if gate is not None:  # as in streams: words in a language the text branch does not read are left out
+            out.info["text_absent"] = gate.replace("speech is", "the text is", 1)
+            out.info["transcript"] = text.strip()
+            return out
+        feature = featurizer.featurize(text.strip(), tuple(history))
         out.text = feature.vector
         out.info["transcript"] = feature.transcript
         out.info["llm_context"] = feature.context.context or None

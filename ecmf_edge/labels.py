@@ -12,7 +12,7 @@ import numpy as np
 
 from ecmf_edge.errors import InputError
 
-__all__ = ["MER2025_LABELS", "LABELS", "DATASET_MAPPINGS", "map_label", "map_probabilities"]
+__all__ = ["MER2025_LABELS", "LABELS", "DATASET_MAPPINGS", "map_label", "map_probabilities", "LabelView", "parse_label_choice"]
 
 # MER2025's six discrete emotions, in the order every default bundle uses.
 MER2025_LABELS: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
@@ -86,3 +86,77 @@ def map_probabilities(
     total = out.sum(axis=1, keepdims=True)
     out = np.divide(out, total, out=np.full_like(out, 1.0 / len(target_labels)), where=total > 0)
     return out[0] if squeeze else out
+
+
+class LabelView:
+    """The labels an application sees: the bundle's, a subset of them, or a mapping onto its own names.
+
+    ``choice`` is None (the bundle's labels), a sequence of bundle labels to keep (in that order), or a
+    mapping ``{bundle label: application label}`` (several bundle labels may share an application label:
+    their probabilities add up; bundle labels left out of the mapping, or mapped to None, are dropped).
+    Probabilities are renormalised over what is kept, so they sum to one again.
+    """
+
+    def __init__(self, bundle_labels: Sequence[str], choice: Sequence[str] | Mapping[str, str | None] | None = None) -> None:
+        """Raises:
+            InputError: a label the bundle does not have, a repeated label, or fewer than two labels kept.
+        """
+        self.bundle_labels = tuple(bundle_labels)
+        if choice is None:
+            mapping: dict[str, str | None] = {name: name for name in self.bundle_labels}
+        elif isinstance(choice, Mapping):
+            mapping = {str(k): (None if v is None else str(v)) for k, v in choice.items()}
+        elif isinstance(choice, (str, bytes)) or not isinstance(choice, Sequence):
+            raise InputError(f"labels={choice!r} is invalid: give a list of labels to keep or a mapping "
+                             "{bundle label: your label}")
+        else:
+            if len(set(choice)) != len(choice):
+                raise InputError(f"labels={list(choice)!r} repeats a label: name each once")
+            mapping = {str(name): str(name) for name in choice}
+        unknown = [name for name in mapping if name not in self.bundle_labels]
+        if unknown:
+            raise InputError(f"label(s) {', '.join(map(repr, unknown))} not in the bundle's labels: choose among "
+                             f"{', '.join(self.bundle_labels)}")
+        kept: list[str] = []
+        for name in self.bundle_labels if choice is None or isinstance(choice, Mapping) else mapping:
+            target = mapping.get(name)
+            if target is not None and target not in kept:
+                kept.append(target)
+        if len(kept) < 2:
+            raise InputError(f"labels={choice!r} keeps {len(kept)} label(s): keep at least two (one label says nothing)")
+        self.labels: tuple[str, ...] = tuple(kept)
+        # True when the application's labels differ from the bundle's (probabilities are folded and renormalised).
+        self.relabelled = self.labels != self.bundle_labels
+        self._matrix = np.zeros((len(self.bundle_labels), len(self.labels)), dtype=np.float64)
+        for i, name in enumerate(self.bundle_labels):
+            target = mapping.get(name)
+            if target is not None:
+                self._matrix[i, self.labels.index(target)] = 1.0
+
+    def apply(self, probabilities: np.ndarray) -> np.ndarray:
+        """Bundle-label probabilities (C,) -> application-label probabilities, renormalised (uniform when every
+        kept label had zero probability)."""
+        p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+        if not self.relabelled:
+            return p
+        folded = p @ self._matrix
+        total = float(folded.sum())
+        return folded / total if total > 0 else np.full(len(self.labels), 1.0 / len(self.labels))
+
+
+def parse_label_choice(text: str) -> tuple[str, ...] | dict[str, str | None]:
+    """``"happy,sad,neutral"`` (labels to keep) or ``"sad=negative,angry=negative,happy=positive"`` (a mapping;
+    ``name=`` drops a label), as ``StreamOptions(labels=...)`` takes them.
+
+    Raises:
+        InputError: an empty item, or a mix of both forms.
+    """
+    items = [item.strip() for item in str(text).split(",")]
+    if not items or any(not item for item in items):
+        raise InputError(f"--labels {text!r} has an empty item: use e.g. happy,sad,neutral or sad=negative,happy=positive")
+    pairs = [item.partition("=") for item in items]
+    if all(sep for _, sep, _ in pairs):
+        return {k.strip(): (v.strip() or None) for k, _, v in pairs}
+    if any(sep for _, sep, _ in pairs):
+        raise InputError(f"--labels {text!r} mixes kept labels and a mapping: use one form (every item NAME or NAME=NEW)")
+    return tuple(items)

@@ -20,16 +20,19 @@ from typing import Any
 
 import numpy as np
 
+from ecmf_edge.audio.io import samples_for_models
 from ecmf_edge.capture.base import AudioSource, VideoSource
 from ecmf_edge.capture.camera import CameraOptions, CameraSource
 from ecmf_edge.capture.clock import DEFAULT_CLOCK, Clock
 from ecmf_edge.capture.files import AudioFileSource, VideoFileSource
 from ecmf_edge.capture.microphone import MicrophoneOptions, MicrophoneSource
 from ecmf_edge.errors import EcmfError, InputError, ModelError
-from ecmf_edge.events import EmotionEvent
+from ecmf_edge.events import UNCERTAIN, EmotionEvent
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS, SAMPLE_RATE
 from ecmf_edge.people import FRAME_ALONE_REASON, frame_alone, people_results
+from ecmf_edge.runtime.fusion_head import relabelled
 from ecmf_edge.stream.models import Locked, ModelLoader
+from ecmf_edge.stream.names import RUNNING, default_stream_name
 from ecmf_edge.stream.options import MODALITIES, StreamOptions
 from ecmf_edge.stream.pipeline import EmotionStream
 from ecmf_edge.stream.sinks import CallbackSink, LabelChangeSink
@@ -148,6 +151,8 @@ class Recognizer:
         elif not callable(fusion):
             raise InputError(f"fusion={fusion!r} is not callable: pass features -> FusionResult, or leave it out")
         self._fusion = Locked(fusion)
+        # predict()'s fusion step over the label set of the recognizer's options (the bundle's by default).
+        self._predict_fusion = relabelled(self._fusion, self.labels, self.options.labels)
         self.models = ModelLoader(self.bundle, self._fusion, self.options, text=self.text_enabled, use_llm=self.use_llm,
                                   llm_options=llm_options, asr_options=asr_options)
         self._lock = threading.RLock()
@@ -168,7 +173,8 @@ class Recognizer:
 
         Several streams may run at once (one per camera, say): they share the recognizer's loaded models
         (no second copy in memory) and each has its own speaker state, conversation, tracks and smoother.
-        Every event carries its stream's id in ``event.stream``: ``stream_id``, or "0", "1" ... in order.
+        Every event carries its stream's name in ``event.stream``: ``stream_id``, or by default the input file's stem,
+        "camera0" or "microphone", with "-2", "-3" ... when a running stream of any recognizer has that name.
 
         A video file's own sound is the audio input when neither ``microphone`` nor ``audio`` is
         given (``video_audio=False`` leaves it out); it is aligned to the frames by their
@@ -208,7 +214,8 @@ class Recognizer:
                         raise InputError(f"camera {camera} is already streaming (stream '{other.stream_id}'): open "
                                          "each camera once")
             self._opened += 1
-            stream_id = str(stream_id) if stream_id is not None else str(self._opened - 1)
+            stream_id = str(stream_id) if stream_id is not None else RUNNING.unique(
+                default_stream_name(camera, video, microphone, audio))
         sources: list = []
         try:
             vsrc = self._video_source(camera, video, realtime)
@@ -235,6 +242,7 @@ class Recognizer:
                                realtime=realtime, sinks=tuple(sinks), stream_id=stream_id)
         with self._lock:
             self._streams = [s for s in self._streams if not s.finished] + [stream]
+        RUNNING.claim(stream_id, stream)
         return stream
 
     def label_file(self, path: str | Path, step: float = 1.0,
@@ -286,12 +294,14 @@ class Recognizer:
 
     # -- one-shot ---------------------------------------------------------------------------------
     def predict(self, frame: np.ndarray | None = None, face: np.ndarray | None = None, audio: np.ndarray | None = None,
-                text: str | None = None, sample_rate: int = SAMPLE_RATE, transcribe: bool = False) -> EmotionEvent:
+                text: str | None = None, sample_rate: int | None = None, transcribe: bool = False) -> EmotionEvent:
         """Recognise one set of inputs in the calling thread (no smoothing).
 
         ``frame``: a BGR or grey uint8 image of any size (frame encoder, plus face detection when
         ``face`` is not given). ``face``: one face crop, grey or BGR, any size (no detection).
-        ``audio``: mono samples (float in [-1, 1] or int16) at ``sample_rate``. ``text``: what was said.
+        ``audio``: mono samples (float in [-1, 1] or int16) at ``sample_rate`` Hz (several channels are averaged
+        with a warning; without ``sample_rate``, 16000 is assumed with a warning). ``text``: what was said (a text
+        confidently in another language than the text branch reads is left absent with the reason).
         ``transcribe``: when ``text`` is not given, the text modality comes from the speech in ``audio``
         (speech recognition, then the text branch; a language the text branch was not trained on
         leaves it absent with the reason). The event's ``transcript`` and ``language`` say what was heard.
@@ -314,36 +324,43 @@ class Recognizer:
             absent["face"] = "no frame or face crop given"
         if frame is None:
             absent["frame"] = "no frame given"
-        if audio is not None:
-            self._predict_audio(audio, sample_rate, features, absent, latency)
+        pcm = samples_for_models(audio, sample_rate) if audio is not None else None
+        if pcm is not None:
+            self._predict_audio(pcm, features, absent, latency)
         else:
             absent["audio"] = "no audio given"
         if text is not None:
             self._predict_text(text, features, absent, latency, extra)
-        elif transcribe and audio is not None:
-            self._predict_transcribed(audio, sample_rate, features, absent, latency, extra)
+        elif transcribe and pcm is not None:
+            self._predict_transcribed(pcm, features, absent, latency, extra)
         else:
             absent["text"] = "no text given" if not transcribe else "transcribe=True needs audio="
         present = tuple(m for m in MODALITIES if features[m] is not None)
         if frame_alone(present):  # a scene alone is not evidence of anyone's emotion
             absent["frame"], features["frame"], present = FRAME_ALONE_REASON, None, ()
-        label, confidence, probabilities, weights = None, 0.0, {}, {}
+        fusion = self._predict_fusion
+        label, confidence, probabilities, weights = None, 0.0, dict.fromkeys(fusion.labels, 0.0), {}
+        uncertain = False
         if present:
             started = time.perf_counter()
-            result = self._fusion(features)
+            result = fusion(features)
             latency["fusion"] = round((time.perf_counter() - started) * 1000.0, 3)
             probs = np.asarray(result.probabilities, dtype=np.float64)
             probabilities = {name: float(p) for name, p in zip(result.labels, probs)}
             weights = {m: float(w) for m, w in result.modality_weights.items()}
             best = int(np.argmax(probs))
             label, confidence = result.labels[best], float(probs[best])
+        raw_label = label
+        if label is not None and confidence < self.options.min_confidence:
+            label, uncertain = UNCERTAIN, True
         return EmotionEvent(timestamp=self.clock.now(), label=label, confidence=confidence, probabilities=probabilities,
                             modality_weights=weights, present=present, absent=absent,
                             transcript=extra.get("transcript"), latency_ms=latency, index=0, label_changed=False,
-                            raw_label=label, face_box=extra.get("box"), language=extra.get("language"),
+                            raw_label=raw_label, face_box=extra.get("box"), language=extra.get("language"),
                             language_probability=extra.get("language_probability"),
-                            people=people_results(extra.get("people", ()), self._fusion),
-                            focus_id=extra.get("focus_id"), people_skipped=extra.get("people_skipped", 0))
+                            people=people_results(extra.get("people", ()), fusion),
+                            focus_id=extra.get("focus_id"), people_skipped=extra.get("people_skipped", 0),
+                            uncertain=uncertain, relabelled=fusion.view.relabelled)
 
     def _predict_frame(self, frame: Any, detect: bool, features: dict, absent: dict, latency: dict, extra: dict,
                        calibrated: bool = True) -> None:
@@ -441,17 +458,10 @@ class Recognizer:
         if self._resting is not None:
             self._resting.reset()
 
-    def _predict_audio(self, audio: Any, sample_rate: int, features: dict, absent: dict, latency: dict) -> None:
-        from ecmf_edge.audio.io import SAMPLE_RATE, resample, to_float_mono
-
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-            raise InputError(f"sample_rate={sample_rate!r} is invalid: pass the audio's rate in Hz (e.g. 16000)")
-        pcm = to_float_mono(np.asarray(audio))
-        if int(sample_rate) != SAMPLE_RATE:
-            pcm = resample(pcm, int(sample_rate), SAMPLE_RATE)
+    def _predict_audio(self, pcm: np.ndarray, features: dict, absent: dict, latency: dict) -> None:
         started = time.perf_counter()
         found = self.models.get("features").from_audio(pcm, SAMPLE_RATE)
-        latency["audio"] = round((time.perf_counter() - started) * 1000.0, 3)
+        latency["audio_encoder"] = round((time.perf_counter() - started) * 1000.0, 3)  # encoder and prosody
         if found.audio is None:
             absent["audio"] = found.info.get("audio_absent", "no speech")
             return
@@ -466,24 +476,22 @@ class Recognizer:
     def _predict_text(self, text: Any, features: dict, absent: dict, latency: dict, extra: dict) -> None:
         started = time.perf_counter()
         found = self.models.get("features").from_text(text)
-        latency["text"] = round((time.perf_counter() - started) * 1000.0, 3)
+        latency["text_encoder"] = round((time.perf_counter() - started) * 1000.0, 3)
+        if found.info.get("language") is not None:
+            probability = found.info["language_probability"]
+            extra["language"] = reported_language(found.info["language"], probability)
+            extra["language_probability"] = probability
+        extra["transcript"] = found.info.get("transcript")
         if found.text is None:
             absent["text"] = found.info.get("text_absent", "no text")
             return
         features["text"] = found.text
-        extra["transcript"] = found.info.get("transcript")
 
-    def _predict_transcribed(self, audio: Any, sample_rate: int, features: dict, absent: dict, latency: dict,
-                             extra: dict) -> None:
-        from ecmf_edge.audio.io import resample, to_float_mono
-
+    def _predict_transcribed(self, pcm: np.ndarray, features: dict, absent: dict, latency: dict, extra: dict) -> None:
         asr, reason = self.models.get("asr")
         if asr is None:
             absent["text"] = reason
             return
-        pcm = to_float_mono(np.asarray(audio))
-        if int(sample_rate) != SAMPLE_RATE:
-            pcm = resample(pcm, int(sample_rate), SAMPLE_RATE)
         started = time.perf_counter()
         transcript = asr.transcribe(pcm)
         latency["asr"] = round((time.perf_counter() - started) * 1000.0, 3)
@@ -500,7 +508,7 @@ class Recognizer:
             return
         started = time.perf_counter()
         features["text"] = featurizer.featurize(transcript.text).vector
-        latency["text"] = round((time.perf_counter() - started) * 1000.0, 3)
+        latency["text_encoder"] = round((time.perf_counter() - started) * 1000.0, 3)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def reset_speaker(self) -> None:

@@ -17,6 +17,32 @@ import pytest
 from ecmf_edge.audio.io import load_audio
 
 
+@pytest.fixture(autouse=True)
+def events_follow_the_schema(monkeypatch):
+    """Every EmotionEvent a test makes (streams, predict, label, hand-made ones) must serialise to JSON that the
+    shipped schema (ecmf_edge/assets/event.schema.json) accepts: checked when the test ends."""
+    import jsonschema
+
+    from ecmf_edge.events import EmotionEvent, event_schema
+
+    made: list = []
+    original = EmotionEvent.__init__
+
+    def recording_init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if len(made) < 5000:
+            made.append(self)
+
+    monkeypatch.setattr(EmotionEvent, "__init__", recording_init)
+    yield
+    monkeypatch.setattr(EmotionEvent, "__init__", original)
+    validator = jsonschema.Draft202012Validator(event_schema())
+    for event in made:
+        errors = sorted(validator.iter_errors(event.to_dict()), key=str)
+        assert not errors, f"event {event.index} of stream {event.stream!r} breaks the event schema: {errors[0].message} " \
+                           f"at {list(errors[0].absolute_path)}"
+
+
 @pytest.fixture(scope="session")
 def bundle_root(tmp_path_factory) -> Path:
     """The default bundle, exported once per test run (or reused from $ECMF_EDGE_TEST_BUNDLE)."""

@@ -57,7 +57,7 @@ def rec(bundle):
 def check_event(event, labels) -> None:
     """A returned event is self-consistent: a label only with present modalities, finite probabilities."""
     if event.label is None:
-        assert event.present == () and event.probabilities == {}
+        assert event.present == () and event.probabilities == dict.fromkeys(labels, 0.0)
         return
     assert event.present and event.label in labels
     probs = np.array(list(event.probabilities.values()))

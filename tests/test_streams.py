@@ -62,9 +62,26 @@ def test_run_several_videos_prints_every_streams_events(capsys, bundle_root, fac
     out = capsys.readouterr()
     assert code == 0, out.err
     events = [json.loads(line) for line in out.out.splitlines()]
-    assert {e["stream"] for e in events} == {"0", "1"}
-    assert all(e["label"] is not None for e in events if e["stream"] == "0")
-    assert all(e["label"] is None for e in events if e["stream"] == "1"), "the scene video has no face"
+    face, scene = face_video.stem, scene_video.stem  # streams are named after their files
+    assert {e["stream"] for e in events} == {face, scene}
+    assert all(e["label"] is not None for e in events if e["stream"] == face)
+    assert all(e["label"] is None for e in events if e["stream"] == scene), "the scene video has no face"
+
+
+def test_default_stream_names_are_unique_across_recognizers_and_name_sets_them(capsys, bundle, bundle_root, face_video):
+    with Recognizer(bundle=bundle, text=False) as one, Recognizer(bundle=bundle, text=False) as two:
+        a = one.stream(video=face_video, realtime=False, video_audio=False)
+        b = two.stream(video=face_video, realtime=False, video_audio=False)
+        assert a.stream_id == face_video.stem and b.stream_id == f"{face_video.stem}-2"
+        assert {e.stream for e in a} == {a.stream_id} and {e.stream for e in b} == {b.stream_id}
+        again = one.stream(video=face_video, realtime=False, video_audio=False)  # both ended: the name is free
+        assert again.stream_id == face_video.stem
+        again.close()
+    code = main(["run", "--video", str(face_video), "--no-realtime", "--json", "--no-audio", "--no-text", "--bundle",
+                 str(bundle_root), "--name", "desk", "--max-seconds", "0.5"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert {json.loads(line)["stream"] for line in out.out.splitlines()} == {"desk"}
 
 
 @pytest.mark.parametrize("argv, needle", [

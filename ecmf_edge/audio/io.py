@@ -14,7 +14,8 @@ import numpy as np
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import SAMPLE_RATE
 
-__all__ = ["SAMPLE_RATE", "load_audio", "to_float_mono", "resample", "check_pcm", "rms_dbfs", "normalize_loudness"]
+__all__ = ["SAMPLE_RATE", "load_audio", "to_float_mono", "resample", "check_pcm", "rms_dbfs", "normalize_loudness",
+           "samples_for_models"]
 
 # The rate every audio model of ecmf-edge expects.
 
@@ -185,3 +186,30 @@ def _load_float_wav(path: Path, sample_rate: int) -> np.ndarray:
         raise InputError(f"{path} contains no audio samples: record or choose a non-empty file")
     x = to_float_mono(samples.reshape(-1, channels)) if channels > 1 else to_float_mono(samples)
     return resample(x, rate, sample_rate) if rate != sample_rate else x
+
+
+def samples_for_models(samples: np.ndarray, sample_rate: int | None) -> np.ndarray:
+    """Audio handed in as an array (``predict(audio=...)``) as float32 mono at 16 kHz.
+
+    The models read one channel: several channels (either layout) are averaged, with a warning, since
+    a caller that meant mono may have passed the wrong array. A rate that is not given cannot be known
+    from samples: 16 kHz is assumed, with a warning (audio at another rate gives another label).
+
+    Raises:
+        InputError: a rate that is not a positive integer, or samples of the wrong type or shape.
+    """
+    import warnings
+
+    if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer))
+                                    or sample_rate <= 0):
+        raise InputError(f"sample_rate={sample_rate!r} is invalid: pass the audio's rate in Hz (e.g. 16000)")
+    x = np.asarray(samples)
+    if x.ndim == 2 and min(x.shape) > 1:
+        warnings.warn(f"audio has {min(x.shape)} channels {tuple(x.shape)}: averaged to mono (pass one channel to "
+                      "choose it yourself)", UserWarning, stacklevel=3)
+    if sample_rate is None:
+        warnings.warn(f"audio given without sample_rate: assuming {SAMPLE_RATE} Hz (pass sample_rate=, e.g. 44100; "
+                      "audio at another rate gives another label)", UserWarning, stacklevel=3)
+        sample_rate = SAMPLE_RATE
+    pcm = to_float_mono(x)
+    return pcm if int(sample_rate) == SAMPLE_RATE else resample(pcm, int(sample_rate), SAMPLE_RATE)

@@ -67,9 +67,43 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     people.add_argument("--resting-face", action=argparse.BooleanOptionalAction, default=None,
                         help="correct each person's face by their own running mean, shrunk towards the population's "
                              "(default: as the bundle says; the shipped one leaves it off, MODEL_CARD.md)")
+    src.add_argument("--name", action="append", metavar="NAME",
+                     help="the stream's name in events (default: the input file's stem, or camera0); repeated, the n-th "
+                          "names the n-th --camera/--video")
+    labels = p.add_argument_group("labels (docs/integration.md)")
+    labels.add_argument("--labels", type=_label_choice, metavar="LIST|MAP",
+                        help="report only these labels (happy,sad,neutral) or your own names for them "
+                             "(sad=negative,angry=negative,happy=positive); probabilities are renormalised over them")
+    labels.add_argument("--min-confidence", type=float, metavar="P",
+                        help="below this smoothed probability the label is 'uncertain' (default 0: never)")
+    labels.add_argument("--smooth-alpha", type=float, metavar="A",
+                        help="weight of the newest probabilities in the moving average (1: no smoothing; default 0.4)")
+    labels.add_argument("--switch-margin", type=float, metavar="P",
+                        help="a new label takes over when it leads the held one by this much (default 0.08)")
+    labels.add_argument("--min-dwell", type=float, metavar="S",
+                        help="a label is held at least S seconds after a change (default 0.3)")
     p.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds of stream time")
     p.add_argument("--log-events", metavar="FILE.jsonl",
                    help="append every event (labels, transcripts) to this JSON-lines file; nothing is written otherwise")
+
+
+def _label_choice(value: str) -> Any:
+    from ecmf_edge.labels import parse_label_choice
+
+    try:
+        return parse_label_choice(value)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _smoother(args: argparse.Namespace) -> Any:
+    """SmootherOptions with the flags the user gave (the others at their defaults)."""
+    from ecmf_edge.stream.options import SmootherOptions
+
+    given = {field: getattr(args, flag) for flag, field in (("smooth_alpha", "alpha"), ("switch_margin", "switch_margin"),
+                                                             ("min_dwell", "min_dwell_s"))
+             if getattr(args, flag, None) is not None}
+    return SmootherOptions(**given)
 
 
 def _focus(value: str) -> str | int:
@@ -108,14 +142,17 @@ def _recognizer(args: argparse.Namespace):
                       options=StreamOptions(fusion_hz=args.fusion_hz, focus=args.focus, max_people=args.max_people,
                                             detect_every=args.detect_every, face_path_hz=args.face_hz or None,
                                             scene_change=args.scene_change, calibrate_s=args.calibrate,
-                                            resting_face=args.resting_face), text=not args.no_text,
+                                            resting_face=args.resting_face, smoother=_smoother(args),
+                                            labels=args.labels, min_confidence=args.min_confidence or 0.0),
+                      text=not args.no_text,
                       use_llm=args.llm is not None, llm_options=llm_options, model_threads=args.model_threads,
                       microphone_options=MicrophoneOptions(max_reconnects=3))  # unattended runs ride out a replugged mic
 
 
 def _open_one(rec: Any, args: argparse.Namespace, camera: int | None, video: str | None, mic: str | None,
-              audio: str | None, optional_mic: bool):
-    inputs = dict(camera=camera, video=video, audio=audio, realtime=args.realtime, video_audio=not args.no_audio)
+              audio: str | None, optional_mic: bool, name: str | None = None):
+    inputs = dict(camera=camera, video=video, audio=audio, realtime=args.realtime, video_audio=not args.no_audio,
+                  stream_id=name)
     if mic:
         return rec.stream(microphone=mic, **inputs)
     if not optional_mic:
@@ -152,13 +189,17 @@ def _open_streams(rec: Any, args: argparse.Namespace) -> list:
                          "per --camera/--video")
     if not visuals:
         visuals = [(None, None)]
+    names = list(getattr(args, "name", None) or [])
+    if len(names) > len(visuals) or len(set(names)) != len(names):
+        raise InputError(f"--name given {len(names)} time(s) for {len(visuals)} stream(s): give each stream at most one, "
+                         "distinct name")
     streams = []
     try:
         for k, (camera, video) in enumerate(visuals):
             mic = mics[k] if k < len(mics) else None
             audio = audios[k] if k < len(audios) else None
             optional = len(visuals) == 1 and camera is not None and not args.no_audio and not sounds
-            streams.append(_open_one(rec, args, camera, video, mic, audio, optional))
+            streams.append(_open_one(rec, args, camera, video, mic, audio, optional, names[k] if k < len(names) else None))
     except BaseException:
         for stream in streams:
             stream.close()
@@ -377,7 +418,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             for stream in streams:
                 if event_log is not None:
                     stream.add_sink(event_log)
-                stream.add_sink(server.publish)
+                server.attach(stream)
                 stream.add_sink(stats.add)
             print(f"serving events of {len(streams)} stream(s) on {server.url} (Ctrl-C stops)", file=sys.stderr, flush=True)
             try:
@@ -391,6 +432,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 for stream in streams:
                     stream.close()
             print(stats.summary(), file=sys.stderr)
+            server.drain()  # connected clients get the last events and each stream's end message
             if not args.exit_when_done:
                 print("the input ended; still serving the last event (Ctrl-C stops)", file=sys.stderr, flush=True)
                 while True:

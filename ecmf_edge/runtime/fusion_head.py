@@ -7,15 +7,17 @@ the head used, so an application can show *why* it chose a label.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ecmf_edge.errors import InputError
+from ecmf_edge.labels import LabelView
 from ecmf_edge.modalities import MODALITIES
 
-__all__ = ["FusionHead", "FusionResult"]
+__all__ = ["FusionHead", "FusionResult", "RelabelledFusion", "relabelled"]
 
 
 
@@ -82,3 +84,31 @@ class FusionHead:
         probs, weights = self._session.run(["probs", "weights"], feeds)
         return FusionResult(self.labels, probs[0].astype(np.float32),
                             {m: float(weights[0, i]) for i, m in enumerate(self.modalities) if mask[0, i] > 0})
+
+
+class RelabelledFusion:
+    """A fusion step whose results are over an application's label set (:class:`~ecmf_edge.labels.LabelView`)."""
+
+    def __init__(self, fusion: Callable[[Mapping[str, np.ndarray | None]], Any], view: LabelView) -> None:
+        self.fusion, self.view = fusion, view
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.view.labels
+
+    def __call__(self, features: Mapping[str, np.ndarray | None]) -> Any:
+        result = self.fusion(features)
+        if result is None or not self.view.relabelled:
+            return result
+        return FusionResult(self.view.labels, self.view.apply(result.probabilities).astype(np.float32),
+                            dict(result.modality_weights))
+
+
+def relabelled(fusion: Callable[[Mapping[str, np.ndarray | None]], Any], bundle_labels: Sequence[str],
+               choice: Sequence[str] | Mapping[str, str | None] | None) -> RelabelledFusion:
+    """``fusion`` reporting over ``choice`` (``StreamOptions.labels``) instead of ``bundle_labels``.
+
+    Raises:
+        InputError: a label the bundle does not have, or fewer than two kept.
+    """
+    return RelabelledFusion(fusion, LabelView(bundle_labels, choice))

@@ -14,11 +14,12 @@ import numpy as np
 
 from ecmf_edge.capture.clock import Clock
 from ecmf_edge.errors import EcmfError
-from ecmf_edge.events import EmotionEvent
+from ecmf_edge.events import UNCERTAIN, EmotionEvent
 from ecmf_edge.people import FRAME_ALONE_REASON, frame_alone, people_results
+from ecmf_edge.runtime.fusion_head import relabelled
 from ecmf_edge.stream.aligner import Aligner
 from ecmf_edge.stream.models import StreamModels
-from ecmf_edge.stream.options import MODALITIES, SmootherOptions
+from ecmf_edge.stream.options import MODALITIES, StreamOptions
 from ecmf_edge.stream.smoother import Smoother
 
 __all__ = ["Fuser"]
@@ -29,12 +30,19 @@ logger = logging.getLogger("ecmf_edge")
 class Fuser:
     """Builds the event of each tick and numbers the events of one stream."""
 
-    def __init__(self, aligner: Aligner, models: StreamModels, smoother: SmootherOptions, clock: Clock,
+    def __init__(self, aligner: Aligner, models: StreamModels, options: StreamOptions, clock: Clock,
                  newest: bool, stream_id: str | None = None) -> None:
+        """Raises:
+            InputError: ``options.labels`` names a label the bundle does not have, or keeps fewer than two.
+        """
         self.aligner, self.models, self.clock, self.newest = aligner, models, clock, newest
         self.stream_id = stream_id
+        self.min_confidence = options.min_confidence
+        # The fusion step over the stream's label set (the bundle's, or the application's: options.labels).
+        self.fusion = relabelled(models.fusion, models.labels, options.labels)
+        self.labels = self.fusion.labels
         self._people_cache: dict = {}
-        self.smoother = Smoother(models.labels, smoother)
+        self.smoother = Smoother(self.labels, options.smoother)
         self._errors: set[str] = set()
         self._last_label: str | None = None
         # Events built so far.
@@ -42,7 +50,7 @@ class Fuser:
 
     def _fuse(self, features: dict) -> tuple[Any, str | None]:
         try:
-            return self.models.fusion(features), None
+            return self.fusion(features), None
         except Exception as exc:  # the stream reports it and goes on
             reason = f"fusion failed: {exc if isinstance(exc, EcmfError) else f'{type(exc).__name__}: {exc}'}"
             if reason not in self._errors:
@@ -56,8 +64,8 @@ class Fuser:
         latency: dict[str, float] = {}
         for obs in aligned.used.values():
             latency.update(obs.latency_ms)
-        label, confidence, raw_label = None, 0.0, None
-        probabilities: dict[str, float] = {}
+        label, confidence, raw_label, uncertain = None, 0.0, None, False
+        probabilities = dict.fromkeys(self.labels, 0.0)  # every label, all 0 without evidence
         weights: dict[str, float] = {}
         absent = dict(aligned.absent)
         features = aligned.features
@@ -74,6 +82,8 @@ class Fuser:
                 weights = {m: float(w) for m, w in result.modality_weights.items()}
                 label, confidence = smoothed.label, smoothed.confidence
                 raw_label = result.labels[int(np.argmax(result.probabilities))]
+                if confidence < self.min_confidence:
+                    label, uncertain = UNCERTAIN, True
             else:  # _fuse gives a reason with every failure; a fusion callable that returned None gets one here
                 absent["fusion"] = failure if failure is not None else "fusion gave no result"
         else:
@@ -82,8 +92,8 @@ class Fuser:
             newest = max(obs.captured for obs in aligned.used.values())
             latency["capture_to_event"] = round((self.clock.now() - newest) * 1000.0, 3)
         people, focus_id, skipped = self._people(aligned, t) if "fusion" not in absent else ((), None, 0)
-        text = aligned.used.get("text")
-        heard = aligned.latest.get("text")  # present or gated: the language is reported either way
+        heard = aligned.latest.get("text")  # present or gated by language: what was heard is reported either way
+        fresh = heard is not None and ("text" in aligned.used or t - heard.t <= self.aligner.max_age_s["text"])
         face = aligned.used.get("face")
         changed = label != self._last_label
         self._last_label = label
@@ -91,13 +101,14 @@ class Fuser:
         return EmotionEvent(
             timestamp=round(t, 6), label=label, confidence=confidence, probabilities=probabilities,
             modality_weights=weights, present=tuple(m for m in MODALITIES if features.get(m) is not None), absent=absent,
-            transcript=text.extra.get("transcript") if text is not None else None, latency_ms=latency,
+            transcript=heard.extra.get("transcript") if heard is not None and fresh else None, latency_ms=latency,
             index=self.count, label_changed=changed, raw_label=raw_label,
             ages_s={m: round(a, 4) for m, a in aligned.ages.items()},
             face_box=face.extra.get("box") if face is not None else None,
             language=heard.extra.get("language") if heard is not None else None,
             language_probability=heard.extra.get("language_probability") if heard is not None else None,
             people=people, focus_id=focus_id, people_skipped=skipped, stream=self.stream_id,
+            uncertain=uncertain, relabelled=self.fusion.view.relabelled,
         )
 
     def _people(self, aligned: Any, t: float) -> tuple[tuple, int | None, int]:
@@ -107,7 +118,7 @@ class Fuser:
             return (), None, 0
         entries = seen.extra.get("people", ())
         try:
-            people = people_results(entries, self.models.fusion, self._people_cache, t)
+            people = people_results(entries, self.fusion, self._people_cache, t)
         except Exception as exc:  # a failing head already shows in absent["fusion"]; people are left out
             reason = f"per-person labels failed: {type(exc).__name__}: {exc}"
             if reason not in self._errors:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ecmf_edge.errors import InputError
@@ -121,6 +121,13 @@ class StreamOptions:
     # Seconds at the start of the stream in which the focus person's face is recorded as their neutral baseline
     # (`run --calibrate SECONDS`; the person should look neutral then). None: no explicit baseline.
     calibrate_s: float | None = None
+    # Below this smoothed probability of the held label an event's label is "uncertain" (``raw_label`` still says
+    # what the model read; ``uncertain`` is True). 0: never.
+    min_confidence: float = 0.0
+    # The labels events report: None (the bundle's), a sequence of bundle labels to keep, or a mapping
+    # {bundle label: your label} (shared names add up; labels left out are dropped). Probabilities are renormalised
+    # over what is kept and events say ``relabelled``. Checked against the bundle when a stream or predict starts.
+    labels: Sequence[str] | Mapping[str, str | None] | None = None
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.fusion_hz <= 120:
@@ -158,6 +165,13 @@ class StreamOptions:
         if self.calibrate_s is not None and (isinstance(self.calibrate_s, bool) or not isinstance(self.calibrate_s, (int, float))
                                              or not 0 < self.calibrate_s <= 600):
             raise InputError(f"calibrate_s={self.calibrate_s!r} is invalid: use 0 < seconds <= 600 (e.g. 3), or None")
+        if isinstance(self.min_confidence, bool) or not isinstance(self.min_confidence, numbers.Real) \
+                or not 0.0 <= self.min_confidence < 1.0:
+            raise InputError(f"min_confidence={self.min_confidence!r} is invalid: use 0 <= value < 1 (0: never uncertain)")
+        if self.labels is not None and (isinstance(self.labels, (str, bytes))
+                                        or not isinstance(self.labels, (Sequence, Mapping))):
+            raise InputError(f"labels={self.labels!r} is invalid: give a list of labels to keep, e.g. ['happy', 'sad', "
+                             "'neutral'], or a mapping {'sad': 'negative', ...}")
         if self.max_lead_s < self.min_silence_s + 0.2:
             raise InputError(f"max_lead_s={self.max_lead_s!r} must exceed min_silence_s + 0.2 ({self.min_silence_s + 0.2:g} s): "
                              "file playback reads that far ahead to find where utterances end")

@@ -68,7 +68,7 @@ class EmotionStream:
         self.aligner = Aligner({m: self.options.max_age(m) for m in MODALITIES})
         # The stream's id in its events (several streams of one recognizer tell theirs apart by it).
         self.stream_id = stream_id
-        self.fuser = Fuser(self.aligner, models, self.options.smoother, self.clock, newest=self.realtime,
+        self.fuser = Fuser(self.aligner, models, self.options, self.clock, newest=self.realtime,
                            stream_id=stream_id)
         self._queues: list[EventQueue] = []
         self._tick_t = 0.0
@@ -201,6 +201,17 @@ class EmotionStream:
             return sources[0].device_error
         return None
 
+    @property
+    def end_reason(self) -> str | None:
+        """Why the stream ended: "input ended" (every file read to its end), the device error that ended it, or
+        "stopped" (closed before its inputs ended); None while it runs."""
+        if not (self._finished.is_set() or self._closed):
+            return None
+        error = self.error
+        if error is not None:
+            return str(error)
+        return "input ended" if self._started and self._sources_done() else "stopped"
+
     def latest_frame(self) -> Frame | None:
         """The newest video frame read (for overlays), or None."""
         return self.video_reader.latest if self.video_reader is not None else None
@@ -227,6 +238,30 @@ class EmotionStream:
         if face_stage is None:
             raise InputError("this stream has no camera or video: calibration reads the face")
         face_stage.path.resting.calibrate(seconds)
+
+    def set_focus(self, focus: str | int) -> None:
+        """Change whose face the fused label follows, while the stream runs: "largest", "center" or a track id
+        (``event.people[i].id``). Takes effect from the next frame the face path reads.
+
+        Raises:
+            InputError: an invalid focus, or a stream without video.
+        """
+        from dataclasses import replace
+
+        checked = replace(self.options, focus=focus).focus  # StreamOptions' own check of the value
+        face_stage: FaceStage | None = getattr(self, "face_stage", None)
+        if face_stage is None:
+            raise InputError("this stream has no camera or video: the focus is a face")
+        face_stage.path.focus = checked
+        self.options = replace(self.options, focus=checked)
+
+    @property
+    def source(self) -> str:
+        """What the stream reads, in words (e.g. "clip.mp4 + clip.mp4 (sound)", "camera 0 + microphone default")."""
+        names = [str(getattr(s, "name", type(s).__name__)) for s in (self.video, self.audio) if s is not None]
+        if len(names) == 2 and names[0] == names[1]:
+            names[1] += " (sound)"
+        return " + ".join(names)
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop every thread and release the devices; returns within about ``timeout`` seconds."""

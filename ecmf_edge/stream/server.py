@@ -1,11 +1,22 @@
 """Events over Server-Sent Events with the standard library, and a tiny page that shows them.
 
-``GET /`` is an HTML page (label, probability bars, modality-weight bars, transcript)
-that subscribes to ``GET /events`` (``text/event-stream``, one JSON event per message;
-the newest event is sent at once on connect). ``GET /latest`` returns the newest event
-as JSON. The server binds 127.0.0.1 by default, refuses requests whose ``Origin`` is
-not the page's own (or one given with ``allowed_origins``), and on a loopback address
-also refuses foreign ``Host`` headers (DNS rebinding).
+Endpoints (docs/integration.md is the developer's guide):
+
+- ``GET /events``: ``text/event-stream``. Every event is one message with an ``id:`` (a number that grows
+  by one per message, across streams, from server start) and the event's JSON as ``data:``
+  (schema: ``/schema``). A stream that ends sends ``event: end`` (``{"stream", "reason", "events",
+  "timestamp"}``). A client that reconnects with ``Last-Event-ID`` (the header browsers send, or
+  ``?last_event_id=``) gets every message after that id still held (the last ``replay_s`` seconds of
+  each stream); when some were already dropped, an ``event: gap`` message says from which id on it
+  resumes. Without one (or with an id this server never gave), it gets the newest event of every stream.
+- ``GET /latest``: the newest event (``?stream=NAME``: of that stream) as JSON; 204 before any.
+- ``GET /streams``: the streams as JSON: name, source, events sent, whether and why each ended.
+- ``GET /schema``: the JSON Schema of events. ``GET /``: the page.
+
+The server binds 127.0.0.1 by default, refuses requests whose ``Origin`` is not the page's own (or
+one given with ``allowed_origins``), and on a loopback address also refuses foreign ``Host`` headers
+(DNS rebinding). Allowed origins get CORS headers on every endpoint, and ``OPTIONS`` preflights
+are answered.
 """
 from __future__ import annotations
 
@@ -13,18 +24,28 @@ import json
 import logging
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from ecmf_edge.errors import DeviceError
-from ecmf_edge.events import EmotionEvent
+from ecmf_edge.errors import DeviceError, InputError
+from ecmf_edge.events import EVENT_SCHEMA_PATH, SCHEMA_VERSION, EmotionEvent
 from ecmf_edge.stream.queues import DropOldestQueue
 
-__all__ = ["EventServer", "PAGE"]
+__all__ = ["EventServer", "PAGE", "ENDPOINTS"]
 
 logger = logging.getLogger("ecmf_edge")
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+# What the server answers, for the 404 message and the docs.
+ENDPOINTS = ("/", "/events", "/latest", "/streams", "/schema")
+# A Last-Event-ID longer than this is not one of ours (ids are decimal counters).
+_MAX_ID_DIGITS = 18
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ecmf-edge live</title>
@@ -127,6 +148,10 @@ source.onmessage = (msg) => {
   document.getElementById("status").textContent = count + " events, " + Object.keys(panels).length +
     " stream(s), t = " + e.timestamp + " s";
 };
+source.addEventListener("end", (msg) => {
+  const e = JSON.parse(msg.data), el = panel(e.stream == null ? "0" : e.stream);
+  el.querySelector(".sid").textContent = "stream " + e.stream + " \u2014 ended (" + e.reason + ", " + e.events + " events)";
+});
 source.onerror = () => { document.getElementById("status").textContent = "reconnecting"; };
 </script></body></html>
 """
@@ -143,22 +168,63 @@ class _HTTPServer(ThreadingHTTPServer):
             logger.warning("serve: a request from %s failed", client_address, exc_info=True)
 
 
+@dataclass
+class _Message:
+    """One SSE message as sent: its id, the stream it belongs to, when it was published, and its bytes."""
+
+    id: int
+    stream: str | None
+    published: float
+    payload: str
+    data: bytes
+
+
+class _StreamSink:
+    """The sink ``EventServer.attach`` gives a stream: its events are published; its end is announced."""
+
+    def __init__(self, server: EventServer, stream: Any) -> None:
+        self.server, self.stream = server, stream
+
+    def __call__(self, event: EmotionEvent) -> None:
+        self.server.publish(event)
+
+    def close(self) -> None:
+        reason = getattr(self.stream, "end_reason", None) or "stopped"
+        self.server.end(getattr(self.stream, "stream_id", None), reason)
+
+
 class EventServer:
-    """Publishes events to every connected browser; ``publish`` is a stream sink."""
+    """Publishes events to every connected client; ``publish`` is a stream sink, ``attach(stream)`` adds the
+    stream's name, source and end."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8765, *, allowed_origins: Iterable[str] = (),
-                 keepalive_s: float = 10.0, max_stream_s: float | None = None) -> None:
+                 keepalive_s: float = 10.0, max_stream_s: float | None = None, replay_s: float = 60.0,
+                 max_replay: int = 2048, max_clients: int = 32) -> None:
         """Args:
             host, port: where to listen (port 0 picks a free port).
             allowed_origins: extra ``Origin`` values allowed besides the page's own (e.g. "http://localhost:3000").
             keepalive_s: a comment line is sent after this long without events.
-            max_stream_s: end each ``/events`` response after this long (browsers reconnect); None keeps it open.
+            max_stream_s: end each ``/events`` response after this long (clients reconnect); None keeps it open.
+            replay_s: how long each stream's messages are held for clients that reconnect with ``Last-Event-ID``.
+            max_replay: the most messages held per stream, whatever their age (bounds memory at high event rates).
+            max_clients: the most ``/events`` clients at once; more get 503.
+
+        Raises:
+            InputError: a limit that is not positive.
         """
+        if not replay_s >= 0 or max_replay < 1 or max_clients < 1:
+            raise InputError("replay_s must be >= 0 and max_replay, max_clients at least 1")
         self.host, self.requested_port = host, int(port)
         self.allowed_origins = {o.rstrip("/") for o in allowed_origins}
         self.keepalive_s, self.max_stream_s = float(keepalive_s), max_stream_s
-        self._latest: dict[str | None, str] = {}  # the newest event of each stream, for browsers that join later
-        self._newest: str | None = None
+        self.replay_s, self.max_replay, self.max_clients = float(replay_s), int(max_replay), int(max_clients)
+        self._latest: dict[str | None, _Message] = {}  # the newest event of each stream, for clients that join later
+        self._newest: tuple[str | None, str] | None = None
+        self._replay: dict[str | None, deque[_Message]] = {}
+        self._ended: dict[str | None, _Message] = {}
+        self._info: dict[str | None, dict[str, Any]] = {}
+        self._next_id = 1
+        self._dropped_through = 0  # the highest id no longer held for replay
         self._subscribers: list[DropOldestQueue] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -200,39 +266,118 @@ class EventServer:
         self._thread.start()
         return self
 
-    def publish(self, event: EmotionEvent) -> None:
-        """Send ``event`` to every subscriber (a slow browser loses its oldest pending events)."""
-        data = json.dumps(event.to_dict(), ensure_ascii=False)
+    # -- publishing -------------------------------------------------------------------------------
+    def attach(self, stream: Any) -> None:
+        """Publish ``stream``'s events, list it at ``/streams`` (name and source) and announce its end."""
+        name = getattr(stream, "stream_id", None)
         with self._lock:
-            self._latest[getattr(event, "stream", None)] = data
-            self._newest = data
-            subscribers = list(self._subscribers)
+            self._stream_info(name)["source"] = getattr(stream, "source", None)
+        stream.add_sink(_StreamSink(self, stream))
+
+    def _stream_info(self, stream: str | None) -> dict[str, Any]:
+        """The ``/streams`` entry of ``stream`` (called with the lock held)."""
+        return self._info.setdefault(stream, {"name": stream, "source": None, "events": 0, "timestamp": None,
+                                              "ended": False, "reason": None})
+
+    def _post(self, stream: str | None, kind: str | None, payload: str) -> _Message:
+        """Number, hold and fan out one message (called with the lock held)."""
+        now = time.monotonic()
+        head = f"id: {self._next_id}\n" + (f"event: {kind}\n" if kind else "")
+        message = _Message(self._next_id, stream, now, payload, (head + f"data: {payload}\n\n").encode())
+        self._next_id += 1
+        held = self._replay.setdefault(stream, deque())
+        held.append(message)
+        while held and (len(held) > self.max_replay or now - held[0].published > self.replay_s):
+            self._dropped_through = max(self._dropped_through, held.popleft().id)
+        for queue in self._subscribers:
+            queue.put(message)
+        return message
+
+    def publish(self, event: EmotionEvent) -> None:
+        """Send ``event`` to every client (a slow client loses its oldest pending events; the ids show it)."""
+        data = json.dumps(event.to_dict(), ensure_ascii=False)
+        stream = getattr(event, "stream", None)
+        with self._lock:
+            self._latest[stream] = self._post(stream, None, data)
+            self._newest = (stream, data)
+            self._ended.pop(stream, None)
+            info = self._stream_info(stream)
+            info.update(events=info["events"] + 1, timestamp=event.timestamp, ended=False, reason=None)
             self.published += 1
-        for queue in subscribers:
-            queue.put(data)
 
     __call__ = publish
 
-    def latest(self) -> str | None:
-        """The newest event published (of any stream), as JSON."""
+    def end(self, stream: str | None, reason: str = "input ended") -> None:
+        """Announce that ``stream`` ended (an ``event: end`` message; ``attach`` does it for a stream)."""
         with self._lock:
-            return self._newest
+            info = self._stream_info(stream)
+            if info["ended"]:
+                return
+            info.update(ended=True, reason=reason)
+            payload = json.dumps({"schema_version": SCHEMA_VERSION, "stream": stream, "reason": reason,
+                                  "events": info["events"], "timestamp": info["timestamp"]}, ensure_ascii=False)
+            self._ended[stream] = self._post(stream, "end", payload)
+
+    def latest(self, stream: str | None = None) -> str | None:
+        """The newest event published (of any stream, or of ``stream``), as JSON."""
+        with self._lock:
+            if stream is None:
+                return self._newest[1] if self._newest is not None else None
+            message = self._latest.get(stream)
+        return message.payload if message is not None else None
 
     def latest_per_stream(self) -> list[str]:
         """The newest event of every stream, as JSON."""
         with self._lock:
-            return list(self._latest.values())
+            messages = list(self._latest.values())
+        return [m.payload for m in messages]
 
-    def subscribe(self) -> DropOldestQueue:
-        queue = DropOldestQueue(64)
+    def streams(self) -> list[dict[str, Any]]:
+        """Each stream's name, source, events sent, and whether (and why) it ended."""
         with self._lock:
+            return [dict(info) for info in self._info.values()]
+
+    # -- subscribing ------------------------------------------------------------------------------
+    def subscribe(self, last_event_id: int | None = None) -> tuple[DropOldestQueue, list[bytes]] | None:
+        """A queue of later messages and what to send first: the messages after ``last_event_id`` still held
+        (with a gap message when some were dropped), or without one the newest event (and end) of every
+        stream. None when ``max_clients`` are connected already."""
+        queue = DropOldestQueue(256)
+        with self._lock:
+            if len(self._subscribers) >= self.max_clients:
+                return None
             self._subscribers.append(queue)
-        return queue
+            if last_event_id is not None and 0 <= last_event_id < self._next_id:
+                held = sorted((m for q in self._replay.values() for m in q if m.id > last_event_id), key=lambda m: m.id)
+                first: list[bytes] = []
+                if last_event_id < self._dropped_through:
+                    available = held[0].id if held else self._next_id
+                    first.append(("event: gap\ndata: " + json.dumps({"last_event_id": last_event_id,
+                                                                     "first_available_id": available}) + "\n\n").encode())
+                return queue, first + [m.data for m in held]
+            current = sorted(list(self._latest.values()) + list(self._ended.values()), key=lambda m: m.id)
+            return queue, [m.data for m in current]
 
     def unsubscribe(self, queue: DropOldestQueue) -> None:
         with self._lock:
             if queue in self._subscribers:
                 self._subscribers.remove(queue)
+
+    @property
+    def clients(self) -> int:
+        """``/events`` clients connected now."""
+        with self._lock:
+            return len(self._subscribers)
+
+    def drain(self, timeout: float = 2.0) -> bool:
+        """Wait (at most ``timeout`` seconds) until every connected client was sent all messages; True if so."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not any(len(queue) for queue in self._subscribers):
+                    return True
+            time.sleep(0.05)
+        return False
 
     @property
     def closing(self) -> bool:
@@ -249,22 +394,47 @@ class EventServer:
             self._thread.join(1.0)
 
 
+def _last_event_id(value: str | None) -> int | None:
+    """A Last-Event-ID this server could have given (a short decimal number), else None (ignored)."""
+    value = (value or "").strip()
+    if not value or len(value) > _MAX_ID_DIGITS or not value.isdigit() or not value.isascii():
+        return None
+    return int(value)
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: EventServer
     server_version = "ecmf-edge"
     protocol_version = "HTTP/1.1"
+    # Malformed requests get one plain line (the status and why), not an HTML page.
+    error_message_format = "%(code)d %(message)s\n"
+    error_content_type = "text/plain; charset=utf-8"
 
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("serve: " + format, *args)
 
-    def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+    def _cors(self) -> None:
+        origin = (self.headers.get("Origin") or "").rstrip("/")
+        if origin:  # _refusal() has let it through: the page's own origin or an allowed one
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Vary", "Origin")
+
+    def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
+               headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self._cors()
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
         self.owner.requests.append((self.command, self.path, status))
+
+    def _json(self, value: Any) -> None:
+        self._reply(200, json.dumps(value, ensure_ascii=False).encode(), "application/json")
 
     def _refusal(self) -> str | None:
         host = self.headers.get("Host", "")
@@ -276,56 +446,118 @@ class _Handler(BaseHTTPRequestHandler):
             return f"Origin {origin!r} refused: allow it with --allow-origin {origin}"
         return None
 
-    def do_GET(self) -> None:
+    def _refused(self) -> bool:
         refusal = self._refusal()
-        if refusal is not None:
-            logger.warning("serve: %s", refusal)
-            self._reply(403, (refusal + "\n").encode())
+        if refusal is None:
+            return False
+        logger.warning("serve: %s", refusal)
+        self.send_response(403)
+        body = (refusal + "\n").encode()
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.owner.requests.append((self.command, self.path, 403))
+        return True
+
+    def do_OPTIONS(self) -> None:
+        """CORS preflight (and a plain OPTIONS): which methods and headers a browser may use."""
+        if self._refused():
             return
-        path = self.path.split("?", 1)[0]
+        self._reply(204, b"", headers={"Allow": "GET, HEAD, OPTIONS", "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+                                       "Access-Control-Allow-Headers": "Last-Event-ID, Cache-Control",
+                                       "Access-Control-Max-Age": "600"})
+
+    def _not_allowed(self) -> None:
+        self._reply(405, f"{self.command} is not supported: this server only answers GET (see /)\n".encode(),
+                    headers={"Allow": "GET, HEAD, OPTIONS"})
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
+
+    def do_HEAD(self) -> None:
+        if self._refused():
+            return
+        path = urlsplit(self.path).path
+        if path == "/events":
+            self._reply(200, b"", "text/event-stream")
+        else:
+            self._get(path)
+
+    def do_GET(self) -> None:
+        if self._refused():
+            return
+        self._get(urlsplit(self.path).path)
+
+    def _get(self, path: str) -> None:
+        query = parse_qs(urlsplit(self.path).query)
+        owner = self.owner
         if path in ("/", "/index.html"):
             self._reply(200, PAGE.encode(), "text/html; charset=utf-8")
         elif path == "/latest":
-            latest = self.owner.latest()
+            stream = query.get("stream", [None])[0]
+            latest = owner.latest(stream)
             self._reply(200 if latest else 204, (latest or "").encode(), "application/json")
+        elif path == "/streams":
+            self._json(owner.streams())
+        elif path == "/schema":
+            self._reply(200, EVENT_SCHEMA_PATH.read_bytes(), "application/schema+json")
         elif path == "/events":
-            self._events()
+            last = self.headers.get("Last-Event-ID") or query.get("last_event_id", [None])[0]
+            self._events(_last_event_id(last))
         else:
-            self._reply(404, b"not found: try / or /events\n")
+            self._reply(404, f"not found: this server answers {', '.join(ENDPOINTS)}\n".encode())
 
-    def _events(self) -> None:
-        import time
+    def _client_left(self) -> bool:
+        """Whether the client closed its end (a readable socket with nothing to read), so that a client that
+        drops is let go at once rather than at the next write."""
+        import select
+        import socket
 
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def _events(self, last_event_id: int | None) -> None:
         owner = self.owner
-        queue = owner.subscribe()
+        subscription = owner.subscribe(last_event_id)
+        if subscription is None:
+            self._reply(503, f"too many event clients ({owner.max_clients}): close one and retry\n".encode(),
+                        headers={"Retry-After": "5"})
+            return
+        queue, first = subscription
         owner.requests.append((self.command, self.path, 200))
         try:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-store")
             self.send_header("Connection", "close")
-            origin = self.headers.get("Origin")
-            if origin:
-                self.send_header("Access-Control-Allow-Origin", origin)
+            self._cors()
             self.end_headers()
             self.close_connection = True
-            latest = owner.latest_per_stream()
-            self.wfile.write(b"retry: 1000\n\n" + b"".join(f"data: {data}\n\n".encode() for data in latest))
+            self.wfile.write(b"retry: 1000\n\n" + b"".join(first))
             self.wfile.flush()
+            sent = max([last_event_id or 0] + [int(m.split(b"\n", 1)[0][4:]) for m in first if m.startswith(b"id: ")])
             started = last = time.monotonic()
             while not owner.closing:
                 if owner.max_stream_s is not None and time.monotonic() - started >= owner.max_stream_s:
                     break
-                data = queue.get(0.2)
-                if data is not None:
-                    self.wfile.write(f"data: {data}\n\n".encode())
+                message = queue.get(0.2)
+                if message is not None:
+                    if message.id <= sent:  # already sent from the replay above
+                        continue
+                    sent = message.id
+                    self.wfile.write(message.data)
                     self.wfile.flush()
                     last = time.monotonic()
+                elif self._client_left():
+                    break
                 elif time.monotonic() - last >= owner.keepalive_s:
                     self.wfile.write(b": keep-alive\n\n")
                     self.wfile.flush()
                     last = time.monotonic()
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            pass  # the browser went away
+            pass  # the client went away
         finally:
             owner.unsubscribe(queue)

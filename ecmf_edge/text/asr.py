@@ -28,6 +28,8 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from ecmf_edge.audio.io import SAMPLE_RATE, check_pcm, rms_dbfs
 from ecmf_edge.errors import DependencyError, InputError, ModelError
 from ecmf_edge.modalities import REBUILD_COMMAND
 
-__all__ = ["SpeechRecognizer", "AsrOptions", "Transcript", "TranscriptSegment", "Word", "cut_repeated_tail"]
+__all__ = ["SpeechRecognizer", "AsrOptions", "Transcript", "TranscriptSegment", "Word", "cut_repeated_tail", "not_language"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -140,6 +142,8 @@ class Transcript:
     # Why the transcript is empty (no speech, too short, silent ...), else None.
     empty_reason: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # True when Whisper gave words that are not language (:func:`not_language`): dropped, ``empty_reason`` says why.
+    rejected: bool = False
 
     @property
     def real_time_factor(self) -> float:
@@ -164,8 +168,35 @@ def reported_language(language: str | None, probability: float) -> str | None:
     return language if probability >= LANGUAGE_SURE else "unsure"
 
 
-def _empty(reason: str, audio_seconds: float, elapsed: float, language: str | None = None) -> Transcript:
-    return Transcript("", language, 0.0, (), audio_seconds, elapsed, empty_reason=reason)
+def _empty(reason: str, audio_seconds: float, elapsed: float, language: str | None = None,
+           probability: float = 0.0, rejected: bool = False) -> Transcript:
+    return Transcript("", language, probability, (), audio_seconds, elapsed, empty_reason=reason, rejected=rejected)
+
+
+# A transcript is not language when one token makes up at least this share of it and is a single letter repeated
+# four or more times ("N-N-N-N-N-N") or any word repeated six or more times ("the the the the the the"; "I I I I think
+# so", "oh, oh, oh, no!" and "yeah yeah yeah yeah yeah" are speech), or when Whisper was this unsure of it on
+# average (log-probability per token).
+REPEATED_TOKEN_SHARE = 0.8
+UNSURE_AVG_LOGPROB = -2.0
+_TOKEN_SPLIT = re.compile(r"[\s\-\u2010-\u2015.,;:!?\"'()\[\]]+")
+
+
+def not_language(text: str, segments: Sequence[TranscriptSegment] = ()) -> str | None:
+    """Why a transcript is not language (one token repeated, no letters, decoded with very low probability),
+    or None when it may be read. Such a transcript never reaches the text branch."""
+    tokens = [t for t in _TOKEN_SPLIT.split(text.lower()) if t]
+    if not any(ch.isalpha() for ch in text):
+        return f"speech recognition gave no words ({text[:40]!r})"
+    if tokens:
+        top, count = Counter(tokens).most_common(1)[0]
+        share = count / len(tokens)
+        if share >= REPEATED_TOKEN_SHARE and (count >= 6 or (len(top) == 1 and count >= 4)):
+            return f"speech recognition repeated {top!r} {count} times: not language"
+    weights = [max(s.end - s.start, 1e-3) for s in segments]
+    if segments and sum(s.avg_logprob * w for s, w in zip(segments, weights)) / sum(weights) < UNSURE_AVG_LOGPROB:
+        return "speech recognition was unsure of every word: not taken as language"
+    return None
 
 
 def cut_repeated_tail(text: str, min_words: int = 4) -> str:
@@ -307,7 +338,11 @@ class SpeechRecognizer:
         language, probability = max(languages, key=lambda lp: lp[1]) if languages else (None, 0.0)
         text = " ".join(s.text for s in segments).strip()
         if not text:
-            return _empty("Whisper recognised no words", seconds, elapsed, language)
+            return _empty("Whisper recognised no words", seconds, elapsed, language, probability)
+        garbled = not_language(text, segments)
+        if garbled is not None:
+            logger.debug("transcript %r dropped: %s", text[:80], garbled)
+            return _empty(garbled, seconds, elapsed, language, probability, rejected=True)
         notes = () if language == "en" else (f"language '{language}' detected: the default text encoder is English-only",)
         return Transcript(text, language, probability, tuple(segments), seconds, elapsed, notes=notes)
 

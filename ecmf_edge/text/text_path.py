@@ -227,6 +227,10 @@ class TextPath:
         self.last_gate_reason = None
         if transcript.is_empty:
             self.last_empty_reason = transcript.empty_reason
+            if transcript.rejected:  # words that are not language: the text is absent, and why
+                self.last_gate_reason, self.last_transcript = transcript.empty_reason, None
+                with self._lock:
+                    self._latest = None
             return None
         gate = self.featurizer.language_gate(transcript.language)
         if gate is not None:  # transcribed, but in a language the text model was not trained on
