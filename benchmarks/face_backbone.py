@@ -67,7 +67,8 @@ def train(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from ecmf_edge.build.common import require_torch
-    from ecmf_edge.build.mini_xception import build_face_network, save_finetuned
+    from ecmf_edge.build.face_networks import build_face_network
+    from ecmf_edge.build.face_weights import save_finetuned
     from ecmf_edge.train.branches.face import FaceTrainOptions, load_face_pack, train_face_branch
 
     torch = require_torch()
@@ -105,7 +106,8 @@ def _latency(model, size: int, mirror: bool, repeats: int) -> dict:
     import onnxruntime as ort
 
     from ecmf_edge.build.common import require_torch
-    from ecmf_edge.build.mini_xception import as_input, export_face_branch
+    from ecmf_edge.build.face_encoder import export_face_branch
+    from ecmf_edge.build.face_views import as_input
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "face.onnx"
@@ -121,8 +123,8 @@ def _latency(model, size: int, mirror: bool, repeats: int) -> dict:
 def choose(args) -> int:
     import numpy as np
 
+    from ecmf_edge.build.face_weights import finetuned_network, finetuned_record, load_finetuned
     from ecmf_edge.build.fusion_head import shipped_head_dir
-    from ecmf_edge.build.mini_xception import finetuned_network, finetuned_record, load_finetuned
     from ecmf_edge.train.branches.face import (
         FaceTrainOptions,
         _val_split,
@@ -181,7 +183,7 @@ def choose(args) -> int:
 
 def ship(args) -> int:
     """Score the chosen candidate on the test splits once and write the branch's files into ``--out``."""
-    from ecmf_edge.build.mini_xception import finetuned_record, load_finetuned
+    from ecmf_edge.build.face_weights import finetuned_record, load_finetuned
     from ecmf_edge.train.branches.face import FaceTrainOptions
     from ecmf_edge.train.branches.run import face_corpora, save_face_branch
 

@@ -33,7 +33,7 @@ def _tokens(folder: Path, data, cache: Path | None = None):
     reused while the branch's weights are the same)."""
     import hashlib
 
-    from ecmf_edge.build.mini_xception import FINETUNED_FILE, finetuned_record, finetuned_views, load_finetuned
+    from ecmf_edge.build.face_weights import FINETUNED_FILE, finetuned_record, finetuned_views, load_finetuned
     from ecmf_edge.train.branches.face import predict_fer7
 
     model = load_finetuned(folder)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
-    from ecmf_edge.build.mini_xception import finetuned_network, finetuned_record
+    from ecmf_edge.build.face_weights import finetuned_network, finetuned_record
     from ecmf_edge.train.branches.face import FER7, FaceTrainOptions, _val_split, load_face_pack
     from ecmf_edge.vision.resting_face import RestingFaceStats
 

