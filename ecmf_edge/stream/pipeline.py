@@ -201,10 +201,6 @@ class EmotionStream:
             return sources[0].device_error
         return None
 
-    def latest_frame(self) -> Frame | None:
-        """The newest video frame read (for overlays), or None."""
-        return self.video_reader.latest if self.video_reader is not None else None
-
     @property
     def events(self) -> int:
         """Events emitted so far."""
