@@ -19,8 +19,11 @@ import argparse
 import json
 from pathlib import Path
 
+import _common  # noqa: F401  (puts the source checkout on sys.path)
 import numpy as np
-from _common import peak_rss_mb, print_table, write_report
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.bench.system import peak_rss_mb
 
 PRIOR_VIEWS = (4.0, 16.0, 64.0)
 STRENGTHS = (0.25, 0.5, 1.0)

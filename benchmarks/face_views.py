@@ -18,7 +18,10 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from _common import peak_rss_mb, print_table, write_report
+import _common  # noqa: F401  (puts the source checkout on sys.path)
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.bench.system import peak_rss_mb
 
 # name -> (shifts, mirrored); agreement is measured against the ten views the branch was chosen with.
 TEN = ((0, 0), (0, 3), (0, -3), (3, 0), (-3, 0))
