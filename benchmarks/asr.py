@@ -25,7 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb, print_table, summarize, write_report
+import _common  # noqa: F401  (puts the source checkout on sys.path)
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.bench.stats import summarize
+from ecmf_edge.bench.system import peak_rss_mb
 
 SENTENCES = (
     "Yes.",
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     print(f"{len(audio)} utterances ({', '.join(f'{g}: {sum(1 for a in audio if a[0] == g)}' for g in groups)}), "
           f"{min(seconds):.1f}-{max(seconds):.1f} s, {args.threads} CTranslate2 threads")
-    flat = [{"variant": r["variant"], "cpu_med": r["cpu"]["median_ms"], "cpu_p95": r["cpu"]["p95_ms"], "wall_med": r["wall"]["median_ms"],
+    flat = [{"variant": r["variant"], "cpu_med": r["cpu"]["p50_ms"], "cpu_p95": r["cpu"]["p95_ms"], "wall_med": r["wall"]["p50_ms"],
              "per_s": r["cpu_s_per_speech_s"], **{k: v for k, v in r.items() if k.startswith(("wer", "same"))},
              "retried": f"{r['retried']}/{r['decoded']}" if r["decoded"] else None} for r in rows]
     columns = [("variant", "variant", ""), ("cpu_med", "CPU ms med", ".0f"), ("cpu_p95", "CPU ms p95", ".0f"),

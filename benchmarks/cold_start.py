@@ -6,7 +6,7 @@ playback; the time is measured from just before the process is spawned to the fi
 it prints, plus the time to the first event that carries a transcript (what the text path
 pays for opening Whisper and the LLM). Peak RSS of the child is reported too.
 
-    python benchmarks/cold_start.py [--bundle DIR] [--repeats 5] [--json bench-out/cold_start.json]
+    python benchmarks/cold_start.py [--bundle DIR] [--backend onnxruntime] [--repeats 5] [--json bench-out/cold_start.json]
     PYTHONPATH=/path/to/other/checkout python benchmarks/cold_start.py ...   # the same for another version
 """
 from __future__ import annotations
@@ -20,8 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common  # noqa: F401  (puts the source checkout on sys.path)
 import numpy as np
-from _common import print_table, write_report
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.modalities import BACKEND_CHOICES
 
 CHILD = r'''
 import json, resource, sys, time
@@ -29,9 +32,9 @@ import cv2, numpy as np
 t_import = time.time()
 from ecmf_edge import Recognizer
 from ecmf_edge._assets import asset_path
-bundle, video, use_llm = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+bundle, video, use_llm, backend = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
 first = first_text = None
-with Recognizer(bundle=bundle, backend="onnxruntime", use_llm=use_llm) as rec:
+with Recognizer(bundle=bundle, backend=backend, use_llm=use_llm) as rec:
     t_loaded = time.time()
     for event in rec.stream(video=video, audio=str(asset_path("speech_en.wav")), realtime=False):
         now = time.time()
@@ -63,9 +66,9 @@ def replay_video(folder: Path) -> Path:
     return path
 
 
-def run_once(bundle: str, video: Path, use_llm: bool) -> dict:
+def run_once(bundle: str, video: Path, use_llm: bool, backend: str = "onnxruntime") -> dict:
     started = time.time()
-    done = subprocess.run([sys.executable, "-c", CHILD, bundle, str(video), "1" if use_llm else "0"],
+    done = subprocess.run([sys.executable, "-c", CHILD, bundle, str(video), "1" if use_llm else "0", backend],
                           capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"),
                           cwd=str(video.parent))  # not the checkout: PYTHONPATH decides which ecmf_edge runs
     if done.returncode != 0:
@@ -79,6 +82,7 @@ def run_once(bundle: str, video: Path, use_llm: bool) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", help="bundle folder (default: the default fp32 bundle)")
+    parser.add_argument("--backend", default="onnxruntime", choices=BACKEND_CHOICES, help="inference backend")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default="bench-out/cold_start.json")
     args = parser.parse_args(argv)
@@ -89,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         video = replay_video(Path(tmp))
         # warm the file cache: every configuration then starts equally cold; it also says which ecmf_edge runs
-        packages = [run_once(bundle, video, False)["package"]]
+        packages = [run_once(bundle, video, False, args.backend)["package"]]
         for use_llm in (False, True):
-            runs = [run_once(bundle, video, use_llm) for _ in range(args.repeats)]
+            runs = [run_once(bundle, video, use_llm, args.backend) for _ in range(args.repeats)]
             row = {"configuration": "LLM on" if use_llm else "LLM off", "repeats": args.repeats,
                    "llm_opened": runs[-1]["llm_opened"]}
             for key in ("import_s", "loaded_s", "first_event_s", "first_transcript_s", "peak_rss_mb"):
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                        ("first_event_s_median", "first event s", ".2f"), ("first_event_s_p95", "p95", ".2f"),
                        ("first_transcript_s_median", "first transcript s", ".2f"),
                        ("peak_rss_mb_median", "peak RSS MiB", ".0f")])
-    out = write_report(args.json, {"bundle": bundle, "package": packages[0] if packages else None, "rows": rows})
+    out = write_report(args.json, {"benchmark": "cold_start", "bundle": bundle, "backend": args.backend, "package": packages[0] if packages else None, "rows": rows})
     print(f"ecmf_edge from {packages[0]}; written: {out}")
     return 0
 

@@ -1,18 +1,24 @@
-"""Per-encoder latency on the CPU with ONNX Runtime: median, p95, fps and peak RSS.
+"""Per-encoder latency (ONNX Runtime on the CPU unless told otherwise): p50, p95, fps and peak RSS.
 
 Real inputs: the astronaut photograph in a 640x480 frame, its aligned face crop,
 espeak-ng speech from ``ecmf_edge/assets``, and an English sentence. Warm-up calls are
 excluded from the figures.
 
-    python benchmarks/encoders.py [--bundle default] [--repeats 50] [--threads 0] [--json out.json]
+    python benchmarks/encoders.py [--bundle default] [--backend onnxruntime] [--precision fp32] [--repeats 50]
+                                  [--threads 0] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+import _common  # noqa: F401  (puts the source checkout on sys.path)
 import numpy as np
-from _common import measure, peak_rss_mb, print_table, write_report
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.bench.stats import measure
+from ecmf_edge.bench.system import peak_rss_mb
+from ecmf_edge.modalities import BACKENDS, PRECISIONS
 
 
 def build_cases(bundle) -> list:
@@ -84,6 +90,8 @@ def build_cases(bundle) -> list:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default="default", help="bundle name or folder")
+    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS, help="inference backend")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bundle precision")
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = one per core)")
@@ -92,23 +100,24 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime as ort
 
-    from ecmf_edge import __version__
     from ecmf_edge.runtime.bundle import load_bundle
     from ecmf_edge.runtime.sessions import SessionConfig
 
-    bundle = load_bundle(args.bundle, session_config=SessionConfig(intra_op_threads=args.threads))
+    bundle = load_bundle(args.bundle, backend=args.backend, precision=args.precision,
+                         session_config=SessionConfig(intra_op_threads=args.threads))
     rss_before = peak_rss_mb()
     results = []
     for name, what, fn in build_cases(bundle):
         row = {"stage": name, "input": what, **measure(fn, args.repeats, args.warmup)}
+        row["fps"] = round(1000.0 / row["p50_ms"], 1) if row["p50_ms"] > 0 else None
         results.append(row)
-    print_table(results, [("stage", "stage", ""), ("input", "input", ""), ("median_ms", "median ms", ".2f"),
+    print_table(results, [("stage", "stage", ""), ("input", "input", ""), ("p50_ms", "p50 ms", ".2f"),
                           ("p95_ms", "p95 ms", ".2f"), ("fps", "fps", ".1f")])
-    print(f"peak RSS: {peak_rss_mb()} MiB  (onnxruntime {ort.__version__}, {bundle.precision}, intra-op threads {args.threads or 'auto'})")
+    print(f"peak RSS: {peak_rss_mb()} MiB  ({args.backend}, onnxruntime {ort.__version__}, {bundle.precision}, "
+          f"intra-op threads {args.threads or 'auto'})")
     out = write_report(args.json, {
         "benchmark": "encoders",
-        "versions": {"ecmf_edge": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__},
-        "backend": "onnxruntime", "providers": ["CPUExecutionProvider"], "precision": bundle.precision,
+        "backend": args.backend, "precision": bundle.precision,
         "intra_op_threads": args.threads,
         "bundle": {"root": str(bundle.root), "files": {k: v["sha256"][:16] for k, v in bundle.manifest["files"].items()}},
         "peak_rss_mb": peak_rss_mb(), "peak_rss_mb_after_load": rss_before,

@@ -28,7 +28,11 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from _common import measure, peak_rss_mb, print_table, write_report
+import _common  # noqa: F401  (puts the source checkout on sys.path)
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.bench.stats import measure
+from ecmf_edge.bench.system import peak_rss_mb
 
 BUDGET_MS = 4.0
 PACK_FILE = "faces.npz"
@@ -67,7 +71,8 @@ def train(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from ecmf_edge.build.common import require_torch
-    from ecmf_edge.build.mini_xception import build_face_network, save_finetuned
+    from ecmf_edge.build.face_networks import build_face_network
+    from ecmf_edge.build.face_weights import save_finetuned
     from ecmf_edge.train.branches.face import FaceTrainOptions, load_face_pack, train_face_branch
 
     torch = require_torch()
@@ -105,7 +110,8 @@ def _latency(model, size: int, mirror: bool, repeats: int) -> dict:
     import onnxruntime as ort
 
     from ecmf_edge.build.common import require_torch
-    from ecmf_edge.build.mini_xception import as_input, export_face_branch
+    from ecmf_edge.build.face_encoder import export_face_branch
+    from ecmf_edge.build.face_views import as_input
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "face.onnx"
@@ -121,8 +127,8 @@ def _latency(model, size: int, mirror: bool, repeats: int) -> dict:
 def choose(args) -> int:
     import numpy as np
 
+    from ecmf_edge.build.face_weights import finetuned_network, finetuned_record, load_finetuned
     from ecmf_edge.build.fusion_head import shipped_head_dir
-    from ecmf_edge.build.mini_xception import finetuned_network, finetuned_record, load_finetuned
     from ecmf_edge.train.branches.face import (
         FaceTrainOptions,
         _val_split,
@@ -160,7 +166,7 @@ def choose(args) -> int:
                                              "ms_per_face_1_thread": ms, **neutral}
             rows.append({"name": name, "size": str(size), "views": views, "score": held,
                          **{c: r.weighted_f1 for c, r in reports.items()}, "neutral_recall": neutral.get("neutral_recall", np.nan),
-                         "ms": ms["median_ms"], "p95": ms["p95_ms"], "fits": "yes" if ms["median_ms"] <= BUDGET_MS else "no",
+                         "ms": ms["p50_ms"], "p95": ms["p95_ms"], "fits": "yes" if ms["p50_ms"] <= BUDGET_MS else "no",
                          "device": str(record.get("device", "cpu"))})
     fitting = [r for r in rows if r["fits"] == "yes" and r["name"] != "shipped"]
     chosen = max(fitting, key=lambda r: r["score"]) if fitting else None
@@ -181,7 +187,7 @@ def choose(args) -> int:
 
 def ship(args) -> int:
     """Score the chosen candidate on the test splits once and write the branch's files into ``--out``."""
-    from ecmf_edge.build.mini_xception import finetuned_record, load_finetuned
+    from ecmf_edge.build.face_weights import finetuned_record, load_finetuned
     from ecmf_edge.train.branches.face import FaceTrainOptions
     from ecmf_edge.train.branches.run import face_corpora, save_face_branch
 

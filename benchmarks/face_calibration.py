@@ -19,8 +19,11 @@ import argparse
 import json
 from pathlib import Path
 
+import _common  # noqa: F401  (puts the source checkout on sys.path)
 import numpy as np
-from _common import peak_rss_mb, print_table, write_report
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.bench.system import peak_rss_mb
 
 PRIOR_VIEWS = (4.0, 16.0, 64.0)
 STRENGTHS = (0.25, 0.5, 1.0)
@@ -33,7 +36,7 @@ def _tokens(folder: Path, data, cache: Path | None = None):
     reused while the branch's weights are the same)."""
     import hashlib
 
-    from ecmf_edge.build.mini_xception import FINETUNED_FILE, finetuned_record, finetuned_views, load_finetuned
+    from ecmf_edge.build.face_weights import FINETUNED_FILE, finetuned_record, finetuned_views, load_finetuned
     from ecmf_edge.train.branches.face import predict_fer7
 
     model = load_finetuned(folder)
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
-    from ecmf_edge.build.mini_xception import finetuned_network, finetuned_record
+    from ecmf_edge.build.face_weights import finetuned_network, finetuned_record
     from ecmf_edge.train.branches.face import FER7, FaceTrainOptions, _val_split, load_face_pack
     from ecmf_edge.vision.resting_face import RestingFaceStats
 

@@ -18,7 +18,10 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from _common import peak_rss_mb, print_table, write_report
+import _common  # noqa: F401  (puts the source checkout on sys.path)
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.bench.system import peak_rss_mb
 
 # name -> (shifts, mirrored); agreement is measured against the ten views the branch was chosen with.
 TEN = ((0, 0), (0, 3), (0, -3), (3, 0), (-3, 0))
@@ -45,14 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import onnxruntime as ort
 
+    from ecmf_edge.build.face_encoder import export_face_branch
+    from ecmf_edge.build.face_weights import finetuned_network, finetuned_record, finetuned_views, load_finetuned
     from ecmf_edge.build.fusion_head import shipped_head_dir
-    from ecmf_edge.build.mini_xception import (
-        export_face_branch,
-        finetuned_network,
-        finetuned_record,
-        finetuned_views,
-        load_finetuned,
-    )
     from ecmf_edge.modalities import MODALITIES
     from ecmf_edge.runtime.bundle import load_bundle
     from ecmf_edge.runtime.fusion_head import FusionHead
@@ -136,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _score_tests(model, data: Path, ckplus: Path, size: int, record: dict) -> dict:
     """The test splits, scored once after the views were chosen: shipped views vs the ten former ones."""
-    from ecmf_edge.build.mini_xception import finetuned_views
+    from ecmf_edge.build.face_weights import finetuned_views
     from ecmf_edge.train.branches.face import load_face_data, predict_fer7, score
     from ecmf_edge.train.datasets.base import group_split
     from ecmf_edge.train.datasets.corpora import CKPLUS_RESERVED

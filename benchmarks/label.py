@@ -21,8 +21,10 @@ import threading
 import time
 from pathlib import Path
 
+import _common  # noqa: F401  (puts the source checkout on sys.path)
 import numpy as np
-from _common import print_table, write_report
+
+from ecmf_edge.bench.report import print_table, write_report
 
 SENTENCES = ["I am so happy that you came to visit me today.", "This is really frustrating, nothing works at all.",
              "I think I understand the second part of the exercise now.", "Oh no, I lost all of my work again.",

@@ -13,14 +13,16 @@ prompt. Criteria, in order of weight:
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
-import resource
 import sys
-from pathlib import Path
 
+import _common  # noqa: F401  (puts the source checkout on sys.path)
 import numpy as np
+
+from ecmf_edge.bench.report import write_report
+from ecmf_edge.bench.stats import summarize
+from ecmf_edge.bench.system import peak_rss_mb
 
 LEXICON = {
     "angry": "angry anger annoyed annoyance furious frustrated frustration irritated exasperated mad outraged resentful hostile",
@@ -66,8 +68,8 @@ def evaluate(name: str, path: str | None, samples, threads: int, chat_format: st
         "emotion_accuracy": round(accuracy_score(gold, preds), 3),
         "emotion_weighted_f1": round(f1_score(gold, preds, average="weighted", zero_division=0), 3),
         "usable_rate": round(usable / len(samples), 3),
-        "median_ms": round(float(np.median(latencies)), 1), "p95_ms": round(float(np.percentile(latencies, 95)), 1),
-        "ttft_median_ms": round(float(np.median(ttfts)), 1) if ttfts else None,
+        **summarize(latencies),
+        "ttft_p50_ms": round(float(np.median(ttfts)), 1) if ttfts else None,
         "tokens_per_s": round(float(np.median(rates)), 1) if rates else None,
         "examples": examples,
     }
@@ -96,20 +98,18 @@ def main(argv=None) -> int:
         path, _, chat_format = path.partition("@")
         rows.append(evaluate(name, None if path in ("", "default") else path, samples, args.threads, chat_format or None))
     majority = max(set(u.label for u in samples), key=[u.label for u in samples].count)
-    header = f"{'model':<10} {'emo acc':>8} {'emo wF1':>8} {'usable':>7} {'median ms':>10} {'p95 ms':>8} {'TTFT ms':>8} {'tok/s':>6}"
+    header = f"{'model':<10} {'emo acc':>8} {'emo wF1':>8} {'usable':>7} {'p50 ms':>10} {'p95 ms':>8} {'TTFT ms':>8} {'tok/s':>6}"
     print(f"MELD dev, {len(samples)} utterances (seed {args.seed}); majority class '{majority}' = "
           f"{sum(u.label == majority for u in samples) / len(samples):.3f} of samples")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['model']:<10} {r['emotion_accuracy']:>8.3f} {r['emotion_weighted_f1']:>8.3f} {r['usable_rate']:>7.2f} "
-              f"{r['median_ms']:>10.1f} {r['p95_ms']:>8.1f} {r['ttft_median_ms'] or 0:>8.1f} {r['tokens_per_s'] or 0:>6.1f}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+              f"{r['p50_ms']:>10.1f} {r['p95_ms']:>8.1f} {r['ttft_p50_ms'] or 0:>8.1f} {r['tokens_per_s'] or 0:>6.1f}")
+    peak = peak_rss_mb()
     print(f"peak RSS: {peak:.0f} MiB")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "llm_choice", "samples": len(samples), "seed": args.seed, "peak_rss_mb": round(peak, 1),
-                               "results": rows}, indent=2) + "\n", encoding="utf-8")
+    out = write_report(args.json, {"benchmark": "llm_choice", "samples": len(samples), "seed": args.seed, "peak_rss_mb": peak,
+                                   "results": rows})
     print(f"written: {out}")
     return 0
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import peak_rss_mb, print_table, write_report
+import _common  # noqa: F401  (puts the source checkout on sys.path)
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.bench.system import peak_rss_mb
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,8 +20,12 @@ import subprocess
 import sys
 import warnings
 
+import _common  # noqa: F401  (puts the source checkout on sys.path)
 import numpy as np
-from _common import measure, peak_rss_mb, print_table, write_report
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.bench.stats import measure
+from ecmf_edge.bench.system import peak_rss_mb
 
 MODELS = ("face_encoder", "frame_encoder", "audio_encoder", "text_encoder", "text_branch", "pipeline")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -160,18 +164,18 @@ def main(argv: list[str] | None = None) -> int:
                                    "--warmup", str(args.warmup), "--threads", str(args.threads), "--child", model, precision],
                                   capture_output=True, text=True, check=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
-            base = row["median_ms"] if precision == "fp32" else base
-            row["speedup"] = round(base / row["median_ms"], 2) if base and row["median_ms"] else None
+            base = row["p50_ms"] if precision == "fp32" else base
+            row["speedup"] = round(base / row["p50_ms"], 2) if base and row["p50_ms"] else None
             rows.append(row)
     print_table(rows, [("model", "model", ""), ("bundle", "bundle", ""), ("precision", "runs as", ""),
-                       ("median_ms", "median ms", ".3f"), ("p95_ms", "p95 ms", ".3f"), ("speedup", "speed-up", ".2f"),
+                       ("p50_ms", "p50 ms", ".3f"), ("p95_ms", "p95 ms", ".3f"), ("speedup", "speed-up", ".2f"),
                        ("size_mb", "size MiB", ".2f"), ("peak_rss_mb", "peak RSS MiB", ".1f"),
                        ("rss_model_mb", "+RSS model MiB", ".1f")])
     from pathlib import Path
 
     from ecmf_edge.bench.plots import stage_bars_png
 
-    chart = stage_bars_png({p: {r["model"]: (r["median_ms"], r["p95_ms"]) for r in rows if r["bundle"] == p} for p in PRECISIONS},
+    chart = stage_bars_png({p: {r["model"]: (r["p50_ms"], r["p95_ms"]) for r in rows if r["bundle"] == p} for p in PRECISIONS},
                            Path(args.json).with_suffix(".png"), "ONNX Runtime CPU: latency per model and precision (p50, p95)")
     out = write_report(args.json, {
         "benchmark": "precision",

@@ -17,8 +17,10 @@ import sys
 import warnings
 from pathlib import Path
 
+import _common  # noqa: F401  (puts the source checkout on sys.path)
 import numpy as np
-from _common import print_table, write_report
+
+from ecmf_edge.bench.report import print_table, write_report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,13 +7,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import print_table, write_report
+import _common  # noqa: F401  (puts the source checkout on sys.path)
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.modalities import BACKENDS, PRECISIONS
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--bundle", default="default")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)

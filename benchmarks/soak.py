@@ -24,8 +24,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import _common  # noqa: F401  (puts the source checkout on sys.path)
 import numpy as np
-from _common import peak_rss_mb, print_table, write_report
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.bench.system import peak_rss_mb
+from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS
 
 # Allowed RSS growth after warm-up, percent; allowed p95 drift, ms and relative.
 MAX_RSS_GROWTH_PCT = 5.0
@@ -78,7 +82,7 @@ class Window:
     end_s: float
     events: int
     fps: float
-    median_ms: float | None
+    p50_ms: float | None
     p95_ms: float | None
     rss_mb: float
     peak_rss_mb: float
@@ -125,7 +129,7 @@ class Sampler:
         rss = current_rss_mb()
         self.windows.append(Window(
             end_s=round(elapsed, 1), events=self._events, fps=round(self._events / max(span, 1e-9), 2),
-            median_ms=round(float(np.median(lat)), 1) if lat is not None else None,
+            p50_ms=round(float(np.median(lat)), 1) if lat is not None else None,
             p95_ms=round(float(np.percentile(lat, 95)), 1) if lat is not None else None,
             rss_mb=rss, peak_rss_mb=max(self._peak, rss), max_stage_queue=self._stage_q, max_event_queue=self._event_q,
             dropped=int(dropped)))
@@ -179,7 +183,7 @@ def run_soak(recognizer, duration_s: float, interval_s: float = 10.0, warmup_s: 
             "windows": [w.as_row() for w in sampler.windows], "stats": stats, **verdict(sampler.windows, warmup_s)}
 
 
-COLUMNS = [("end_s", "t (s)", ".0f"), ("events", "events", "d"), ("fps", "events/s", ".1f"), ("median_ms", "median ms", ".0f"),
+COLUMNS = [("end_s", "t (s)", ".0f"), ("events", "events", "d"), ("fps", "events/s", ".1f"), ("p50_ms", "p50 ms", ".0f"),
            ("p95_ms", "p95 ms", ".0f"), ("rss_mb", "RSS MiB", ".0f"), ("peak_rss_mb", "peak RSS MiB", ".0f"),
            ("max_stage_queue", "stage q", "d"), ("max_event_queue", "event q", "d"), ("dropped", "dropped", "d")]
 
@@ -190,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=10.0, help="seconds per sample window (default 10)")
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds excluded from the verdict (default 60)")
     parser.add_argument("--bundle", default="default")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="inference backend (default auto, as ecmf-edge run)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--fps", type=float, default=30.0, help="camera rate (default 30)")
     parser.add_argument("--no-audio", action="store_true", help="camera only")
     parser.add_argument("--text", action="store_true", help="also run speech recognition (no LLM)")
@@ -199,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ecmf_edge import Recognizer
 
-    with Recognizer(bundle=args.bundle, precision=args.precision, text=args.text, use_llm=False) as rec:
+    with Recognizer(bundle=args.bundle, backend=args.backend, precision=args.precision, text=args.text, use_llm=False) as rec:
         print(f"soak: {args.minutes:g} min at {args.fps:g} fps, windows of {args.interval:g} s, warm-up {args.warmup:g} s",
               file=sys.stderr, flush=True)
         report = run_soak(rec, args.minutes * 60.0, args.interval, args.warmup, args.fps, audio=not args.no_audio,
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nRSS {report.get('rss_start_mb')} -> {report.get('rss_end_mb')} MiB ({report.get('rss_growth_pct')} %), "
           f"p95 {report.get('p95_first_ms')} -> {report.get('p95_last_ms')} ms: {'PASS' if report['pass'] else 'FAIL'}"
           + (f" ({report['reason']})" if report.get("reason") else ""))
-    out = write_report(args.json, {"benchmark": "soak", "bundle": args.bundle, "precision": args.precision,
+    out = write_report(args.json, {"benchmark": "soak", "bundle": args.bundle, "backend": args.backend, "precision": args.precision,
                                    "text": args.text, **report})
     print(f"report: {out}")
     return 0 if report["pass"] else 1

@@ -24,7 +24,10 @@ import argparse
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb, print_table, write_report
+import _common  # noqa: F401  (puts the source checkout on sys.path)
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.bench.system import peak_rss_mb
 
 LAYERS = 6
 ANCHOR_FRAMES = 1200  # 12 s of mel frames

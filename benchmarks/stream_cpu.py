@@ -17,7 +17,11 @@ import argparse
 import sys
 from dataclasses import replace
 
-from _common import peak_rss_mb, print_table, write_report
+import _common  # noqa: F401  (puts the source checkout on sys.path)
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.bench.system import peak_rss_mb
+from ecmf_edge.modalities import BACKENDS, PRECISIONS
 
 
 def agreement(a: list, b: list) -> float | None:
@@ -30,6 +34,8 @@ def agreement(a: list, b: list) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default="default")
+    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS, help="inference backend")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bundle precision")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--face-hz", type=float, default=15.0, help="face path rate of the fifth step")
@@ -61,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, asr, options, llm in steps:
         key = (asr.word_timestamps, llm)
         if key not in recognizers:
-            recognizers[key] = Recognizer(backend="onnxruntime", precision="fp32", bundle=args.bundle, use_llm=llm,
+            recognizers[key] = Recognizer(backend=args.backend, precision=args.precision, bundle=args.bundle, use_llm=llm,
                                           asr_options=asr, model_threads=1)
         recognizer = recognizers[key]
         recognizer.options = options
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, [("step", "step", ""), ("total", "total", ".3f"), ("face", "face", ".3f"), ("frame", "frame", ".3f"),
                        ("audio", "audio", ".3f"), ("text", "text", ".3f"), ("other", "other", ".3f"), ("p95", "p95 ms", ".0f"),
                        ("eps", "events/s", ".1f"), ("dropped", "dropped", "d"), ("agree", "same label", ".3f")])
-    out = write_report(args.json, {"benchmark": "stream_cpu", "seconds": args.seconds, "repeats": args.repeats,
+    out = write_report(args.json, {"benchmark": "stream_cpu", "backend": args.backend, "precision": args.precision, "seconds": args.seconds, "repeats": args.repeats,
                                    "rows": rows, "results": report_rows, "peak_rss_mb": peak_rss_mb()})
     print(f"written: {out}")
     return 0

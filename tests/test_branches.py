@@ -260,7 +260,7 @@ def face_corpus(tmp_path_factory):
     have to be consistent."""
     import cv2
 
-    from ecmf_edge.build.mini_xception import parity_crops
+    from ecmf_edge.build.face_encoder import parity_crops
 
     crops = parity_crops()[0]
     root = tmp_path_factory.mktemp("faces")
@@ -277,7 +277,7 @@ def test_face_branch_trains_exports_and_runs_at_its_own_size(face_corpus, tmp_pa
     pytest.importorskip("torch")
     from conftest import RecordBundle
 
-    from ecmf_edge.build.mini_xception import export_face_encoder
+    from ecmf_edge.build.face_encoder import export_face_encoder
     from ecmf_edge.cli import main
     from ecmf_edge.vision.face_encoder import FaceEncoder
 

@@ -52,7 +52,7 @@ def test_window_without_a_display_is_a_one_line_error_before_any_model_loads(cap
 
 
 def test_the_window_opens_at_the_frames_size_fitted_to_the_screen():
-    from ecmf_edge.cli.run import window_size
+    from ecmf_edge.stream.viewer import window_size
 
     assert window_size(1280, 720, None) == (1280, 720)
     assert window_size(640, 480, (1920, 1080)) == (640, 480)
@@ -205,11 +205,11 @@ def test_ctrl_c_stops_a_real_time_run(bundle_root, face_video, speech, tmp_path)
 def test_status_rate_is_the_recent_event_rate_not_the_average_since_start_up(monkeypatch):
     from types import SimpleNamespace
 
-    from ecmf_edge.cli import run as run_cli
+    from ecmf_edge.stream import viewer
 
     clock = iter([100.0] + [160.0 + 0.1 * k for k in range(30)])  # a minute of model loading, then 10 events/s
-    monkeypatch.setattr(run_cli.time, "monotonic", lambda: next(clock))
-    stats = run_cli.LatencyStats()
+    monkeypatch.setattr(viewer.time, "monotonic", lambda: next(clock))
+    stats = viewer.LatencyStats()
     for k in range(30):
         stats.add(SimpleNamespace(timestamp=0.1 * k, latency_ms={}, stream="0"))
     assert stats.rate("0") == pytest.approx(10.0, rel=0.01)

@@ -16,14 +16,8 @@ from ecmf_edge.vision.face_encoder import FaceEncoder
 pytest.importorskip("torch")
 pytest.importorskip("h5py")
 
-from ecmf_edge.build.mini_xception import (
-    EMOTION_LABELS,
-    build_mini_xception,
-    export_face_encoder,
-    export_pretrained_face_encoder,
-    load_tflite_reference,
-    parity_crops,
-)
+from ecmf_edge.build.face_encoder import export_face_encoder, export_pretrained_face_encoder, load_tflite_reference, parity_crops
+from ecmf_edge.build.face_networks import EMOTION_LABELS, build_mini_xception
 
 # Measured: 99.0 % top-1 agreement with fer's int8 TFLite model on the 412 crops of
 # parity_crops(), max |probs diff| 0.029; every disagreement is a near-tie (margin < 0.015).
@@ -143,7 +137,7 @@ def test_bundle_face_encoder_is_the_fine_tuned_branch(tmp_path, astronaut_face):
     assert {o["name"]: o["shape"] for o in record.outputs} == {
         "features": ["batch", 128], "logits": ["batch", 7], "probs": ["batch", 7]}
     assert record.attributes["metrics"]["fer2013_publictest"] > 0.6
-    from ecmf_edge.build.mini_xception import cv2_grey64
+    from ecmf_edge.build.face_networks import cv2_grey64
 
     session = ort.InferenceSession(str(tmp_path / "face_encoder.onnx"), providers=["CPUExecutionProvider"])
     side = record.preprocessing["size"][0]

@@ -14,7 +14,7 @@ import soak  # benchmarks/ is not a package: imported from its folder
 
 
 def _window(end_s, rss, p95, fps=10.0):
-    return soak.Window(end_s=end_s, events=int(fps * 4), fps=fps, median_ms=p95 / 2, p95_ms=p95, rss_mb=rss,
+    return soak.Window(end_s=end_s, events=int(fps * 4), fps=fps, p50_ms=p95 / 2, p95_ms=p95, rss_mb=rss,
                        peak_rss_mb=rss, max_stage_queue=1, max_event_queue=0, dropped=0)
 
 

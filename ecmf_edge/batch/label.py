@@ -16,7 +16,7 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +209,24 @@ def label_one(recognizer: Any, path: str, step: float, on_event: Callable | None
         return {"file": path, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
 
 
+def label_on_ray(files: Sequence[tuple[Path, str]], options, *, address: str | None = None, actors: int = 1,
+                 cpus_per_actor: float = 1.0, gpus_per_actor: float = 0.0) -> Iterator[tuple[tuple[Path, str], dict]]:
+    """Yield ((file, name), {"result": ClipResult dict} or {"error": one line}) as actors finish files.
+
+    Raises:
+        DependencyError: Ray is not installed.
+        DeviceError: the cluster at ``address`` does not answer.
+    """
+    from functools import partial
+
+    from ecmf_edge.batch.ray_executor import ray_map
+
+    for index, outcome in ray_map(partial(open_recognizer_or_error, options), partial(label_one, step=options.step),
+                                  [str(file) for file, _ in files], address=address, actors=actors,
+                                  cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor):
+        yield files[index], outcome
+
+
 def _worker_init(options: LabelOptions) -> None:
     _WORKER["recognizer"] = open_recognizer(options)
 
@@ -268,8 +286,6 @@ def label_paths(paths: Iterable[str | Path], out_dir: str | Path, options: Label
 
     try:
         if use_ray:
-            from ecmf_edge.batch.ray_executor import label_on_ray
-
             if todo and not ray_address:
                 open_recognizer(options).close()  # a bundle that cannot load fails here, in one line
             for (file, name), outcome in label_on_ray(todo, options, address=ray_address, actors=workers,

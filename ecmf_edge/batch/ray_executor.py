@@ -16,12 +16,11 @@ import os
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ecmf_edge.errors import DependencyError, DeviceError, InputError
 
-__all__ = ["RayOptions", "require_ray", "ray_map", "label_on_ray", "check_address", "CONNECT_TIMEOUT_S"]
+__all__ = ["RayOptions", "require_ray", "ray_map", "check_address", "CONNECT_TIMEOUT_S"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -136,21 +135,3 @@ def ray_map(init: Callable[[], Any], call: Callable[[Any, Any], Any], items: Seq
     finally:
         if started_here:
             ray.shutdown()
-
-
-def label_on_ray(files: Sequence[tuple[Path, str]], options, *, address: str | None = None, actors: int = 1,
-                 cpus_per_actor: float = 1.0, gpus_per_actor: float = 0.0) -> Iterator[tuple[tuple[Path, str], dict]]:
-    """Yield ((file, name), {"result": ClipResult dict} or {"error": one line}) as actors finish files.
-
-    Raises:
-        DependencyError: Ray is not installed.
-        DeviceError: the cluster at ``address`` does not answer.
-    """
-    from functools import partial
-
-    from ecmf_edge.batch.label import label_one, open_recognizer_or_error
-
-    for index, outcome in ray_map(partial(open_recognizer_or_error, options), partial(label_one, step=options.step),
-                                  [str(file) for file, _ in files], address=address, actors=actors,
-                                  cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor):
-        yield files[index], outcome

@@ -168,7 +168,7 @@ def measure_peers(bundles: dict[str, Any], clip: Any, max_faces: int | None = No
     Returns ``{"inputs", "ours": {config: ...}, "peers": [...], "unavailable": [...]}``.
     """
     from ecmf_edge.bench.fer_peer import fer_runtime_note, load_fer_class
-    from ecmf_edge.build.mini_xception import parity_crops
+    from ecmf_edge.build.face_encoder import parity_crops
     from ecmf_edge.vision.face_detector import FaceDetector
     from ecmf_edge.vision.face_encoder import FaceEncoder
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from ecmf_edge.errors import InputError
 
-__all__ = ["SCHEMA", "check_report", "end_to_end_rows", "format_tables", "measured", "peer_rows", "read_json",
-           "stage_rows", "text_table", "write_json"]
+__all__ = ["SCHEMA", "check_report", "end_to_end_rows", "format_tables", "measured", "peer_rows", "print_table", "read_json",
+           "stage_rows", "text_table", "write_json", "write_report"]
 
 SCHEMA = "ecmf-edge-bench/1"
 
@@ -32,6 +32,21 @@ def write_json(report: dict[str, Any], path: str | Path) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    return out
+
+
+def write_report(path: str | Path, report: dict[str, Any]) -> Path:
+    """Write a benchmark script's report as JSON, after its creation time, the machine and the package versions
+    (the ones ``ecmf-edge bench`` records); returns the path. Latency summaries in it are :func:`~ecmf_edge.bench.stats.summarize`'s."""
+    from datetime import datetime, timezone
+
+    from ecmf_edge.bench.system import machine, versions
+
+    report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+              "versions": versions(), **report}
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return out
 
 
@@ -106,6 +121,19 @@ def text_table(headers: list[str], rows: list[list[str]]) -> str:
     for r in rows:
         out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     return "\n".join(out)
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> None:
+    """Print dict rows as a table; ``columns`` are (key, header, format spec); missing values show as "-"."""
+    def cell(row: dict[str, Any], key: str, spec: str) -> str:
+        return format(row[key], spec) if row.get(key) is not None else "-"
+
+    widths = [max(len(h), *(len(cell(r, k, f)) for r in rows)) for k, h, f in columns]
+    print("  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, ((_, h, _), w) in enumerate(zip(columns, widths))))
+    print("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    for r in rows:
+        cells = [cell(r, k, f) for k, _, f in columns]
+        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))))
 
 
 def end_to_end_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

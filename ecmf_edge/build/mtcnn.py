@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ecmf_edge._resources import package_file, package_version
-from ecmf_edge.build.common import ExportedModel, check_parity, onnx_export, onnx_io, require_torch
+from ecmf_edge._resources import package_file
+from ecmf_edge.build.common import ExportedModel, check_parity, onnx_export, onnx_io, package_provenance, require_torch
 from ecmf_edge.errors import ModelError
 
 __all__ = ["export_face_detector", "build_mtcnn", "load_mtcnn", "MTCNN_ATTRIBUTES", "PARITY_TOLERANCE"]
@@ -242,7 +242,6 @@ def export_face_detector(out_dir: Path) -> ExportedModel:
         dummy = torch.zeros(dummy_shape, dtype=torch.float32)
         onnx_export(module, (dummy,), path, ["image"], outputs, dynamic_axes)
         diffs[stage] = _check_stage(stage, module, path, inputs[stage], outputs)
-    model_inputs, model_outputs = onnx_io(out_dir / PNET_FILE)
     attributes = dict(MTCNN_ATTRIBUTES)
     attributes["stage_io"] = {stage: dict(zip(("inputs", "outputs"), onnx_io(out_dir / file)))
                               for stage, file in MTCNN_ATTRIBUTES["stage_files"].items()}
@@ -258,19 +257,11 @@ def export_face_detector(out_dir: Path) -> ExportedModel:
         "tolerance": PARITY_TOLERANCE,
     }
     logger.info("exported %s: max abs diff %.3g", KEY, parity["max_abs_diff"])
-    return ExportedModel(
-        key=KEY,
-        file=PNET_FILE,
-        inputs=model_inputs,
-        outputs=model_outputs,
+    return ExportedModel.from_onnx(
+        KEY, out_dir / PNET_FILE,
         preprocessing=dict(PREPROCESSING),
-        provenance={
-            "package": "facenet-pytorch",
-            "version": package_version("facenet-pytorch"),
-            "file": "facenet_pytorch/data/pnet.pt, rnet.pt, onet.pt",
-            "licence": "MIT",
-            "architecture": "MTCNN P-Net / R-Net / O-Net (Zhang et al. 2016), conv + PReLU",
-        },
+        provenance=package_provenance("facenet-pytorch", "facenet_pytorch/data/pnet.pt, rnet.pt, onet.pt", "MIT",
+                                      "MTCNN P-Net / R-Net / O-Net (Zhang et al. 2016), conv + PReLU"),
         parity=parity,
         extra_files=[RNET_FILE, ONET_FILE],
         attributes=attributes,

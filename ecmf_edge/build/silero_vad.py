@@ -14,7 +14,7 @@ import numpy as np
 
 from ecmf_edge._assets import asset_path
 from ecmf_edge._resources import package_file, package_version
-from ecmf_edge.build.common import ExportedModel, check_parity, onnx_io
+from ecmf_edge.build.common import ExportedModel, check_parity, package_provenance
 from ecmf_edge.errors import ModelError
 from ecmf_edge.modalities import REBUILD_COMMAND
 
@@ -66,19 +66,9 @@ def export_vad(out_dir: Path) -> ExportedModel:
         parity["max_abs_diff"] = check_parity("vad (ours vs silero OnnxWrapper)", reference[: ours.size], ours[: reference.size], TOLERANCE)
     else:
         parity["reference"] = "byte-identical copy of the package's ONNX file (silero's wrapper not importable)"
-    inputs, outputs = onnx_io(target)
-    return ExportedModel(
-        key="vad",
-        file=target.name,
-        inputs=inputs,
-        outputs=outputs,
+    return ExportedModel.from_onnx(
+        "vad", target,
         preprocessing={"sample_rate": 16000, "chunk_samples": 512, "context_samples": 64, "state": [2, 1, 128]},
-        provenance={
-            "package": "silero-vad",
-            "version": package_version("silero-vad"),
-            "file": SOURCE_FILE,
-            "licence": "MIT",
-            "architecture": "Silero VAD v6 (ONNX, as shipped)",
-        },
+        provenance=package_provenance("silero-vad", SOURCE_FILE, "MIT", "Silero VAD v6 (ONNX, as shipped)"),
         parity=parity,
     )

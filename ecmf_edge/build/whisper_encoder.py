@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ecmf_edge._resources import package_version
-from ecmf_edge.build.common import ExportedModel, check_parity, onnx_export, onnx_io, require_torch
+from ecmf_edge.build.common import ExportedModel, check_parity, onnx_export, require_torch
 from ecmf_edge.build.ct2_reader import read_ct2_model
 from ecmf_edge.build.whisper_assets import MODEL_FILES, assemble_whisper_model, whisper_provenance
 from ecmf_edge.errors import ModelError, missing_dependency
@@ -357,18 +357,14 @@ def export_audio_encoder(out_dir: Path) -> ExportedModel:
     )
     onnx_export(build_token_encoder(module), (example,), out_dir / TOKEN_FILE, ["mel"], ["pooled_mid"],
                 dynamic_axes={"mel": {2: "frames"}})
-    inputs, outputs = onnx_io(path)
     parity = _parity(path, ct2_dir)
     parity["pooled_mid"] = _mid_parity(module, path)
     parity["token_graph"] = _token_parity(path, out_dir / TOKEN_FILE)
     logger.info("%s parity: max abs diff %.3g, pooled cosine %.6f", KEY, parity["max_abs_diff"], parity["pooled_cosine"])
     provenance = whisper_provenance()
     provenance["architecture"] = "whisper-base encoder"
-    return ExportedModel(
-        key=KEY,
-        file=ONNX_FILE,
-        inputs=inputs,
-        outputs=outputs,
+    return ExportedModel.from_onnx(
+        KEY, path,
         preprocessing={
             "sample_rate": SAMPLE_RATE,
             "channels": "mono",

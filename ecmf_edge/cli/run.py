@@ -18,7 +18,7 @@ from ecmf_edge.errors import DependencyError, DeviceError, InputError
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS
 from ecmf_edge.stream.group import StreamGroup
 
-__all__ = ["add_run_parser", "add_serve_parser", "format_event_line", "LatencyStats"]
+__all__ = ["add_run_parser", "add_serve_parser"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -207,128 +207,14 @@ def _open_streams(rec: Any, args: argparse.Namespace) -> list:
     return streams
 
 
-def format_event_line(event: Any) -> str:
-    """One console line per event: time, label, confidence, modalities, latency, transcript."""
-    label = f"{event.label:<9} {event.confidence:4.2f}" if event.label else "-         -   "
-    mods = ",".join(event.present) or "none"
-    latency = event.latency_ms.get("capture_to_event")
-    text = f'  "{event.transcript}"' if event.transcript else ""
-    lat = f"{latency:6.0f} ms" if latency is not None else "     - ms"
-    people = ""
-    if len(event.people) > 1:  # one face: the line already says it
-        people = "  people " + " ".join(f"#{p.id}{'*' if p.id == event.focus_id else ''}={p.label}" for p in event.people)
-    return f"{event.timestamp:8.2f}s  {label}  [{mods}]  {lat}{people}{text}"
-
-
-class LatencyStats:
-    """Capture-to-event latency percentiles and the event rate of a run."""
-
-    # Seconds over which the live rate (the window's status line) is measured.
-    RATE_WINDOW_S = 2.0
-
-    def __init__(self) -> None:
-        from collections import deque
-
-        self.latencies: list[float] = []
-        self.events = 0
-        self.last_timestamp = 0.0
-        self.started = time.monotonic()
-        self._recent: dict[str, deque] = {}
-
-    def add(self, event: Any) -> None:
-        from collections import deque
-
-        self.events += 1
-        self.last_timestamp = float(event.timestamp)
-        now = time.monotonic()
-        recent = self._recent.setdefault(str(getattr(event, "stream", "")), deque())
-        recent.append(now)
-        while recent and now - recent[0] > self.RATE_WINDOW_S:
-            recent.popleft()
-        value = event.latency_ms.get("capture_to_event")
-        if value is not None:
-            self.latencies.append(float(value))
-
-    def rate(self, stream: str | None = "") -> float:
-        """Events per second of ``stream`` over the last :attr:`RATE_WINDOW_S` seconds (not since start-up, which
-        includes loading the models)."""
-        recent = self._recent.get(str(stream))
-        if not recent or len(recent) < 2:
-            return 0.0
-        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
-
-    def summary(self) -> str:
-        import numpy as np
-
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        text = f"{self.events} events in {elapsed:.1f} s ({self.events / elapsed:.1f}/s)"
-        if self.latencies:
-            p50, p95 = np.percentile(self.latencies, [50, 95])
-            text += f"; capture-to-event latency p50 {p50:.0f} ms, p95 {p95:.0f} ms"
-        return text
-
-
-WINDOW = "ecmf-edge"
-
-
-def _has_display() -> bool:
-    """Whether a window can be opened here: always on Windows and macOS; on other systems only with an
-    X11 or Wayland display (OpenCV's Qt build aborts the whole process without one)."""
-    import os
-
-    if sys.platform in ("win32", "darwin"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def _check_gui() -> None:
-    """Open the window, before any model is loaded.
-
-    Raises:
-        DeviceError: no display (e.g. a shell over SSH).
-        DependencyError: this OpenCV build cannot open windows.
-    """
-    if not _has_display():
-        raise DeviceError("no display to open a window on (DISPLAY/WAYLAND_DISPLAY not set, e.g. over SSH): use "
-                          "--headless or --json for console output, or `ecmf-edge serve` to watch in a browser")
-    import cv2
-
-    try:
-        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
-    except cv2.error:
-        raise DependencyError("this OpenCV build has no GUI (opencv-python-headless): use --headless or --json, or "
-                              "`pip install opencv-python`") from None
-
-
-def _screen_size() -> tuple[int, int] | None:
-    """(width, height) of the screen in pixels, or None when it cannot be read (Tk not installed)."""
-    try:
-        import tkinter
-
-        root = tkinter.Tk()
-        root.withdraw()
-        size = int(root.winfo_screenwidth()), int(root.winfo_screenheight())
-        root.destroy()
-        return size
-    except Exception:  # no Tk, or Tk cannot reach the display: keep the frame's own size
-        return None
-
-
-def window_size(frame_w: int, frame_h: int, screen: tuple[int, int] | None, margin: float = 0.9) -> tuple[int, int]:
-    """The window's size: the frame's own size, scaled down (keeping its aspect) to fit ``margin`` of the screen."""
-    if screen is None:
-        return frame_w, frame_h
-    scale = min(1.0, margin * screen[0] / frame_w, margin * screen[1] / frame_h)
-    return max(1, int(round(frame_w * scale))), max(1, int(round(frame_h * scale)))
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from ecmf_edge.stream.overlay import draw_overlay
     from ecmf_edge.stream.recorder import VideoRecorder
+    from ecmf_edge.stream.viewer import WINDOW, LatencyStats, Viewer, check_gui, format_event_line
 
     window = not (args.headless or args.json)
     if window:
-        _check_gui()
+        check_gui()
     recorder = None
     if args.record:
         recorder = VideoRecorder(args.record, fps=args.fusion_hz)
@@ -349,7 +235,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 opened.add_sink(event_log)
         group = StreamGroup(streams)
         several = len(streams) > 1
-        sized_windows: set[str] = set()
+        viewer = Viewer() if window else None
         stats.started = time.monotonic()
         try:
             for event in group if several else streams[0]:
@@ -366,27 +252,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         if recorder is not None and not recorder.write(annotated) and not reported:
                             reported = True
                             print(f"ecmf-edge: error: {recorder.error}", file=sys.stderr)
-                        if window:
-                            import cv2
-
-                            name = f"{WINDOW} {event.stream}" if several else WINDOW
-                            if name not in sized_windows:  # open at the frame's size (fitted to the screen)
-                                sized_windows.add(name)
-                                cv2.namedWindow(name, cv2.WINDOW_NORMAL)
-                                cv2.resizeWindow(name, *window_size(annotated.shape[1], annotated.shape[0], _screen_size()))
-                            cv2.imshow(name, annotated)
-                            if cv2.waitKey(1) & 0xFF in (27, ord("q")):
-                                break
+                        if viewer is not None and not viewer.show(f"{WINDOW} {event.stream}" if several else WINDOW,
+                                                                  annotated):
+                            break
                 if args.max_seconds is not None and event.timestamp >= args.max_seconds:
                     break
         finally:
             group.close()
             if recorder is not None:
                 recorder.close()
-            if window:
-                import cv2
-
-                cv2.destroyAllWindows()
+            if viewer is not None:
+                viewer.close()
     print(stats.summary(), file=sys.stderr)
     return 0
 
@@ -403,6 +279,7 @@ def _cmd_run_guarded(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ecmf_edge.stream.server import EventServer
+    from ecmf_edge.stream.viewer import LatencyStats
 
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port {args.port} is not a TCP port: use 1-65535 (or 0 to pick a free one)")

@@ -212,10 +212,6 @@ class EmotionStream:
             return str(error)
         return "input ended" if self._started and self._sources_done() else "stopped"
 
-    def latest_frame(self) -> Frame | None:
-        """The newest video frame read (for overlays), or None."""
-        return self.video_reader.latest if self.video_reader is not None else None
-
     @property
     def events(self) -> int:
         """Events emitted so far."""

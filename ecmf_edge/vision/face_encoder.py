@@ -1,7 +1,7 @@
 """Runtime of the local face branch: face crops -> emotion features and FER2013 probabilities.
 
 The model is the ``face_encoder`` of a bundle (the fine-tuned face branch, or fer's pretrained
-mini-Xception, exported by ``ecmf_edge.build.mini_xception``). Its manifest entry says how crops
+mini-Xception, exported by ``ecmf_edge.build.face_encoder``). Its manifest entry says how crops
 are prepared (``preprocessing``: grey, its input size, (x/255 - 0.5) / 0.5) and what the outputs mean
 (``attributes``: class labels, feature size); this module follows it and does not import torch.
 """

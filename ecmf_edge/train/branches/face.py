@@ -24,15 +24,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ecmf_edge.build.common import require_torch
-from ecmf_edge.build.mini_xception import (
-    BACKBONES,
-    INPUT_SIZE,
-    TTA_SHIFTS,
-    as_input,
-    build_face_network,
-    mean_over_views,
-    tta_views,
-)
+from ecmf_edge.build.face_networks import BACKBONES, INPUT_SIZE, build_face_network
+from ecmf_edge.build.face_views import TTA_SHIFTS, as_input, mean_over_views, tta_views
 from ecmf_edge.errors import InputError
 from ecmf_edge.labels import MER2025_LABELS, map_label
 from ecmf_edge.train.datasets.base import Sample
@@ -394,7 +387,7 @@ def _augment(torch, x, opts: FaceTrainOptions, gen):
 def predict_fer7(model, images: np.ndarray, batch: int = 256, tta: bool = True, shifts=None, mirror: bool = True,
                  features: bool = False, device: str = "cpu"):
     """Softmax over FER7 for uint8 (N, S, S) crops; with ``tta`` the logits are averaged over the
-    views of ``shifts`` (default :data:`ecmf_edge.build.mini_xception.TTA_SHIFTS`: shifted crops and their
+    views of ``shifts`` (default :data:`ecmf_edge.build.face_views.TTA_SHIFTS`: shifted crops and their
     mirror images), as the exported graph does. ``features=True`` also returns the averaged features."""
     torch = require_torch()
     shifts = TTA_SHIFTS if shifts is None else tuple(shifts)

@@ -75,14 +75,9 @@ def save_face_branch(model, out: Path, train, tests: dict, opts, history: list, 
     splits, write the ONNX and the record. ``views``: (shifts, mirrored) to ship (default the recipe's);
     ``trained_on``: where the training ran (device, GPU name), recorded."""
     from ecmf_edge.build.common import json_default
-    from ecmf_edge.build.mini_xception import (
-        INPUT_SIZE,
-        build_mini_xception,
-        cv2_grey64,
-        export_face_branch,
-        load_finetuned,
-        save_finetuned,
-    )
+    from ecmf_edge.build.face_encoder import export_face_branch
+    from ecmf_edge.build.face_networks import INPUT_SIZE, build_mini_xception, cv2_grey64
+    from ecmf_edge.build.face_weights import load_finetuned, save_finetuned
     from ecmf_edge.train.branches.face import predict_fer7, score
     from ecmf_edge.train.metrics import render_confusion_png
 
