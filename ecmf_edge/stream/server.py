@@ -295,14 +295,15 @@ class EventServer:
 
     def publish(self, event: EmotionEvent) -> None:
         """Send ``event`` to every client (a slow client loses its oldest pending events; the ids show it)."""
-        data = json.dumps(event.to_dict(), ensure_ascii=False)
+        fields = event.to_dict()
+        data = json.dumps(fields, ensure_ascii=False)
         stream = getattr(event, "stream", None)
         with self._lock:
             self._latest[stream] = self._post(stream, None, data)
             self._newest = (stream, data)
             self._ended.pop(stream, None)
             info = self._stream_info(stream)
-            info.update(events=info["events"] + 1, timestamp=event.timestamp, ended=False, reason=None)
+            info.update(events=info["events"] + 1, timestamp=fields["timestamp"], ended=False, reason=None)
             self.published += 1
 
     __call__ = publish
