@@ -174,13 +174,13 @@ def test_pooled_chunks_recombine_exactly():
 
 def test_chunked_token_is_what_a_stream_sees(encoder, speech):
     """encode_chunks = the chunks of chunk_spans, each loudness-normalised and encoded on its own, combined."""
-    from ecmf_edge.audio.io import normalize_loudness
+    from ecmf_edge.audio.io import SPEECH_TARGET_DBFS, normalize_loudness
 
     pcm = speech["us"]
     assert pcm.size > 2 * SR
-    token = encoder.encode_chunks(pcm, SR, -23.0)
+    token = encoder.encode_chunks(pcm, SR, SPEECH_TARGET_DBFS)
     spans = chunk_spans(pcm.size)
-    parts = np.stack([encoder.encode(normalize_loudness(pcm[a:b], -23.0), SR) for a, b, _ in spans])
+    parts = np.stack([encoder.encode(normalize_loudness(pcm[a:b], SPEECH_TARGET_DBFS), SR) for a, b, _ in spans])
     assert token.shape == (encoder.dim,)
     assert np.allclose(token, combine_pooled(parts, np.array([n for *_, n in spans]), encoder.block), atol=1e-5)
     with pytest.raises(InputError, match="too short"):

@@ -1,7 +1,8 @@
 """Speech branch: Whisper middle-layer statistics + prosody, speaker-normalised, with a trained head.
 
 ``ecmf-edge train --branch speech`` reads RAVDESS actors 01-18 and the EmoDB subset,
-extracts the audio token of every clip (VAD speech, loudness-normalised to -23 dBFS;
+extracts the audio token of every clip (VAD speech, loudness-normalised to
+:data:`~ecmf_edge.audio.io.SPEECH_TARGET_DBFS`;
 ``audio_encoder``'s ``pooled_mid`` + 16 prosody statistics, cached), z-scores every
 feature per speaker (:mod:`.speaker_norm`), and trains an ensemble MLP head
 (:mod:`.classifier`) with early stopping on held-out *training* speakers. It reports on
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecmf_edge.audio.io import SPEECH_TARGET_DBFS
 from ecmf_edge.audio.speaker_norm import STD_FLOOR, SpeakerNormalizer, normalize_by_group
 from ecmf_edge.build.common import json_default
 from ecmf_edge.errors import InputError
@@ -140,7 +142,7 @@ def run_speech_branch(splits: dict, extractor, plan: SpeechPlan, labels: tuple[s
 
     record = {
         "branch": "speech", "labels": list(labels),
-        "input": "speaker-normalised concat(audio_encoder.pooled_mid, prosody 16) over VAD speech at -23 dBFS",
+        "input": f"speaker-normalised concat(audio_encoder.pooled_mid, prosody 16) over VAD speech at {SPEECH_TARGET_DBFS:g} dBFS",
         "feature_key": feature_key(extractor.bundle, extractor, with_text=False),
         "token_output": extractor.bundle.spec("audio_encoder").get("attributes", {}).get("token_output", "pooled"),
         "audio_encoder_sha256": extractor.bundle.manifest["files"][extractor.bundle.spec("audio_encoder")["file"]]["sha256"],
