@@ -62,7 +62,11 @@ class ModalityFeatures:
     def token(self, name: str) -> np.ndarray | None:
         """The fusion head's input vector for one modality (audio = speech encoder + prosody)."""
         if name == "audio":
-            return None if self.audio is None else np.concatenate([self.audio, self.prosody]).astype(np.float32)
+            if self.audio is None or self.prosody is None:
+                return None
+            from ecmf_edge.audio.speech_encoder import audio_token
+
+            return audio_token(self.audio, self.prosody)
         return getattr(self, name)
 
     @property

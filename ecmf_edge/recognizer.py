@@ -455,7 +455,7 @@ class Recognizer:
         if found.audio is None:
             absent["audio"] = found.info.get("audio_absent", "no speech")
             return
-        token = np.concatenate([found.audio, found.prosody]).astype(np.float32)
+        token = found.token("audio")
         branch = self.models.get("speech_branch")
         if branch is not None:  # speaker statistics accumulate over this recognizer's calls (reset_speaker())
             started = time.perf_counter()

@@ -180,9 +180,9 @@ def measure_stages(recognizer: Any, clip: ReplayClip, repeats: int = 30, warmup:
 
 def _audio_token(encoder: Any, pcm: np.ndarray) -> np.ndarray:
     from ecmf_edge.audio.prosody import prosody_features
+    from ecmf_edge.audio.speech_encoder import audio_token
 
-    pooled = np.asarray(encoder.encode(pcm, 16000), dtype=np.float32).reshape(-1)
-    return np.concatenate([pooled, prosody_features(pcm, 16000)]).astype(np.float32)
+    return audio_token(encoder.encode(pcm, 16000), prosody_features(pcm, 16000))
 
 
 def _measure_llm(transcript: str, repeats: int) -> tuple[dict[str, Any], str]:
