@@ -119,6 +119,39 @@ class Bundle:
             )
         return models[key]
 
+    def encoder_dims(self) -> dict[str, int]:
+        """Each modality token's size as the encoders give it (before a trained branch maps it), from the
+        manifest: the frame and face encoders' ``feature_dim``; audio = the speech encoder's token output
+        (``token_output``, else ``pooled``) + the prosody values
+        (:func:`~ecmf_edge.audio.speech_encoder.audio_token`); text = ``[embed(enriched); embed(transcript)]``,
+        twice the text encoder's ``embedding_dim``.
+
+        Raises:
+            ModelError: the bundle lacks one of these encoders.
+        """
+        from ecmf_edge.audio.prosody import PROSODY_NAMES
+
+        audio = self.spec("audio_encoder")
+        token_output = audio.get("attributes", {}).get("token_output", "pooled")
+        pooled = next((o for o in audio.get("outputs", []) if o.get("name") == token_output), None)
+        if pooled is None:
+            raise ModelError(f"bundle '{self.name}' at {self.root}: the audio encoder has no output '{token_output}': "
+                             f"run `{REBUILD_COMMAND}`")
+        return {"frame": int(self.spec("frame_encoder")["attributes"]["feature_dim"]),
+                "face": int(self.spec("face_encoder")["attributes"]["feature_dim"]),
+                "audio": int(pooled["shape"][-1]) + len(PROSODY_NAMES),
+                "text": 2 * int(self.spec("text_encoder")["attributes"]["embedding_dim"])}
+
+    def token_dims(self) -> dict[str, int]:
+        """The fusion head's input size per modality token: the trained branches' embeddings where the bundle
+        has them (``speech_head``, ``text_branch``), else :meth:`encoder_dims`."""
+        dims = self.encoder_dims()
+        if self.has("speech_head"):
+            dims["audio"] = int(self.spec("speech_head")["attributes"]["embedding_dim"])
+        if self.has("text_branch"):
+            dims["text"] = int(self.spec("text_branch")["attributes"]["embedding_dim"])
+        return dims
+
     def model_files(self, key: str) -> list[str]:
         """Every file of one model, main file first."""
         spec = self.spec(key)

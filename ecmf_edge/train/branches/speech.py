@@ -93,16 +93,14 @@ def _logistic(x_fit, y_fit, x_test) -> np.ndarray:
 
 def run_speech_branch(splits: dict, extractor, plan: SpeechPlan, labels: tuple[str, ...], progress: bool = True) -> dict:
     """Train, evaluate and save the speech branch; returns the record (also written as JSON)."""
-    from ecmf_edge.train.corpus_features import DIMS, extract_table, feature_key
+    from ecmf_edge.train.corpus_features import cache_dims, extract_table, feature_key
 
     started = time.perf_counter()
     used = {c: splits[c] for c in SPEECH_CORPORA if c in splits}
     if not used:
         raise InputError("the speech branch needs RAVDESS and/or EmoDB: pass --data DIR with ravdess/ and emodb/ "
                          "(or --ravdess / --emodb)")
-    from ecmf_edge.train.corpus_features import token_dims
-
-    dims = {**token_dims(extractor.bundle), "audio": DIMS["audio"]}
+    dims = cache_dims(extractor.bundle)
     train = extract_table([s for sp in used.values() for s in sp.train], extractor, plan.cache_dir, dims, progress)
     test = extract_table([s for sp in used.values() for s in sp.test], extractor, plan.cache_dir, dims, progress)
     extract_seconds = time.perf_counter() - started
