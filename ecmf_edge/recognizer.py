@@ -25,7 +25,7 @@ from ecmf_edge.capture.camera import CameraOptions, CameraSource
 from ecmf_edge.capture.clock import DEFAULT_CLOCK, Clock
 from ecmf_edge.capture.files import AudioFileSource, VideoFileSource
 from ecmf_edge.capture.microphone import MicrophoneOptions, MicrophoneSource
-from ecmf_edge.errors import EcmfError, InputError, ModelError
+from ecmf_edge.errors import EcmfError, InputError
 from ecmf_edge.events import EmotionEvent
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS, SAMPLE_RATE
 from ecmf_edge.people import FRAME_ALONE_REASON, frame_alone, people_results
@@ -41,37 +41,6 @@ from ecmf_edge.vision.resting_face import RestingFaces
 __all__ = ["Recognizer", "PRECISIONS"]
 
 logger = logging.getLogger("ecmf_edge")
-
-
-def _resolve_bundle(bundle: Any, backend: str, precision: str, model_threads: int = 1):
-    """Load the bundle for a backend/precision, with errors naming the command that builds it."""
-    from ecmf_edge.runtime.bundle import DEFAULT_BUNDLE, MANIFEST, Bundle, bundle_dir, ensure_default_bundle, load_bundle
-    from ecmf_edge.runtime.sessions import SessionConfig, available_providers
-
-    if isinstance(bundle, Bundle):
-        loaded = bundle
-    else:
-        source = "default" if bundle is None else bundle
-        config = SessionConfig(intra_op_threads=model_threads)
-        if backend == "auto" and "CUDAExecutionProvider" in available_providers():
-            config = SessionConfig(intra_op_threads=model_threads, providers=("cuda", "cpu"), strict_providers=False)
-        engine = "tensorrt" if backend == "tensorrt" else "onnxruntime"
-        path = Path(source)
-        is_path = isinstance(source, Path) or "/" in str(source) or "\\" in str(source) or path.is_dir()
-        if not is_path:
-            root = bundle_dir(str(source), engine, precision)
-            if not (root / MANIFEST).is_file() and (engine == "tensorrt" or precision != "fp32"):
-                fix = (f"build it with `ecmf-edge quantize --precision {precision}`" if engine == "onnxruntime" else
-                       f"build it on this machine with `ecmf-edge build-engine --precision {precision}` "
-                       "(engines are specific to the TensorRT version and GPU)")
-                raise ModelError(f"no {engine} {precision} bundle '{source}' at {root}: {fix}")
-            if str(source) == DEFAULT_BUNDLE and engine == "onnxruntime" and precision == "fp32":
-                source = ensure_default_bundle()
-        loaded = load_bundle(source, backend=engine, precision=precision, session_config=config)
-    if loaded.precision != precision:
-        raise InputError(f"bundle '{loaded.name}' at {loaded.root} is {loaded.precision} but precision='{precision}' "
-                         f"was asked: pass precision='{loaded.precision}' or another bundle")
-    return loaded
 
 
 def _has_sound(path: Any) -> bool:
@@ -139,7 +108,9 @@ class Recognizer:
         self.llm_options, self.asr_options = llm_options, asr_options
         self.camera_options, self.microphone_options = camera_options, microphone_options
         self.clock = clock or DEFAULT_CLOCK
-        self.bundle = _resolve_bundle(bundle, backend, precision, model_threads)
+        from ecmf_edge.runtime.bundle import resolve_bundle
+
+        self.bundle = resolve_bundle(bundle, backend, precision, model_threads)
         self.labels: tuple[str, ...] = tuple(self.bundle.labels)
         if fusion is None:
             from ecmf_edge.runtime.fusion_head import FusionHead
