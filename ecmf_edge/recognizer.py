@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from ecmf_edge.errors import EcmfError, InputError
 from ecmf_edge.events import EmotionEvent
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS, SAMPLE_RATE
 from ecmf_edge.people import FRAME_ALONE_REASON, frame_alone, people_results
+from ecmf_edge.runtime.bundle import DEFAULT_BUNDLE, resolve_bundle
 from ecmf_edge.stream.models import Locked, ModelLoader
 from ecmf_edge.stream.options import MODALITIES, StreamOptions
 from ecmf_edge.stream.pipeline import EmotionStream
@@ -38,7 +40,7 @@ from ecmf_edge.text.llm_context import LlmOptions
 from ecmf_edge.timeline import ClipResult, build_clip_result, check_step
 from ecmf_edge.vision.resting_face import RestingFaces
 
-__all__ = ["Recognizer", "PRECISIONS"]
+__all__ = ["Recognizer", "RecognizerOptions", "PRECISIONS"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -53,64 +55,101 @@ def _has_sound(path: Any) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class RecognizerOptions:
+    """What a :class:`Recognizer` loads and how its streams run; every field has a working default."""
+
+    # Inference backend: "auto" (ONNX Runtime, CUDA when available), "onnxruntime" (CPU) or "tensorrt".
+    backend: str = "auto"
+    # Which built bundle to load: "fp32", "fp16" or "int8".
+    precision: str = "fp32"
+    # A bundle name, a folder, or a loaded ecmf_edge.runtime.bundle.Bundle.
+    bundle: Any = DEFAULT_BUNDLE
+    # Stream options (rates, freshness limits, smoothing ...), for every stream unless stream(options=) says otherwise.
+    stream: StreamOptions = field(default_factory=StreamOptions)
+    # Run the text modality (speech recognition) in streams with audio.
+    text: bool = True
+    # Enrich transcripts with the local LLM (falls back with a warning when unavailable). The LLM is opened when a
+    # transcript first needs it, and not run at all when the bundle's text branch was trained without LLM context.
+    use_llm: bool = False
+    # The local LLM's and speech recognition's options (None: their defaults).
+    llm_options: LlmOptions | None = None
+    asr_options: AsrOptions | None = None
+    # Options of cameras and microphones the streams open by index or name (None: their defaults).
+    camera_options: CameraOptions | None = None
+    microphone_options: MicrophoneOptions | None = None
+    # ONNX Runtime threads per model when the recognizer loads the bundle itself (0: ONNX Runtime's choice). A
+    # stream runs its models in parallel on their own threads, so 1 avoids oversubscribing the CPU (on 2 cores:
+    # p50 capture-to-event 34 ms with 1 thread, 134 ms with one thread per core). A given Bundle keeps its own.
+    model_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKEND_CHOICES:
+            raise InputError(f"unknown backend {self.backend!r}: use one of {', '.join(BACKEND_CHOICES)}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        threads = self.model_threads
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise InputError(f"model_threads={threads!r} is invalid: use 1 (default), another count, "
+                             "or 0 for ONNX Runtime's choice")
+        if not isinstance(self.stream, StreamOptions):
+            raise InputError(f"stream={self.stream!r} is not a StreamOptions: pass StreamOptions(...) or leave it out")
+
+
 class Recognizer:
     """Multimodal emotion recognition from a bundle: ``stream(...)`` for live input, ``predict(...)`` one-shot."""
 
-    def __init__(self, backend: str = "auto", precision: str = "fp32", bundle: Any = "default", *,
-                 options: StreamOptions | None = None, fusion: Callable[[Mapping[str, Any]], Any] | None = None,
-                 text: bool = True, use_llm: bool = False, llm_options: LlmOptions | None = None,
+    def __init__(self, backend: str | None = None, precision: str | None = None, bundle: Any = None, *,
+                 options: RecognizerOptions | StreamOptions | None = None,
+                 fusion: Callable[[Mapping[str, Any]], Any] | None = None,
+                 text: bool | None = None, use_llm: bool | None = None, llm_options: LlmOptions | None = None,
                  asr_options: AsrOptions | None = None,
                  camera_options: CameraOptions | None = None, microphone_options: MicrophoneOptions | None = None,
-                 model_threads: int = 1, on_event: Callable[[EmotionEvent], Any] | None = None,
+                 model_threads: int | None = None, on_event: Callable[[EmotionEvent], Any] | None = None,
                  on_label_change: Callable[[EmotionEvent], Any] | None = None, clock: Clock | None = None) -> None:
         """Load and verify the bundle and the fusion head.
 
+        The configuration is a :class:`RecognizerOptions`: ``options=RecognizerOptions(...)``, or its fields as
+        keyword arguments (``backend``, ``precision``, ``bundle``, ``text``, ``use_llm``, ``llm_options``,
+        ``asr_options``, ``camera_options``, ``microphone_options``, ``model_threads``; see the fields). A keyword
+        that is given (not None) overrides the same field of ``options``; ``options`` may also be a
+        :class:`~ecmf_edge.stream.options.StreamOptions`, which then is the ``stream`` field.
+
         Args:
-            backend: "auto" (ONNX Runtime, CUDA when available), "onnxruntime" (CPU) or "tensorrt".
-            precision: "fp32", "fp16" or "int8": which built bundle to load.
-            bundle: a bundle name, folder, or a loaded :class:`~ecmf_edge.runtime.bundle.Bundle`.
-            options: stream options (rates, freshness limits, smoothing ...).
             fusion: replaces the bundle's fusion head: ``fusion(features) -> FusionResult``.
-            text: run the text modality (speech recognition) in streams with audio.
-            use_llm: enrich transcripts with the local LLM (falls back with a warning when unavailable). The LLM
-                is opened when a transcript first needs it, and not run at all when the bundle's text branch
-                was trained without LLM context (its answer would change no feature).
-            llm_options, asr_options: :class:`~ecmf_edge.text.llm_context.LlmOptions`, :class:`~ecmf_edge.text.asr.AsrOptions`.
-            model_threads: ONNX Runtime threads per model when the recognizer loads the bundle itself. A
-                stream runs its models in parallel on their own threads, so 1 (the default) avoids
-                oversubscribing the CPU (on 2 cores: p50 capture-to-event 34 ms with 1 thread, 134 ms with
-                one thread per core). A given ``Bundle`` object keeps its own session settings.
             on_event: called with every event of every stream.
             on_label_change: called with every event whose label differs from the previous one.
+            clock: the clock live sources stamp their input with (tests pass a fake one).
 
         Raises:
             InputError: unknown backend or precision, a callback that is not callable, or a bundle of another precision.
             DependencyError: backend "tensorrt" without the tensorrt package.
             ModelError: the bundle is missing or corrupt, or has no fusion head (and ``fusion`` is not given).
         """
-        if backend not in BACKEND_CHOICES:
-            raise InputError(f"unknown backend {backend!r}: use one of {', '.join(BACKEND_CHOICES)}")
-        if isinstance(model_threads, bool) or not isinstance(model_threads, int) or model_threads < 0:
-            raise InputError(f"model_threads={model_threads!r} is invalid: use 1 (default), another count, "
-                             "or 0 for ONNX Runtime's choice")
-        if precision not in PRECISIONS:
-            raise InputError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-        if backend == "tensorrt":
+        if options is not None and not isinstance(options, (RecognizerOptions, StreamOptions)):
+            raise InputError(f"options={options!r} is invalid: pass RecognizerOptions(...) or StreamOptions(...)")
+        given: dict[str, Any] = {name: value for name, value in (
+            ("backend", backend), ("precision", precision), ("bundle", bundle), ("text", text), ("use_llm", use_llm),
+            ("llm_options", llm_options), ("asr_options", asr_options), ("camera_options", camera_options),
+            ("microphone_options", microphone_options), ("model_threads", model_threads),
+            ("stream", options if isinstance(options, StreamOptions) else None)) if value is not None}
+        config = replace(options if isinstance(options, RecognizerOptions) else RecognizerOptions(), **given)
+        if config.backend == "tensorrt":
             from ecmf_edge.runtime.tensorrt import import_tensorrt
 
             import_tensorrt()
         self._callbacks = [CallbackSink(on_event)] if on_event is not None else []
         if on_label_change is not None:
             self._callbacks.append(LabelChangeSink(on_label_change))
-        self.backend, self.precision = backend, precision
-        self.options = options or StreamOptions()
-        self.text_enabled, self.use_llm = bool(text), bool(use_llm)
-        self.llm_options, self.asr_options = llm_options, asr_options
-        self.camera_options, self.microphone_options = camera_options, microphone_options
+        # The configuration this recognizer runs with; the attributes below are its fields, for reading.
+        self.recognizer_options = config
+        self.backend, self.precision = config.backend, config.precision
+        self.options = config.stream
+        self.text_enabled, self.use_llm = bool(config.text), bool(config.use_llm)
+        self.llm_options, self.asr_options = config.llm_options, config.asr_options
+        self.camera_options, self.microphone_options = config.camera_options, config.microphone_options
         self.clock = clock or DEFAULT_CLOCK
-        from ecmf_edge.runtime.bundle import resolve_bundle
-
-        self.bundle = resolve_bundle(bundle, backend, precision, model_threads)
+        self.bundle = resolve_bundle(config.bundle, config.backend, config.precision, config.model_threads)
         self.labels: tuple[str, ...] = tuple(self.bundle.labels)
         if fusion is None:
             from ecmf_edge.runtime.fusion_head import FusionHead
@@ -120,7 +159,7 @@ class Recognizer:
             raise InputError(f"fusion={fusion!r} is not callable: pass features -> FusionResult, or leave it out")
         self._fusion = Locked(fusion)
         self.models = ModelLoader(self.bundle, self._fusion, self.options, text=self.text_enabled, use_llm=self.use_llm,
-                                  llm_options=llm_options, asr_options=asr_options)
+                                  llm_options=self.llm_options, asr_options=self.asr_options)
         self._lock = threading.RLock()
         self._streams: list[EmotionStream] = []
         self._opened = 0

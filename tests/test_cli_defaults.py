@@ -15,18 +15,21 @@ def parse(*argv: str):
 
 
 def test_run_and_serve_pass_only_what_was_given():
-    from ecmf_edge.cli.run import recognizer_arguments, stream_options
+    from ecmf_edge.capture.microphone import MicrophoneOptions
+    from ecmf_edge.cli.run import recognizer_options, stream_options
+    from ecmf_edge.recognizer import RecognizerOptions
     from ecmf_edge.stream.options import StreamOptions
 
     for command in ("run", "serve"):
         args = parse(command)
         assert stream_options(args) == StreamOptions()
-        passed = recognizer_arguments(args)
-        assert not {"backend", "precision", "bundle", "model_threads", "llm_options"} & set(passed)
-        assert passed["options"] == StreamOptions() and passed["text"] is True and passed["use_llm"] is False
-    args = parse("run", "--fusion-hz", "5", "--face-hz", "0", "--focus", "2", "--calibrate", "3", "--backend", "onnxruntime")
+        # unattended runs ride out a replugged microphone: the one setting the command adds
+        assert recognizer_options(args) == RecognizerOptions(microphone_options=MicrophoneOptions(max_reconnects=3))
+    args = parse("run", "--fusion-hz", "5", "--face-hz", "0", "--focus", "2", "--calibrate", "3", "--backend", "onnxruntime",
+                 "--no-text")
     assert stream_options(args) == StreamOptions(fusion_hz=5.0, face_path_hz=None, focus=2, calibrate_s=3.0)
-    assert recognizer_arguments(args)["backend"] == "onnxruntime"
+    chosen = recognizer_options(args)
+    assert chosen.backend == "onnxruntime" and chosen.text is False and chosen.stream == stream_options(args)
     assert stream_options(parse("run", "--face-hz", "15")).face_path_hz == 15.0
 
 
@@ -71,6 +74,7 @@ def test_train_options_are_the_trainers_defaults():
 @pytest.mark.parametrize("command, owner, field, shown", [
     (["run"], "ecmf_edge.stream.options:StreamOptions", "fusion_hz", "--fusion-hz FUSION_HZ"),
     (["run"], "ecmf_edge.stream.options:StreamOptions", "max_people", "--max-people MAX_PEOPLE"),
+    (["serve"], "ecmf_edge.recognizer:RecognizerOptions", "precision", "--precision {fp32,fp16,int8}"),
     (["label"], "ecmf_edge.batch.label:LabelOptions", "step", "--step STEP"),
     (["features"], "ecmf_edge.features:FeatureOptions", "sample_fps", "--fps FPS"),
     (["features"], "ecmf_edge.text.llm_context:LlmOptions", "max_tokens", "--llm-max-tokens LLM_MAX_TOKENS"),

@@ -18,12 +18,12 @@ from ecmf_edge.errors import DependencyError, DeviceError, InputError
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS
 from ecmf_edge.stream.group import StreamGroup
 
-__all__ = ["add_run_parser", "add_serve_parser", "format_event_line", "LatencyStats", "stream_options", "recognizer_arguments"]
+__all__ = ["add_run_parser", "add_serve_parser", "format_event_line", "LatencyStats", "stream_options", "recognizer_options"]
 
 logger = logging.getLogger("ecmf_edge")
 
 _STREAM = "ecmf_edge.stream.options:StreamOptions"
-_RECOGNIZER = "ecmf_edge.recognizer:Recognizer"
+_RECOGNIZER = "ecmf_edge.recognizer:RecognizerOptions"
 
 
 def _every_frame_default(hz: Any) -> str:
@@ -114,9 +114,10 @@ def stream_options(args: argparse.Namespace):
     return StreamOptions(**chosen)
 
 
-def recognizer_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    """The Recognizer's keyword arguments for ``run``/``serve`` (only the options given; the rest: Recognizer's)."""
+def recognizer_options(args: argparse.Namespace):
+    """The RecognizerOptions of ``run``/``serve`` (only the options given; the rest: RecognizerOptions')."""
     from ecmf_edge.capture.microphone import MicrophoneOptions
+    from ecmf_edge.recognizer import RecognizerOptions
 
     chosen = given(args, backend="backend", precision="precision", bundle="bundle", model_threads="model_threads")
     if args.llm:  # a GGUF path (a bare --llm uses the default model): checked now, not at the first utterance
@@ -124,14 +125,14 @@ def recognizer_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
         check_gguf(args.llm)
         chosen["llm_options"] = LlmOptions(model_path=args.llm)
-    return {**chosen, "options": stream_options(args), "text": not args.no_text, "use_llm": args.llm is not None,
-            "microphone_options": MicrophoneOptions(max_reconnects=3)}  # unattended runs ride out a replugged mic
+    return RecognizerOptions(**chosen, stream=stream_options(args), text=not args.no_text, use_llm=args.llm is not None,
+                             microphone_options=MicrophoneOptions(max_reconnects=3))  # unattended runs ride out a replugged mic
 
 
 def _recognizer(args: argparse.Namespace):
     from ecmf_edge.recognizer import Recognizer
 
-    return Recognizer(**recognizer_arguments(args))
+    return Recognizer(options=recognizer_options(args))
 
 
 def _open_one(rec: Any, args: argparse.Namespace, camera: int | None, video: str | None, mic: str | None,
