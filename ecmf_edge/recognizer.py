@@ -373,19 +373,19 @@ class Recognizer:
                 absent["face"] = reason
             return
         started = time.perf_counter()
-        features["frame"] = self.models.get("frame_encoder").encode(image)[0]
+        features["frame"] = self.models.frame_encoder.encode(image)[0]
         latency["frame_encoder"] = round((time.perf_counter() - started) * 1000.0, 3)
         if not detect:
             return
         started = time.perf_counter()
-        faces = self.models.get("face_detector").detect(image)
+        faces = self.models.face_detector.detect(image)
         latency["face_detect"] = round((time.perf_counter() - started) * 1000.0, 3)
         limit = self.options.max_people
         faces, extra["people_skipped"] = faces[:limit], max(0, len(faces) - limit)
         if not faces:
             absent["face"] = "no face in the frame"
             return
-        encoder = self.models.get("face_encoder")
+        encoder = self.models.face_encoder
         started = time.perf_counter()
         out = encoder.encode([align_face(image, face, size=encoder.input_size) for face in faces])
         latency["face_encode"] = round((time.perf_counter() - started) * 1000.0, 3)
@@ -407,7 +407,7 @@ class Recognizer:
         if len(crops) != 1:
             raise InputError(f"face= takes one crop, got {len(crops)}: call predict once per face")
         started = time.perf_counter()
-        features["face"] = self._calibrated(self.models.get("face_encoder").encode(crops[0]).features[0])
+        features["face"] = self._calibrated(self.models.face_encoder.encode(crops[0]).features[0])
         latency["face_encode"] = round((time.perf_counter() - started) * 1000.0, 3)
 
     def _calibrated(self, token: np.ndarray) -> np.ndarray:
@@ -430,9 +430,10 @@ class Recognizer:
 
         if (frames is None) == (faces is None):
             raise InputError("give frames= (whole images) or faces= (crops) in which the person looks neutral")
-        encoder = self.models.get("face_encoder")
+        encoder = self.models.face_encoder
         if self._resting is None:
             self._resting = RestingFaces(encoder.resting_face, enabled=False)
+        tokens: Any
         if faces is not None:
             tokens = encoder.encode(as_image_list(faces, "face crop")).features
         else:
@@ -460,13 +461,13 @@ class Recognizer:
         if int(sample_rate) != SAMPLE_RATE:
             pcm = resample(pcm, int(sample_rate), SAMPLE_RATE)
         started = time.perf_counter()
-        found = self.models.get("features").from_audio(pcm, SAMPLE_RATE)
+        found = self.models.features.from_audio(pcm, SAMPLE_RATE)
         latency["audio"] = round((time.perf_counter() - started) * 1000.0, 3)
-        if found.audio is None:
+        token = found.token("audio")
+        if token is None:
             absent["audio"] = found.info.get("audio_absent", "no speech")
             return
-        token = found.token("audio")
-        branch = self.models.get("speech_branch")
+        branch = self.models.speech_branch
         if branch is not None:  # speaker statistics accumulate over this recognizer's calls (reset_speaker())
             started = time.perf_counter()
             token = branch(token)[0]
@@ -475,7 +476,7 @@ class Recognizer:
 
     def _predict_text(self, text: Any, features: dict, absent: dict, latency: dict, extra: dict) -> None:
         started = time.perf_counter()
-        found = self.models.get("features").from_text(text)
+        found = self.models.features.from_text(text)
         latency["text"] = round((time.perf_counter() - started) * 1000.0, 3)
         if found.text is None:
             absent["text"] = found.info.get("text_absent", "no text")
@@ -487,7 +488,7 @@ class Recognizer:
                              extra: dict) -> None:
         from ecmf_edge.audio.io import resample, to_float_mono
 
-        asr, reason = self.models.get("asr")
+        asr, reason = self.models.asr
         if asr is None:
             absent["text"] = reason
             return
@@ -503,7 +504,7 @@ class Recognizer:
             absent["text"] = transcript.empty_reason or "no words in the audio"
             return
         extra["transcript"] = transcript.text
-        featurizer = self.models.get("featurizer")
+        featurizer = self.models.featurizer
         gate = featurizer.language_gate(transcript.language)
         if gate is not None:
             absent["text"] = gate
@@ -517,7 +518,7 @@ class Recognizer:
         """Start a new speaker for :meth:`predict`: the speech branch normalises each speaker's voice with
         statistics gathered from that speaker's earlier audio, beginning from a typical speaker's.
         (Each :meth:`stream` has a speaker state of its own.)"""
-        branch = self.models.get("speech_branch")
+        branch = self.models.speech_branch
         if branch is not None:
             branch.reset_speaker()
 
