@@ -29,8 +29,9 @@ from ecmf_edge.capture.microphone import MicrophoneOptions, MicrophoneSource
 from ecmf_edge.errors import EcmfError, InputError
 from ecmf_edge.events import EmotionEvent
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS, SAMPLE_RATE
-from ecmf_edge.people import FRAME_ALONE_REASON, frame_alone, people_results
+from ecmf_edge.people import people_results
 from ecmf_edge.runtime.bundle import DEFAULT_BUNDLE, resolve_bundle
+from ecmf_edge.stream.fuser import fusion_step, readout
 from ecmf_edge.stream.models import Locked, ModelLoader
 from ecmf_edge.stream.options import MODALITIES, StreamOptions
 from ecmf_edge.stream.pipeline import EmotionStream
@@ -334,19 +335,16 @@ class Recognizer:
             self._predict_transcribed(audio, sample_rate, features, absent, latency, extra)
         else:
             absent["text"] = "no text given" if not transcribe else "transcribe=True needs audio="
+        # the stream's fusion step (a lone scene is dropped), without smoothing
+        features, result, _ = fusion_step(self._fusion, features, absent, latency)
         present = tuple(m for m in MODALITIES if features[m] is not None)
-        if frame_alone(present):  # a scene alone is not evidence of anyone's emotion
-            absent["frame"], features["frame"], present = FRAME_ALONE_REASON, None, ()
-        label, confidence, probabilities, weights = None, 0.0, {}, {}
-        if present:
-            started = time.perf_counter()
-            result = self._fusion(features)
-            latency["fusion"] = round((time.perf_counter() - started) * 1000.0, 3)
-            probs = np.asarray(result.probabilities, dtype=np.float64)
-            probabilities = {name: float(p) for name, p in zip(result.labels, probs)}
-            weights = {m: float(w) for m, w in result.modality_weights.items()}
-            best = int(np.argmax(probs))
-            label, confidence = result.labels[best], float(probs[best])
+        label, confidence = None, 0.0
+        probabilities: dict[str, float] = {}
+        weights: dict[str, float] = {}
+        if result is not None:
+            probabilities, weights = readout(result)
+            best = int(np.argmax(result.probabilities))
+            label, confidence = result.labels[best], float(result.probabilities[best])
         return EmotionEvent(timestamp=self.clock.now(), label=label, confidence=confidence, probabilities=probabilities,
                             modality_weights=weights, present=present, absent=absent,
                             transcript=extra.get("transcript"), latency_ms=latency, index=0, label_changed=False,
