@@ -25,7 +25,7 @@ def build_cases(bundle) -> list:
     import cv2
 
     from ecmf_edge._assets import asset_path
-    from ecmf_edge.audio.io import load_audio, normalize_loudness
+    from ecmf_edge.audio.io import SPEECH_TARGET_DBFS, load_audio, normalize_loudness
     from ecmf_edge.audio.prosody import prosody_features
     from ecmf_edge.audio.speech_encoder import SpeechEncoder, combine_pooled
     from ecmf_edge.audio.vad import VoiceActivityDetector
@@ -59,13 +59,13 @@ def build_cases(bundle) -> list:
     def hop() -> None:
         """What the live loop does every 1 s hop of a long utterance: the new second through the encoder, the
         last four chunks' statistics combined, prosody over the 4 s window."""
-        token = speech_encoder.encode(normalize_loudness(four_s[48000:], -23.0), 16000)
+        token = speech_encoder.encode(normalize_loudness(four_s[48000:], SPEECH_TARGET_DBFS), 16000)
         combine_pooled(np.concatenate([earlier, token[None]]), np.ones(4), speech_encoder.block)
-        prosody_features(normalize_loudness(four_s, -23.0), 16000)
+        prosody_features(normalize_loudness(four_s, SPEECH_TARGET_DBFS), 16000)
 
     def whole_window_hop() -> None:
         """The same hop when the whole 4 s window went through the encoder every time (before chunking)."""
-        window = normalize_loudness(four_s, -23.0)
+        window = normalize_loudness(four_s, SPEECH_TARGET_DBFS)
         speech_encoder.encode(window, 16000)
         prosody_features(window, 16000)
     sentence = "I can't believe we finally made it, this is wonderful!"

@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ecmf_edge.build.face_weights import finetuned_network, finetuned_record
-    from ecmf_edge.train.branches.face import FER7, FaceTrainOptions, _val_split, load_face_pack
+    from ecmf_edge.labels import FER2013_LABELS
+    from ecmf_edge.train.branches.face import FaceTrainOptions, _val_split, load_face_pack
     from ecmf_edge.vision.resting_face import RestingFaceStats
 
     folder = Path(args.branch)
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     fit_tokens, weight, bias = _tokens(folder, fit, cache / "fit.npz")
     targets = {"in-the-wild training faces": fit_tokens[fit.corpora == "faces_wild"].mean(0),
                "all training faces": fit_tokens.mean(0)}
-    neutral_mean = fit_tokens[fit.labels == FER7.index("neutral")].mean(0).astype(np.float32)
+    neutral_mean = fit_tokens[fit.labels == FER2013_LABELS.index("neutral")].mean(0).astype(np.float32)
     results: dict = {"size": size}
     table = []
     if not args.test:

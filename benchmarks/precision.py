@@ -90,7 +90,7 @@ def _pipeline(bundle, frame, speech, sentence):
     """One full update of every model the live loop runs, as one callable."""
     from ecmf_edge.audio.prosody import prosody_features
     from ecmf_edge.audio.speech_branch import SpeechBranch
-    from ecmf_edge.audio.speech_encoder import SpeechEncoder
+    from ecmf_edge.audio.speech_encoder import SpeechEncoder, audio_token
     from ecmf_edge.runtime.fusion_head import FusionHead
     from ecmf_edge.text.text_branch import TextBranch
     from ecmf_edge.text.text_encoder import TextEncoder
@@ -108,7 +108,7 @@ def _pipeline(bundle, frame, speech, sentence):
         found = detector.detect(frame, max_faces=1)
         face = faces.encode([align_face(frame, found[0], size=64)]).features[0] if found else None
         scene = frames.encode([frame])[0]
-        audio = np.concatenate([speech_encoder.encode(speech, 16000), prosody_features(speech)])
+        audio = audio_token(speech_encoder.encode(speech, 16000), prosody_features(speech))
         if speech_branch is not None:
             audio = speech_branch(audio, observe=False)[0]
         if text_branch is not None:

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from ecmf_edge.build.quantize import quantize_bundle
     from ecmf_edge.features import FeatureExtractor
     from ecmf_edge.runtime.bundle import MANIFEST, bundle_dir, load_bundle
-    from ecmf_edge.train.corpus_features import DIMS, extract_table, token_dims
+    from ecmf_edge.train.corpus_features import cache_dims, extract_table
     from ecmf_edge.train.datasets.corpora import CorpusPaths, load_splits
     from ecmf_edge.train.fusion.pipeline import speech_branch_tokens
     from ecmf_edge.train.metrics import evaluate
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 warnings.simplefilter("ignore", UserWarning)
                 quantize_bundle(base, precision, bundle_dir(args.bundle, "onnxruntime", precision))
         bundle = base if precision == "fp32" else load_bundle(args.bundle, precision=precision)
-        dims = {**token_dims(bundle), "audio": DIMS["audio"]}
+        dims = cache_dims(bundle)
         table = speech_branch_tokens(extract_table(samples, FeatureExtractor(bundle), args.cache, dims, progress=True), bundle)
         feeds = {m: table.features[m] for m in ("frame", "face", "audio", "text")}
         probs = head.run(["probs"], {**feeds, "mask": table.mask})[0]

@@ -53,11 +53,11 @@ def extract(samples, bundle, cache: Path) -> dict:
     import numpy as np
     import torch
 
-    from ecmf_edge.audio.io import load_audio
+    from ecmf_edge.audio.io import SPEECH_TARGET_DBFS, load_audio, normalize_loudness
     from ecmf_edge.audio.prosody import prosody_features
     from ecmf_edge.audio.speech_encoder import chunk_spans, prepare_mel
     from ecmf_edge.build.whisper_encoder import _mean_std
-    from ecmf_edge.features import FeatureExtractor, normalize_loudness
+    from ecmf_edge.features import FeatureExtractor
     from ecmf_edge.modalities import SAMPLE_RATE
 
     cache.mkdir(parents=True, exist_ok=True)
@@ -86,7 +86,7 @@ def extract(samples, bundle, cache: Path) -> dict:
             continue
         speech = np.concatenate([x[int(s.start * SAMPLE_RATE): int(s.end * SAMPLE_RATE)] for s in segments])
         raw = speech[: 30 * SAMPLE_RATE]
-        speech = normalize_loudness(raw, -23.0)
+        speech = normalize_loudness(raw, SPEECH_TARGET_DBFS)
         with torch.no_grad():
             if "anchor" not in row:
                 captured.clear()
@@ -102,7 +102,7 @@ def extract(samples, bundle, cache: Path) -> dict:
                 chunks, weights = [], []
                 for start, end, new in chunk_spans(raw.size, window=int(seconds * SAMPLE_RATE)):
                     captured.clear()
-                    module(torch.from_numpy(prepare_mel(normalize_loudness(raw[start:end], -23.0))))
+                    module(torch.from_numpy(prepare_mel(normalize_loudness(raw[start:end], SPEECH_TARGET_DBFS))))
                     chunks.append(np.stack([stats(c) for c in captured[:LAYERS]]))
                     weights.append(new)
                 row[f"chunks_{seconds:g}s"], row[f"chunk_weights_{seconds:g}s"] = np.stack(chunks), np.asarray(weights, np.float64)

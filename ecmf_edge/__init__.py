@@ -15,7 +15,7 @@ from ecmf_edge.errors import DependencyError, DeviceError, EcmfError, InputError
 from ecmf_edge.events import EmotionEvent, Person
 from ecmf_edge.labels import LABELS
 from ecmf_edge.modalities import BACKEND_CHOICES, MODALITIES, PRECISIONS, SAMPLE_RATE
-from ecmf_edge.recognizer import Recognizer
+from ecmf_edge.recognizer import Recognizer, RecognizerOptions
 from ecmf_edge.runtime.bundle import Bundle, ensure_default_bundle, load_bundle
 from ecmf_edge.stream.options import SmootherOptions, StreamOptions
 from ecmf_edge.text.asr import AsrOptions
@@ -24,6 +24,7 @@ from ecmf_edge.text.llm_context import LlmOptions
 __all__ = [
     "__version__",
     "Recognizer",
+    "RecognizerOptions",
     "EmotionEvent",
     "Person",
     "LABELS",

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ecmf_edge.audio.io import SAMPLE_RATE, check_pcm, load_audio, normalize_loudness, rms_dbfs
+from ecmf_edge.audio.io import SAMPLE_RATE, SILENCE_DBFS, SPEECH_TARGET_DBFS, check_pcm, load_audio, normalize_loudness, rms_dbfs
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import MODALITIES
 from ecmf_edge.text.language import TEXT_LANGUAGE_SURE, identify_language
@@ -25,9 +25,6 @@ __all__ = ["ModalityFeatures", "FeatureExtractor", "FeatureOptions", "normalize_
 
 logger = logging.getLogger("ecmf_edge")
 
-# Modality tokens in the order the fusion head reads them.
-# Below this loudness (dBFS) audio counts as silent and the VAD is not run.
-SILENCE_DBFS = -60.0
 # Longest stretch of speech fed to the speech encoder at once (Whisper's window).
 MAX_SPEECH_SECONDS = 30.0
 
@@ -46,7 +43,7 @@ class FeatureOptions:
     face_padding: float = 0.0
     # Speech is scaled to this RMS loudness (dBFS) before encoding, so quiet and loud
     # recordings look alike to the encoder; None keeps the level as recorded.
-    speech_target_dbfs: float | None = -23.0
+    speech_target_dbfs: float | None = SPEECH_TARGET_DBFS
 
 
 @dataclass
@@ -66,7 +63,11 @@ class ModalityFeatures:
     def token(self, name: str) -> np.ndarray | None:
         """The fusion head's input vector for one modality (audio = speech encoder + prosody)."""
         if name == "audio":
-            return None if self.audio is None else np.concatenate([self.audio, self.prosody]).astype(np.float32)
+            if self.audio is None or self.prosody is None:
+                return None
+            from ecmf_edge.audio.speech_encoder import audio_token
+
+            return audio_token(self.audio, self.prosody)
         return getattr(self, name)
 
     @property

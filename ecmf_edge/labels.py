@@ -12,11 +12,16 @@ import numpy as np
 
 from ecmf_edge.errors import InputError
 
-__all__ = ["MER2025_LABELS", "LABELS", "DATASET_MAPPINGS", "map_label", "map_probabilities", "LabelView", "parse_label_choice"]
+__all__ = ["MER2025_LABELS", "LABELS", "FER2013_LABELS", "DATASET_MAPPINGS", "map_label", "map_probabilities", "LabelView",
+           "parse_label_choice"]
 
 # MER2025's six discrete emotions, in the order every default bundle uses.
 MER2025_LABELS: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
 LABELS = MER2025_LABELS
+
+# FER2013's seven classes in the dataset's index order: the pretrained face encoder's outputs and the
+# face branch's training labels (mapped onto MER2025 with DATASET_MAPPINGS["fer2013"]).
+FER2013_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 # dataset -> {dataset label: MER2025 label or None (dropped)}
 DATASET_MAPPINGS: dict[str, dict[str, str | None]] = {

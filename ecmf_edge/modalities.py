@@ -7,13 +7,20 @@ built for, and the commands and extras that build or install what is missing.
 from __future__ import annotations
 
 __all__ = [
-    "MODALITIES", "SAMPLE_RATE", "BACKENDS", "BACKEND_CHOICES", "PRECISIONS", "EXPORT_COMMAND", "REBUILD_COMMAND",
+    "MODALITIES", "RAW_TOKEN_DIMS", "SAMPLE_RATE", "BACKENDS", "BACKEND_CHOICES", "PRECISIONS", "EXPORT_COMMAND", "REBUILD_COMMAND",
     "BUILD_EXTRA", "install_hint",
 ]
 
 # The modality tokens of the ECMF fusion head, in the order of its inputs: whole frame, aligned face,
 # speech audio, text. Events report presence and modality weights under these names.
 MODALITIES: tuple[str, ...] = ("frame", "face", "audio", "text")
+
+# The encoders' token sizes in bundles of this version, before any trained branch maps them: frame
+# encoder 1280, face encoder 128, audio = Whisper layers 0-2 pooled (3072) + 16 prosody values, text =
+# [embed(enriched); embed(transcript)] (2 x 384). A loaded bundle states its own sizes
+# (Bundle.encoder_dims / Bundle.token_dims, from its manifest); this is for code that runs before a
+# bundle exists (the fusion head's default shape, tests of the head on synthetic tokens).
+RAW_TOKEN_DIMS: dict[str, int] = {"frame": 1280, "face": 128, "audio": 3088, "text": 768}
 
 # Sample rate (Hz) of all audio the models read (VAD, Whisper, prosody); other rates are resampled.
 SAMPLE_RATE = 16000

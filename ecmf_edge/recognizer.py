@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,13 @@ from ecmf_edge.capture.camera import CameraOptions, CameraSource
 from ecmf_edge.capture.clock import DEFAULT_CLOCK, Clock
 from ecmf_edge.capture.files import AudioFileSource, VideoFileSource
 from ecmf_edge.capture.microphone import MicrophoneOptions, MicrophoneSource
-from ecmf_edge.errors import EcmfError, InputError, ModelError
-from ecmf_edge.events import UNCERTAIN, EmotionEvent
+from ecmf_edge.errors import EcmfError, InputError
+from ecmf_edge.events import EmotionEvent
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS, SAMPLE_RATE
-from ecmf_edge.people import FRAME_ALONE_REASON, frame_alone, people_results
+from ecmf_edge.people import people_results
+from ecmf_edge.runtime.bundle import DEFAULT_BUNDLE, resolve_bundle
 from ecmf_edge.runtime.fusion_head import relabelled
+from ecmf_edge.stream.fuser import fusion_step, readout, uncertain_label
 from ecmf_edge.stream.models import Locked, ModelLoader
 from ecmf_edge.stream.names import RUNNING, default_stream_name
 from ecmf_edge.stream.options import MODALITIES, StreamOptions
@@ -41,40 +44,9 @@ from ecmf_edge.text.llm_context import LlmOptions
 from ecmf_edge.timeline import ClipResult, build_clip_result, check_step
 from ecmf_edge.vision.resting_face import RestingFaces
 
-__all__ = ["Recognizer", "PRECISIONS"]
+__all__ = ["Recognizer", "RecognizerOptions", "PRECISIONS"]
 
 logger = logging.getLogger("ecmf_edge")
-
-
-def _resolve_bundle(bundle: Any, backend: str, precision: str, model_threads: int = 1):
-    """Load the bundle for a backend/precision, with errors naming the command that builds it."""
-    from ecmf_edge.runtime.bundle import DEFAULT_BUNDLE, MANIFEST, Bundle, bundle_dir, ensure_default_bundle, load_bundle
-    from ecmf_edge.runtime.sessions import SessionConfig, available_providers
-
-    if isinstance(bundle, Bundle):
-        loaded = bundle
-    else:
-        source = "default" if bundle is None else bundle
-        config = SessionConfig(intra_op_threads=model_threads)
-        if backend == "auto" and "CUDAExecutionProvider" in available_providers():
-            config = SessionConfig(intra_op_threads=model_threads, providers=("cuda", "cpu"), strict_providers=False)
-        engine = "tensorrt" if backend == "tensorrt" else "onnxruntime"
-        path = Path(source)
-        is_path = isinstance(source, Path) or "/" in str(source) or "\\" in str(source) or path.is_dir()
-        if not is_path:
-            root = bundle_dir(str(source), engine, precision)
-            if not (root / MANIFEST).is_file() and (engine == "tensorrt" or precision != "fp32"):
-                fix = (f"build it with `ecmf-edge quantize --precision {precision}`" if engine == "onnxruntime" else
-                       f"build it on this machine with `ecmf-edge build-engine --precision {precision}` "
-                       "(engines are specific to the TensorRT version and GPU)")
-                raise ModelError(f"no {engine} {precision} bundle '{source}' at {root}: {fix}")
-            if str(source) == DEFAULT_BUNDLE and engine == "onnxruntime" and precision == "fp32":
-                source = ensure_default_bundle()
-        loaded = load_bundle(source, backend=engine, precision=precision, session_config=config)
-    if loaded.precision != precision:
-        raise InputError(f"bundle '{loaded.name}' at {loaded.root} is {loaded.precision} but precision='{precision}' "
-                         f"was asked: pass precision='{loaded.precision}' or another bundle")
-    return loaded
 
 
 def _has_sound(path: Any) -> bool:
@@ -87,62 +59,101 @@ def _has_sound(path: Any) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class RecognizerOptions:
+    """What a :class:`Recognizer` loads and how its streams run; every field has a working default."""
+
+    # Inference backend: "auto" (ONNX Runtime, CUDA when available), "onnxruntime" (CPU) or "tensorrt".
+    backend: str = "auto"
+    # Which built bundle to load: "fp32", "fp16" or "int8".
+    precision: str = "fp32"
+    # A bundle name, a folder, or a loaded ecmf_edge.runtime.bundle.Bundle.
+    bundle: Any = DEFAULT_BUNDLE
+    # Stream options (rates, freshness limits, smoothing ...), for every stream unless stream(options=) says otherwise.
+    stream: StreamOptions = field(default_factory=StreamOptions)
+    # Run the text modality (speech recognition) in streams with audio.
+    text: bool = True
+    # Enrich transcripts with the local LLM (falls back with a warning when unavailable). The LLM is opened when a
+    # transcript first needs it, and not run at all when the bundle's text branch was trained without LLM context.
+    use_llm: bool = False
+    # The local LLM's and speech recognition's options (None: their defaults).
+    llm_options: LlmOptions | None = None
+    asr_options: AsrOptions | None = None
+    # Options of cameras and microphones the streams open by index or name (None: their defaults).
+    camera_options: CameraOptions | None = None
+    microphone_options: MicrophoneOptions | None = None
+    # ONNX Runtime threads per model when the recognizer loads the bundle itself (0: ONNX Runtime's choice). A
+    # stream runs its models in parallel on their own threads, so 1 avoids oversubscribing the CPU (on 2 cores:
+    # p50 capture-to-event 34 ms with 1 thread, 134 ms with one thread per core). A given Bundle keeps its own.
+    model_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKEND_CHOICES:
+            raise InputError(f"unknown backend {self.backend!r}: use one of {', '.join(BACKEND_CHOICES)}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        threads = self.model_threads
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise InputError(f"model_threads={threads!r} is invalid: use 1 (default), another count, "
+                             "or 0 for ONNX Runtime's choice")
+        if not isinstance(self.stream, StreamOptions):
+            raise InputError(f"stream={self.stream!r} is not a StreamOptions: pass StreamOptions(...) or leave it out")
+
+
 class Recognizer:
     """Multimodal emotion recognition from a bundle: ``stream(...)`` for live input, ``predict(...)`` one-shot."""
 
-    def __init__(self, backend: str = "auto", precision: str = "fp32", bundle: Any = "default", *,
-                 options: StreamOptions | None = None, fusion: Callable[[Mapping[str, Any]], Any] | None = None,
-                 text: bool = True, use_llm: bool = False, llm_options: LlmOptions | None = None,
+    def __init__(self, backend: str | None = None, precision: str | None = None, bundle: Any = None, *,
+                 options: RecognizerOptions | StreamOptions | None = None,
+                 fusion: Callable[[Mapping[str, Any]], Any] | None = None,
+                 text: bool | None = None, use_llm: bool | None = None, llm_options: LlmOptions | None = None,
                  asr_options: AsrOptions | None = None,
                  camera_options: CameraOptions | None = None, microphone_options: MicrophoneOptions | None = None,
-                 model_threads: int = 1, on_event: Callable[[EmotionEvent], Any] | None = None,
+                 model_threads: int | None = None, on_event: Callable[[EmotionEvent], Any] | None = None,
                  on_label_change: Callable[[EmotionEvent], Any] | None = None, clock: Clock | None = None) -> None:
         """Load and verify the bundle and the fusion head.
 
+        The configuration is a :class:`RecognizerOptions`: ``options=RecognizerOptions(...)``, or its fields as
+        keyword arguments (``backend``, ``precision``, ``bundle``, ``text``, ``use_llm``, ``llm_options``,
+        ``asr_options``, ``camera_options``, ``microphone_options``, ``model_threads``; see the fields). A keyword
+        that is given (not None) overrides the same field of ``options``; ``options`` may also be a
+        :class:`~ecmf_edge.stream.options.StreamOptions`, which then is the ``stream`` field.
+
         Args:
-            backend: "auto" (ONNX Runtime, CUDA when available), "onnxruntime" (CPU) or "tensorrt".
-            precision: "fp32", "fp16" or "int8": which built bundle to load.
-            bundle: a bundle name, folder, or a loaded :class:`~ecmf_edge.runtime.bundle.Bundle`.
-            options: stream options (rates, freshness limits, smoothing ...).
             fusion: replaces the bundle's fusion head: ``fusion(features) -> FusionResult``.
-            text: run the text modality (speech recognition) in streams with audio.
-            use_llm: enrich transcripts with the local LLM (falls back with a warning when unavailable). The LLM
-                is opened when a transcript first needs it, and not run at all when the bundle's text branch
-                was trained without LLM context (its answer would change no feature).
-            llm_options, asr_options: :class:`~ecmf_edge.text.llm_context.LlmOptions`, :class:`~ecmf_edge.text.asr.AsrOptions`.
-            model_threads: ONNX Runtime threads per model when the recognizer loads the bundle itself. A
-                stream runs its models in parallel on their own threads, so 1 (the default) avoids
-                oversubscribing the CPU (on 2 cores: p50 capture-to-event 34 ms with 1 thread, 134 ms with
-                one thread per core). A given ``Bundle`` object keeps its own session settings.
             on_event: called with every event of every stream.
             on_label_change: called with every event whose label differs from the previous one.
+            clock: the clock live sources stamp their input with (tests pass a fake one).
 
         Raises:
             InputError: unknown backend or precision, a callback that is not callable, or a bundle of another precision.
             DependencyError: backend "tensorrt" without the tensorrt package.
             ModelError: the bundle is missing or corrupt, or has no fusion head (and ``fusion`` is not given).
         """
-        if backend not in BACKEND_CHOICES:
-            raise InputError(f"unknown backend {backend!r}: use one of {', '.join(BACKEND_CHOICES)}")
-        if isinstance(model_threads, bool) or not isinstance(model_threads, int) or model_threads < 0:
-            raise InputError(f"model_threads={model_threads!r} is invalid: use 1 (default), another count, "
-                             "or 0 for ONNX Runtime's choice")
-        if precision not in PRECISIONS:
-            raise InputError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-        if backend == "tensorrt":
+        if options is not None and not isinstance(options, (RecognizerOptions, StreamOptions)):
+            raise InputError(f"options={options!r} is invalid: pass RecognizerOptions(...) or StreamOptions(...)")
+        given: dict[str, Any] = {name: value for name, value in (
+            ("backend", backend), ("precision", precision), ("bundle", bundle), ("text", text), ("use_llm", use_llm),
+            ("llm_options", llm_options), ("asr_options", asr_options), ("camera_options", camera_options),
+            ("microphone_options", microphone_options), ("model_threads", model_threads),
+            ("stream", options if isinstance(options, StreamOptions) else None)) if value is not None}
+        config = replace(options if isinstance(options, RecognizerOptions) else RecognizerOptions(), **given)
+        if config.backend == "tensorrt":
             from ecmf_edge.runtime.tensorrt import import_tensorrt
 
             import_tensorrt()
         self._callbacks = [CallbackSink(on_event)] if on_event is not None else []
         if on_label_change is not None:
             self._callbacks.append(LabelChangeSink(on_label_change))
-        self.backend, self.precision = backend, precision
-        self.options = options or StreamOptions()
-        self.text_enabled, self.use_llm = bool(text), bool(use_llm)
-        self.llm_options, self.asr_options = llm_options, asr_options
-        self.camera_options, self.microphone_options = camera_options, microphone_options
+        # The configuration this recognizer runs with; the attributes below are its fields, for reading.
+        self.recognizer_options = config
+        self.backend, self.precision = config.backend, config.precision
+        self.options = config.stream
+        self.text_enabled, self.use_llm = bool(config.text), bool(config.use_llm)
+        self.llm_options, self.asr_options = config.llm_options, config.asr_options
+        self.camera_options, self.microphone_options = config.camera_options, config.microphone_options
         self.clock = clock or DEFAULT_CLOCK
-        self.bundle = _resolve_bundle(bundle, backend, precision, model_threads)
+        self.bundle = resolve_bundle(config.bundle, config.backend, config.precision, config.model_threads)
         self.labels: tuple[str, ...] = tuple(self.bundle.labels)
         if fusion is None:
             from ecmf_edge.runtime.fusion_head import FusionHead
@@ -154,7 +165,7 @@ class Recognizer:
         # predict()'s fusion step over the label set of the recognizer's options (the bundle's by default).
         self._predict_fusion = relabelled(self._fusion, self.labels, self.options.labels)
         self.models = ModelLoader(self.bundle, self._fusion, self.options, text=self.text_enabled, use_llm=self.use_llm,
-                                  llm_options=llm_options, asr_options=asr_options)
+                                  llm_options=self.llm_options, asr_options=self.asr_options)
         self._lock = threading.RLock()
         self._streams: list[EmotionStream] = []
         self._opened = 0
@@ -335,24 +346,19 @@ class Recognizer:
             self._predict_transcribed(pcm, features, absent, latency, extra)
         else:
             absent["text"] = "no text given" if not transcribe else "transcribe=True needs audio="
-        present = tuple(m for m in MODALITIES if features[m] is not None)
-        if frame_alone(present):  # a scene alone is not evidence of anyone's emotion
-            absent["frame"], features["frame"], present = FRAME_ALONE_REASON, None, ()
+        # the stream's fusion step (a lone scene is dropped) over the options' label set, without smoothing
         fusion = self._predict_fusion
-        label, confidence, probabilities, weights = None, 0.0, dict.fromkeys(fusion.labels, 0.0), {}
-        uncertain = False
-        if present:
-            started = time.perf_counter()
-            result = fusion(features)
-            latency["fusion"] = round((time.perf_counter() - started) * 1000.0, 3)
-            probs = np.asarray(result.probabilities, dtype=np.float64)
-            probabilities = {name: float(p) for name, p in zip(result.labels, probs)}
-            weights = {m: float(w) for m, w in result.modality_weights.items()}
-            best = int(np.argmax(probs))
-            label, confidence = result.labels[best], float(probs[best])
+        features, result, _ = fusion_step(fusion, features, absent, latency)
+        present = tuple(m for m in MODALITIES if features[m] is not None)
+        label, confidence = None, 0.0
+        probabilities: dict[str, float] = dict.fromkeys(fusion.labels, 0.0)  # every label, all 0 without evidence
+        weights: dict[str, float] = {}
+        if result is not None:
+            probabilities, weights = readout(result)
+            best = int(np.argmax(result.probabilities))
+            label, confidence = result.labels[best], float(result.probabilities[best])
         raw_label = label
-        if label is not None and confidence < self.options.min_confidence:
-            label, uncertain = UNCERTAIN, True
+        label, uncertain = uncertain_label(label, confidence, self.options.min_confidence)
         return EmotionEvent(timestamp=self.clock.now(), label=label, confidence=confidence, probabilities=probabilities,
                             modality_weights=weights, present=present, absent=absent,
                             transcript=extra.get("transcript"), latency_ms=latency, index=0, label_changed=False,
@@ -380,19 +386,19 @@ class Recognizer:
                 absent["face"] = reason
             return
         started = time.perf_counter()
-        features["frame"] = self.models.get("frame_encoder").encode(image)[0]
+        features["frame"] = self.models.frame_encoder.encode(image)[0]
         latency["frame_encoder"] = round((time.perf_counter() - started) * 1000.0, 3)
         if not detect:
             return
         started = time.perf_counter()
-        faces = self.models.get("face_detector").detect(image)
+        faces = self.models.face_detector.detect(image)
         latency["face_detect"] = round((time.perf_counter() - started) * 1000.0, 3)
         limit = self.options.max_people
         faces, extra["people_skipped"] = faces[:limit], max(0, len(faces) - limit)
         if not faces:
             absent["face"] = "no face in the frame"
             return
-        encoder = self.models.get("face_encoder")
+        encoder = self.models.face_encoder
         started = time.perf_counter()
         out = encoder.encode([align_face(image, face, size=encoder.input_size) for face in faces])
         latency["face_encode"] = round((time.perf_counter() - started) * 1000.0, 3)
@@ -414,7 +420,7 @@ class Recognizer:
         if len(crops) != 1:
             raise InputError(f"face= takes one crop, got {len(crops)}: call predict once per face")
         started = time.perf_counter()
-        features["face"] = self._calibrated(self.models.get("face_encoder").encode(crops[0]).features[0])
+        features["face"] = self._calibrated(self.models.face_encoder.encode(crops[0]).features[0])
         latency["face_encode"] = round((time.perf_counter() - started) * 1000.0, 3)
 
     def _calibrated(self, token: np.ndarray) -> np.ndarray:
@@ -437,9 +443,10 @@ class Recognizer:
 
         if (frames is None) == (faces is None):
             raise InputError("give frames= (whole images) or faces= (crops) in which the person looks neutral")
-        encoder = self.models.get("face_encoder")
+        encoder = self.models.face_encoder
         if self._resting is None:
             self._resting = RestingFaces(encoder.resting_face, enabled=False)
+        tokens: Any
         if faces is not None:
             tokens = encoder.encode(as_image_list(faces, "face crop")).features
         else:
@@ -460,13 +467,13 @@ class Recognizer:
 
     def _predict_audio(self, pcm: np.ndarray, features: dict, absent: dict, latency: dict) -> None:
         started = time.perf_counter()
-        found = self.models.get("features").from_audio(pcm, SAMPLE_RATE)
+        found = self.models.features.from_audio(pcm, SAMPLE_RATE)
         latency["audio_encoder"] = round((time.perf_counter() - started) * 1000.0, 3)  # encoder and prosody
-        if found.audio is None:
+        token = found.token("audio")
+        if token is None:
             absent["audio"] = found.info.get("audio_absent", "no speech")
             return
-        token = np.concatenate([found.audio, found.prosody]).astype(np.float32)
-        branch = self.models.get("speech_branch")
+        branch = self.models.speech_branch
         if branch is not None:  # speaker statistics accumulate over this recognizer's calls (reset_speaker())
             started = time.perf_counter()
             token = branch(token)[0]
@@ -475,7 +482,7 @@ class Recognizer:
 
     def _predict_text(self, text: Any, features: dict, absent: dict, latency: dict, extra: dict) -> None:
         started = time.perf_counter()
-        found = self.models.get("features").from_text(text)
+        found = self.models.features.from_text(text)
         latency["text_encoder"] = round((time.perf_counter() - started) * 1000.0, 3)
         if found.info.get("language") is not None:
             probability = found.info["language_probability"]
@@ -488,7 +495,7 @@ class Recognizer:
         features["text"] = found.text
 
     def _predict_transcribed(self, pcm: np.ndarray, features: dict, absent: dict, latency: dict, extra: dict) -> None:
-        asr, reason = self.models.get("asr")
+        asr, reason = self.models.asr
         if asr is None:
             absent["text"] = reason
             return
@@ -501,7 +508,7 @@ class Recognizer:
             absent["text"] = transcript.empty_reason or "no words in the audio"
             return
         extra["transcript"] = transcript.text
-        featurizer = self.models.get("featurizer")
+        featurizer = self.models.featurizer
         gate = featurizer.language_gate(transcript.language)
         if gate is not None:
             absent["text"] = gate
@@ -515,7 +522,7 @@ class Recognizer:
         """Start a new speaker for :meth:`predict`: the speech branch normalises each speaker's voice with
         statistics gathered from that speaker's earlier audio, beginning from a typical speaker's.
         (Each :meth:`stream` has a speaker state of its own.)"""
-        branch = self.models.get("speech_branch")
+        branch = self.models.speech_branch
         if branch is not None:
             branch.reset_speaker()
 

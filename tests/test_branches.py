@@ -146,13 +146,13 @@ def trained(tmp_path_factory, bundle_root):
     return out
 
 
-def test_speech_branch_trains(trained):
+def test_speech_branch_trains(trained, bundle):
     out = trained
     record = json.loads((out / "speech_head.json").read_text())
     assert record["data"]["ravdess"]["test"] == 16 and record["data"]["ravdess"]["test_speakers"] == ["ravdess:15", "ravdess:16"]
     assert set(record["metrics"]) == {"speaker_stats_from_all_clips", "streaming_running_stats", "population_prior_only", "baselines"}
     norm = record["speaker_normalisation"]
-    assert len(norm["prior_mean"]) == len(norm["prior_std"]) == record["dim"] == 3088
+    assert len(norm["prior_mean"]) == len(norm["prior_std"]) == record["dim"] == bundle.encoder_dims()["audio"]
     assert record["parity"]["max_abs_diff"] <= 1e-4
 
 
@@ -221,9 +221,10 @@ def test_branches_have_tensorrt_profiles(bundle):
     from ecmf_edge.build.tensorrt_build import ENGINE_MODELS, optimization_profile
 
     assert {"speech_head", "text_branch"} <= set(ENGINE_MODELS)
+    audio = bundle.encoder_dims()["audio"]
     text = optimization_profile("text_branch", bundle.spec("text_branch")["inputs"])
     assert text["input_ids"] == ((1, 1), (1, 32), (8, 256)) and set(text) == {"input_ids", "attention_mask", "token_type_ids"}
-    assert optimization_profile("speech_head", bundle.spec("speech_head")["inputs"])["features"] == ((1, 3088), (1, 3088), (8, 3088))
+    assert optimization_profile("speech_head", bundle.spec("speech_head")["inputs"])["features"] == ((1, audio), (1, audio), (8, audio))
 
 
 # -- the face branch: EfficientNet-Lite0 on grey crops -----------------------------------------------------

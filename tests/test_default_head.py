@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ecmf_edge.features import FeatureExtractor
+from ecmf_edge.modalities import RAW_TOKEN_DIMS
 from ecmf_edge.runtime.fusion_head import FusionHead
 
 
@@ -23,8 +24,10 @@ def extractor(bundle):
 def test_manifest_describes_the_trained_head(bundle):
     spec = bundle.spec("fusion_head")
     assert spec["attributes"]["labels"] == bundle.labels
-    assert spec["attributes"]["dims"] == {"frame": 1280, "face": 128, "audio": bundle.spec("speech_head")["attributes"]["embedding_dim"],
-                                          "text": bundle.spec("text_branch")["attributes"]["embedding_dim"]}
+    assert spec["attributes"]["dims"] == bundle.token_dims() == {
+        **RAW_TOKEN_DIMS, "audio": bundle.spec("speech_head")["attributes"]["embedding_dim"],
+        "text": bundle.spec("text_branch")["attributes"]["embedding_dim"]}
+    assert bundle.encoder_dims() == RAW_TOKEN_DIMS  # the sizes training uses before a bundle exists
     assert spec["parity"]["bundle_copy_max_abs_diff"] <= 1e-4
     record = json.loads(bundle.path("fusion_head.json").read_text())
     assert record["data"]["fer2013"]["train"] > 20000 and record["data"]["ravdess"]["train"] > 500

@@ -11,13 +11,14 @@ import skimage.data
 from conftest import RecordBundle
 
 from ecmf_edge.errors import InputError
+from ecmf_edge.labels import FER2013_LABELS
 from ecmf_edge.vision.face_encoder import FaceEncoder
 
 pytest.importorskip("torch")
 pytest.importorskip("h5py")
 
 from ecmf_edge.build.face_encoder import export_face_encoder, export_pretrained_face_encoder, load_tflite_reference, parity_crops
-from ecmf_edge.build.face_networks import EMOTION_LABELS, build_mini_xception
+from ecmf_edge.build.face_networks import build_mini_xception
 
 # Measured: 99.0 % top-1 agreement with fer's int8 TFLite model on the 412 crops of
 # parity_crops(), max |probs diff| 0.029; every disagreement is a near-tie (margin < 0.015).
@@ -55,7 +56,7 @@ def test_record_describes_model(exported):
     assert record.inputs == [{"name": "face", "shape": ["batch", 1, 64, 64], "dtype": "float32"}]
     assert {o["name"]: o["shape"] for o in record.outputs} == {
         "features": ["batch", 128], "logits": ["batch", 7], "probs": ["batch", 7]}
-    assert record.attributes["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert record.attributes["labels"] == list(FER2013_LABELS)
     assert record.attributes["feature_dim"] == 128
     assert record.preprocessing["mean"] == [0.5] and record.preprocessing["std"] == [0.5]
     assert record.parity["max_abs_diff"] < 1e-5
@@ -66,10 +67,10 @@ def test_smiling_astronaut_is_happy(encoder, astronaut_face):
     out = encoder.encode(astronaut_face)
     assert out.features.shape == (1, 128) and out.features.dtype == np.float32
     assert out.probs.shape == (1, 7)
-    assert out.labels == EMOTION_LABELS
+    assert out.labels == FER2013_LABELS
     np.testing.assert_allclose(out.probs.sum(axis=1), 1.0, atol=1e-5)
     assert out.top() == ["happy"]
-    assert out.probs[0, EMOTION_LABELS.index("happy")] > 0.9
+    assert out.probs[0, FER2013_LABELS.index("happy")] > 0.9
 
 
 def test_input_forms_agree(encoder, astronaut_face):
@@ -132,7 +133,7 @@ def test_bundle_face_encoder_is_the_fine_tuned_branch(tmp_path, astronaut_face):
     import onnxruntime as ort
 
     record = export_face_encoder(tmp_path)
-    assert record.attributes["fine_tuned"] is True and record.attributes["labels"] == list(EMOTION_LABELS)
+    assert record.attributes["fine_tuned"] is True and record.attributes["labels"] == list(FER2013_LABELS)
     assert record.parity["max_abs_diff"] <= 1e-4
     assert {o["name"]: o["shape"] for o in record.outputs} == {
         "features": ["batch", 128], "logits": ["batch", 7], "probs": ["batch", 7]}
@@ -147,7 +148,7 @@ def test_bundle_face_encoder_is_the_fine_tuned_branch(tmp_path, astronaut_face):
         return ((crop.astype(np.float32) / 255.0 - 0.5) / 0.5)[None, None]
 
     probs = session.run(["probs"], {"face": prepared(grey)})[0]
-    assert EMOTION_LABELS[int(probs.argmax())] == "happy"
+    assert FER2013_LABELS[int(probs.argmax())] == "happy"
     # mirror-averaged inside the graph: a crop and its mirror image give the same answer
     mirrored = session.run(["probs"], {"face": prepared(np.ascontiguousarray(grey[:, ::-1]))})[0]
     np.testing.assert_allclose(probs, mirrored, atol=1e-5)

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from ecmf_edge.errors import InputError  # noqa: E402
 from ecmf_edge.labels import MER2025_LABELS  # noqa: E402
-from ecmf_edge.modalities import MODALITIES
+from ecmf_edge.modalities import MODALITIES, RAW_TOKEN_DIMS  # noqa: E402
 from ecmf_edge.runtime.fusion_head import FusionHead  # noqa: E402
 from ecmf_edge.train.corpus_features import FeatureTable  # noqa: E402
 from ecmf_edge.train.fusion.head import HeadConfig, build_head  # noqa: E402
@@ -20,7 +20,6 @@ from ecmf_edge.train.fusion.train import TrainOptions, predict_table, train_head
 from ecmf_edge.train.metrics import evaluate, render_confusion_png  # noqa: E402
 
 LABELS = tuple(MER2025_LABELS)
-DIMS = {"frame": 1280, "face": 128, "audio": 3088, "text": 768}
 
 # A clearly labelled text fixture (written for this test, not corpus data): 8 sentences per class.
 FIXTURE = {
@@ -63,7 +62,7 @@ def text_table(bundle):
             labels.append(label)
             rows.append(featurizer.featurize(sentence).vector)
     n = len(labels)
-    feats = {m: np.zeros((n, DIMS[m]), np.float32) for m in MODALITIES}
+    feats = {m: np.zeros((n, RAW_TOKEN_DIMS[m]), np.float32) for m in MODALITIES}
     feats["text"] = np.stack(rows)
     mask = np.zeros((n, 4), np.float32)
     mask[:, 3] = 1
@@ -72,7 +71,7 @@ def text_table(bundle):
 
 def _random_inputs(n=4, seed=0):
     rng = np.random.default_rng(seed)
-    return {m: torch.from_numpy(rng.standard_normal((n, DIMS[m])).astype(np.float32)) for m in MODALITIES}
+    return {m: torch.from_numpy(rng.standard_normal((n, RAW_TOKEN_DIMS[m])).astype(np.float32)) for m in MODALITIES}
 
 
 def test_absent_tokens_have_no_effect_and_weights_cover_present_ones():
@@ -129,12 +128,12 @@ def test_training_learns_and_exports_with_parity(text_table, tmp_path, bundle):
     accuracy = float(np.mean(np.array(LABELS)[probs.argmax(1)] == test.labels))
     assert accuracy >= 0.5, f"held-out accuracy {accuracy:.2f} (chance is 0.17)"
     assert np.allclose(weights[:, 3], 1.0)  # text is the only present token
-    path = save_head(result.model, tmp_path, {"labels": list(LABELS), "modalities": list(MODALITIES), "dims": DIMS}, test)
+    path = save_head(result.model, tmp_path, {"labels": list(LABELS), "modalities": list(MODALITIES), "dims": RAW_TOKEN_DIMS}, test)
     record = json.loads((tmp_path / "fusion_head.json").read_text())
     assert record["parity"]["max_abs_diff"] <= record["parity"]["tolerance"]
     from ecmf_edge.runtime.sessions import create_session
 
-    head = FusionHead(create_session(path), {"attributes": {"modalities": list(MODALITIES), "dims": DIMS}}, LABELS)
+    head = FusionHead(create_session(path), {"attributes": {"modalities": list(MODALITIES), "dims": RAW_TOKEN_DIMS}}, LABELS)
     fused = head.predict({"text": test.features["text"][0]})
     assert fused.modality_weights == {"text": pytest.approx(1.0)}
     assert np.allclose(fused.probabilities, probs[0], atol=1e-4)
@@ -145,7 +144,7 @@ def test_fusion_runtime_rejects_bad_input(tmp_path, text_table):
     path = save_head(model, tmp_path, {"labels": list(LABELS)}, text_table)
     from ecmf_edge.runtime.sessions import create_session
 
-    head = FusionHead(create_session(path), {"attributes": {"modalities": list(MODALITIES), "dims": DIMS}}, LABELS)
+    head = FusionHead(create_session(path), {"attributes": {"modalities": list(MODALITIES), "dims": RAW_TOKEN_DIMS}}, LABELS)
     with pytest.raises(InputError, match="no modality present"):
         head.predict({})
     with pytest.raises(InputError, match="text feature has 384 values, the fusion head expects 768"):
@@ -166,7 +165,7 @@ def test_refinement_relabels_only_when_sources_agree():
     flipped = [3, 10, 70, 95]
     for i in flipped:
         noisy[i] = "sad" if truth[i] == "happy" else "happy"
-    feats = {m: np.zeros((2 * n_per, DIMS[m]), np.float32) for m in MODALITIES}
+    feats = {m: np.zeros((2 * n_per, RAW_TOKEN_DIMS[m]), np.float32) for m in MODALITIES}
     feats["face"] = face
     mask = np.zeros((2 * n_per, 4), np.float32)
     mask[:, 1] = 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import ecmf_edge
-from ecmf_edge import LABELS, EmotionEvent, Recognizer, load_bundle
+from ecmf_edge import LABELS, EmotionEvent, Recognizer, StreamOptions, load_bundle
 from ecmf_edge.audio.io import load_audio, resample
 from ecmf_edge.capture import CameraOptions, CameraSource, FakeCamera
 from ecmf_edge.capture.video import iter_video_frames
@@ -52,6 +52,29 @@ def test_backend_and_precision_misuse(bundle, monkeypatch, tmp_path):
         Recognizer(precision="fp16", bundle=bundle)
     with pytest.raises(InputError, match="is not callable"):
         Recognizer(bundle=bundle, fusion="head")
+
+
+def test_recognizer_options_are_the_configuration(bundle):
+    """RecognizerOptions is the one set of settings: keyword arguments build it, override its fields, and bad
+    values are one-line errors naming the fix."""
+    from ecmf_edge import RecognizerOptions
+
+    with pytest.raises(InputError, match=r"unknown backend 'cuda': use one of auto, onnxruntime, tensorrt"):
+        RecognizerOptions(backend="cuda")
+    with pytest.raises(InputError, match=r"model_threads=-1 is invalid: use 1 \(default\)"):
+        RecognizerOptions(model_threads=-1)
+    with pytest.raises(InputError, match="is not a StreamOptions: pass StreamOptions"):
+        RecognizerOptions(stream={"fusion_hz": 5})
+    with pytest.raises(InputError, match=r"options='fast' is invalid: pass RecognizerOptions\(...\) or StreamOptions"):
+        Recognizer(bundle=bundle, options="fast")
+    with Recognizer(options=RecognizerOptions(bundle=bundle, text=False, stream=StreamOptions(fusion_hz=5.0))) as rec:
+        assert rec.recognizer_options == RecognizerOptions(bundle=bundle, text=False, stream=StreamOptions(fusion_hz=5.0))
+        assert rec.text_enabled is False and rec.options.fusion_hz == 5.0 and rec.backend == "auto"
+    with Recognizer(bundle=bundle, options=StreamOptions(fusion_hz=4.0), use_llm=False) as rec:  # the keyword form
+        assert rec.recognizer_options == RecognizerOptions(bundle=bundle, stream=StreamOptions(fusion_hz=4.0))
+    base = RecognizerOptions(bundle=bundle, text=False)
+    with Recognizer(options=base, text=True, model_threads=2) as rec:  # given keywords override the fields
+        assert rec.recognizer_options == RecognizerOptions(bundle=bundle, text=True, model_threads=2)
 
 
 def test_the_fusion_head_is_the_bundles_and_can_be_replaced(bundle, rec, astronaut_bgr):

@@ -351,7 +351,7 @@ def test_corpus_features_on_ray_equal_the_local_ones(bundle, tmp_path, astronaut
 
     from ecmf_edge.batch.ray_executor import RayOptions
     from ecmf_edge.features import FeatureExtractor
-    from ecmf_edge.train.corpus_features import DIMS, extract_table, token_dims
+    from ecmf_edge.train.corpus_features import cache_dims, extract_table
     from ecmf_edge.train.datasets.base import Sample
 
     face = tmp_path / "face.png"
@@ -360,7 +360,7 @@ def test_corpus_features_on_ray_equal_the_local_ones(bundle, tmp_path, astronaut
                Sample("t:speech", "t", "b", "happy", "happy", audio=speech_wav),
                Sample("t:text", "t", "c", "happy", "happy", text="I am so glad you are here."),
                Sample("t:missing", "t", "d", "sad", "sad", image=tmp_path / "gone.png")]
-    dims = {**token_dims(bundle), "audio": DIMS["audio"]}  # as training caches them
+    dims = cache_dims(bundle)  # as training caches them
     local = extract_table(samples, FeatureExtractor(bundle), tmp_path / "local", dims, progress=False)
     spread = extract_table(samples, FeatureExtractor(bundle, cluster=RayOptions(actors=2)), tmp_path / "ray", dims,
                            progress=False)

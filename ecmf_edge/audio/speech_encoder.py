@@ -22,8 +22,8 @@ from ecmf_edge.audio.io import normalize_loudness
 from ecmf_edge.errors import InputError, ModelError
 from ecmf_edge.modalities import REBUILD_COMMAND, SAMPLE_RATE
 
-__all__ = ["SpeechEncoder", "log_mel", "prepare_mel", "mel_filters", "chunk_spans", "combine_pooled", "CHUNK_SAMPLES",
-           "SAMPLE_RATE", "MODEL_KEY"]
+__all__ = ["SpeechEncoder", "log_mel", "prepare_mel", "mel_filters", "chunk_spans", "combine_pooled", "audio_token",
+           "CHUNK_SAMPLES", "SAMPLE_RATE", "MODEL_KEY"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -183,6 +183,18 @@ def combine_pooled(tokens: np.ndarray, weights: np.ndarray, block: int) -> np.nd
     second = np.einsum("k,klc->lc", w, parts[:, :, 1] ** 2 + parts[:, :, 0] ** 2)
     std = np.sqrt(np.maximum(second - mean ** 2, 0.0))
     return np.stack([mean, std], axis=1).reshape(dim).astype(np.float32)
+
+
+def audio_token(pooled: np.ndarray, prosody: np.ndarray) -> np.ndarray:
+    """The raw ``audio`` token, the speech branch's input: ``[pooled encoder statistics; prosody]``.
+
+    ``pooled``: the speech encoder's token of the speech (:meth:`SpeechEncoder.encode`, :meth:`~SpeechEncoder.encode_chunks`
+    or :func:`combine_pooled` of chunks; 3072 values in bundles of this version); ``prosody``: the 16
+    :func:`~ecmf_edge.audio.prosody.prosody_features` of the same speech. Training, streams, ``predict``,
+    quantization gates and benchmarks all build the token here (float32, 1-D).
+    """
+    return np.concatenate([np.asarray(pooled, dtype=np.float32).reshape(-1),
+                           np.asarray(prosody, dtype=np.float32).reshape(-1)])
 
 
 class SpeechEncoder:

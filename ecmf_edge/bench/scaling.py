@@ -206,20 +206,20 @@ def measure_scaling(recognizer: Any, repeats: int = 10, warmup: int = 2, asr: bo
     from ecmf_edge.text.text_encoder import TextEncoder
 
     models = recognizer.models
-    detector, face_encoder = models.get("face_detector"), models.get("face_encoder")
+    detector, face_encoder = models.face_detector, models.face_encoder
     speech = load_audio(asset_path("speech_en.wav"))
     voiced = np.flatnonzero(np.abs(speech) > 0.01)
     speech = speech[voiced[0]: voiced[-1] + 1] if voiced.size else speech
     tables: dict[str, Any] = {
-        "frame_size": _frame_sizes(detector, face_encoder, models.get("frame_encoder"), repeats, warmup),
+        "frame_size": _frame_sizes(detector, face_encoder, models.frame_encoder, repeats, warmup),
         "faces": _face_counts(detector, face_encoder, repeats, warmup),
         "people": people_cost(detector, face_encoder),
         "people_tracking": people_tracking(detector, face_encoder),
-        "audio_window": _audio_windows(models.get("speech_encoder"), speech, repeats, warmup),
+        "audio_window": _audio_windows(models.speech_encoder, speech, repeats, warmup),
         "transcript": _transcripts(TextEncoder.from_bundle(recognizer.bundle), repeats, warmup),
     }
     if asr:
-        recognizer_asr, reason = models.get("asr")
+        recognizer_asr, reason = models.asr
         tables["asr_length"] = (_asr_lengths(recognizer_asr, speech, max(1, repeats // 5)) if recognizer_asr is not None
                                 else {"skipped": reason})
     return tables

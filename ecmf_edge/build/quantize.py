@@ -332,16 +332,17 @@ def _head_probs(bundle: Bundle, key: str, feature_sets: Sequence[np.ndarray], he
     if key == "audio_encoder":
         from ecmf_edge.audio.prosody import prosody_features
         from ecmf_edge.audio.speech_branch import SpeechBranch
+        from ecmf_edge.audio.speech_encoder import audio_token
 
         prosody = [prosody_features(np.asarray(w, np.float32)) for w in held_out.speech]  # the same for every set
         branch = SpeechBranch.from_bundle(bundle)
         if branch is not None:  # the speech branch is a classifier: its own probabilities (population statistics)
-            return [np.stack([branch(np.concatenate([row, prosody[i]]), observe=False)[1] for i, row in enumerate(rows)])
+            return [np.stack([branch(audio_token(row, prosody[i]), observe=False)[1] for i, row in enumerate(rows)])
                     for rows in feature_sets]
         head = FusionHead.from_bundle(bundle)
 
         def token(row: np.ndarray, i: int) -> dict[str, np.ndarray]:
-            return {"audio": np.concatenate([row, prosody[i]])}
+            return {"audio": audio_token(row, prosody[i])}
     else:
         head = FusionHead.from_bundle(bundle)
         if head.dims["text"] != 2 * feature_sets[0].shape[1]:

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +14,91 @@ from typing import Any
 # them equal; the CLI does not import the train layer to build its parser).
 CORPORA = ("ravdess", "emodb", "fer2013", "ckplus", "faces_wild", "meld")
 
-__all__ = ["make_enricher", "add_llm_switch", "llm_note", "add_llm_options", "add_data_options", "corpus_paths"]
+__all__ = ["make_enricher", "add_llm_switch", "llm_note", "add_llm_options", "add_data_options", "corpus_paths",
+           "default_of", "with_default", "given", "llm_options", "add_bundle_option"]
+
+
+# -- defaults live in the option classes ------------------------------------------------------------------------
+# Every option that maps onto a field of an options dataclass (or a keyword of a library function) is parsed with
+# default=None, and a command passes on only what the user gave (`given`), so the library's default applies and
+# the CLI cannot drift from it. `--help` shows that default, read from the field when the help is printed
+# (`with_default`), so that `--help` imports no layer the command itself would not (the train layer, torch).
+
+def _resolve(owner: Any) -> Any:
+    if isinstance(owner, str):
+        module, _, name = owner.partition(":")
+        found: Any = importlib.import_module(module)
+        for part in name.split("."):
+            found = getattr(found, part)
+        return found
+    return owner
+
+
+def default_of(owner: Any, name: str) -> Any:
+    """The default of ``name``: a field of the dataclass ``owner`` (its default, or what its default_factory
+    makes) or a keyword parameter of the callable ``owner``; ``owner`` may be ``"module:Qualname"``.
+
+    Raises:
+        AttributeError: ``owner`` has no such field or parameter, or it has no default.
+    """
+    target = _resolve(owner)
+    if dataclasses.is_dataclass(target):
+        for f in dataclasses.fields(target):
+            if f.name == name:
+                if f.default is not dataclasses.MISSING:
+                    return f.default
+                if f.default_factory is not dataclasses.MISSING:
+                    return f.default_factory()
+                break
+    else:
+        parameter = inspect.signature(target).parameters.get(name)
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    raise AttributeError(f"{owner} has no default for {name!r}")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value is None else str(value)
+
+
+class _HelpWithDefault(str):
+    """Help text that gets "(default: X)" appended when argparse formats it (``help % params``), X read from the
+    owner's field then."""
+
+    owner: Any
+    name: str
+    show: Callable[[Any], str]
+
+    def __mod__(self, params: Any) -> str:
+        try:
+            shown = self.show(default_of(self.owner, self.name))
+        except ImportError:  # the command's extra is not installed: name the field instead
+            shown = f"{str(self.owner).rpartition(':')[2]}.{self.name}"
+        return f"{str(self)} (default: {shown.replace('%', '%%')})" % params
+
+
+def with_default(text: str, owner: Any, name: str, show: Callable[[Any], str] = _shown) -> str:
+    """``text`` for ``--help`` followed by the default of ``owner``'s ``name`` (see :func:`default_of`)."""
+    help_text = _HelpWithDefault(text)
+    help_text.owner, help_text.name, help_text.show = owner, name, show
+    return help_text
+
+
+def given(args: argparse.Namespace, **fields: str) -> dict[str, Any]:
+    """``{field: value}`` of the options the user gave, for ``dest=field`` pairs (an option left out is None and
+    is not passed, so the options class's default applies)."""
+    return {name: getattr(args, dest) for dest, name in fields.items() if getattr(args, dest, None) is not None}
+
+
+def llm_options(args: argparse.Namespace):
+    """The LlmOptions of ``--llm [PATH]`` and the ``--llm-*`` options (only the given ones; the rest: LlmOptions')."""
+    from ecmf_edge.text.llm_context import LlmOptions
+
+    return LlmOptions(**given(args, llm_max_tokens="max_tokens", llm_time_limit="time_limit_s",
+                              llm_chat_format="chat_format"),
+                      **({"model_path": args.llm} if getattr(args, "llm", None) else {}))
 
 
 def make_enricher(args: argparse.Namespace):
@@ -18,12 +106,10 @@ def make_enricher(args: argparse.Namespace):
     if args.llm is None:  # the LLM is off unless asked for (docs/text-and-llm.md says why)
         return None
     from ecmf_edge.errors import DependencyError, ModelError
-    from ecmf_edge.text.llm_context import ContextEnricher, LlmOptions
+    from ecmf_edge.text.llm_context import ContextEnricher
 
-    options = LlmOptions(model_path=args.llm or None, max_tokens=args.llm_max_tokens, time_limit_s=args.llm_time_limit,
-                         chat_format=args.llm_chat_format)
     try:
-        return ContextEnricher(options)
+        return ContextEnricher(llm_options(args))
     except (DependencyError, ModelError) as exc:
         if args.llm:  # asked for explicitly: that is an error
             raise
@@ -34,7 +120,8 @@ def make_enricher(args: argparse.Namespace):
 def add_ray_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="extract corpus features on Ray: a local instance, or the cluster at ADDRESS ('auto', 'ray://host:10001')")
-    p.add_argument("--ray-actors", type=int, default=2, help="Ray actors, each with its own models (default 2)")
+    p.add_argument("--ray-actors", type=int,
+                   help=with_default("Ray actors, each with its own models", "ecmf_edge.batch.ray_executor:RayOptions", "actors"))
 
 
 def ray_options(args: argparse.Namespace):
@@ -43,7 +130,7 @@ def ray_options(args: argparse.Namespace):
         return None
     from ecmf_edge.batch.ray_executor import RayOptions
 
-    return RayOptions(address=args.ray or None, actors=args.ray_actors)
+    return RayOptions(address=args.ray or None, **given(args, ray_actors="actors"))
 
 
 def add_llm_switch(p: Any) -> None:
@@ -74,10 +161,19 @@ def llm_note(args: argparse.Namespace, bundle: Any) -> None:
               "(`ecmf-edge transcribe --llm` shows what it says)", file=sys.stderr)
 
 
+_LLM = "ecmf_edge.text.llm_context:LlmOptions"
+
+
+def add_bundle_option(p: Any, text: str = "bundle name or folder") -> None:
+    """``--bundle NAME|DIR`` (default: load_bundle's)."""
+    p.add_argument("--bundle", help=with_default(text, "ecmf_edge.runtime.bundle:load_bundle", "source"))
+
+
 def add_llm_options(p: argparse.ArgumentParser) -> None:
     add_llm_switch(p)
-    p.add_argument("--llm-max-tokens", type=int, default=40, help="most tokens the LLM may generate")
-    p.add_argument("--llm-time-limit", type=float, default=2.0, help="seconds the LLM may take per utterance")
+    p.add_argument("--llm-max-tokens", type=int, help=with_default("most tokens the LLM may generate", _LLM, "max_tokens"))
+    p.add_argument("--llm-time-limit", type=float,
+                   help=with_default("seconds the LLM may take per utterance", _LLM, "time_limit_s"))
     p.add_argument("--llm-chat-format", help="llama-cpp-python chat format for GGUFs without a chat template (e.g. gemma)")
 
 
@@ -86,7 +182,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     for name in CORPORA:
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"{name} folder (overrides --data)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "ecmf-edge" / "features"), help="feature cache folder")
-    p.add_argument("--bundle", default="default", help="bundle name or folder (its encoders make the features)")
+    add_bundle_option(p, "bundle name or folder (its encoders make the features)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_llm_options(p)
 

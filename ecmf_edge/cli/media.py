@@ -5,23 +5,32 @@ import argparse
 import json
 from typing import Any
 
-from ecmf_edge.cli.common import add_llm_options, make_enricher
+from ecmf_edge.cli.common import add_bundle_option, add_llm_options, given, make_enricher, with_default
 from ecmf_edge.errors import InputError
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parsers", "feature_options"]
+
+_FEATURES = "ecmf_edge.features:FeatureOptions"
+
+
+def feature_options(args: argparse.Namespace):
+    """The FeatureOptions of ``ecmf-edge features`` (only the options given; the rest: FeatureOptions')."""
+    from ecmf_edge.features import FeatureOptions
+
+    return FeatureOptions(**given(args, fps="sample_fps", max_frames="max_frames"))
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from ecmf_edge.features import FeatureExtractor, FeatureOptions
+    from ecmf_edge.features import FeatureExtractor
     from ecmf_edge.runtime.bundle import load_bundle
 
     if not (args.video or args.audio or args.text is not None):
         raise InputError("nothing to extract: give --video FILE, --audio FILE and/or --text TEXT")
     if args.transcribe and not args.audio:
         raise InputError("--transcribe needs --audio FILE (the speech to transcribe)")
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(**given(args, bundle="source"))
     wants_text = args.text is not None or args.transcribe
-    extractor = FeatureExtractor(bundle, FeatureOptions(sample_fps=args.fps, max_frames=args.max_frames),
+    extractor = FeatureExtractor(bundle, feature_options(args),
                                  enricher=make_enricher(args) if wants_text else None)
     features = extractor.extract(video=args.video, audio=args.audio, text=args.text, transcribe=args.transcribe)
     out = features.save_npz(args.out)
@@ -46,7 +55,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from ecmf_edge.text.asr import AsrOptions, SpeechRecognizer
 
     pcm = load_audio(args.audio)
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(**given(args, bundle="source"))
     recognizer = SpeechRecognizer.from_bundle(bundle, AsrOptions(language=args.language, threads=args.threads,
                                                                        word_timestamps=True))
     transcript = recognizer.transcribe(pcm)
@@ -90,9 +99,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--audio", help="audio or video file (speech features; any container and rate, resampled to 16 kHz)")
     p.add_argument("--text", help="transcript or text (text features)")
     p.add_argument("--out", required=True, help="output .npz path")
-    p.add_argument("--bundle", default="default", help="bundle name or folder")
-    p.add_argument("--fps", type=float, default=5.0, help="frames per second sampled from the video")
-    p.add_argument("--max-frames", type=int, default=150, help="at most this many sampled frames")
+    add_bundle_option(p)
+    p.add_argument("--fps", type=float, help=with_default("frames per second sampled from the video", _FEATURES, "sample_fps"))
+    p.add_argument("--max-frames", type=int, help=with_default("at most this many sampled frames", _FEATURES, "max_frames"))
     p.add_argument("--transcribe", action="store_true", help="text features from speech recognition of --audio")
     add_llm_options(p)
     p.set_defaults(func=_cmd_features)
@@ -101,7 +110,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--audio", required=True, help="audio or video file (wav, mp3, m4a, flac, ogg, webm, mp4 ...; any rate)")
     p.add_argument("--language", help="language code (e.g. en); default: detect")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the recogniser")
-    p.add_argument("--bundle", default="default", help="bundle name or folder")
+    add_bundle_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_llm_options(p)
     p.set_defaults(func=_cmd_transcribe)

@@ -13,14 +13,22 @@ import sys
 import time
 from typing import Any
 
-from ecmf_edge.cli.common import add_llm_switch, llm_note
+from ecmf_edge.cli.common import add_llm_switch, given, llm_note, with_default
 from ecmf_edge.errors import DependencyError, DeviceError, InputError
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS
 from ecmf_edge.stream.group import StreamGroup
 
-__all__ = ["add_run_parser", "add_serve_parser"]
+__all__ = ["add_run_parser", "add_serve_parser", "stream_options", "recognizer_options"]
 
 logger = logging.getLogger("ecmf_edge")
+
+_STREAM = "ecmf_edge.stream.options:StreamOptions"
+_RECOGNIZER = "ecmf_edge.recognizer:RecognizerOptions"
+_SMOOTHER = "ecmf_edge.stream.options:SmootherOptions"
+
+
+def _every_frame_default(hz: Any) -> str:
+    return "0" if hz is None else f"{hz:g}"
 
 
 def _add_stream_options(p: argparse.ArgumentParser) -> None:
@@ -40,27 +48,30 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     src.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
                      help="play files at their own pace (--no-realtime: as fast as they are processed)")
     model = p.add_argument_group("models")
-    model.add_argument("--bundle", default="default", help="bundle name or folder")
-    model.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="inference backend")
-    model.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bundle precision")
+    model.add_argument("--bundle", help=with_default("bundle name or folder", _RECOGNIZER, "bundle"))
+    model.add_argument("--backend", choices=BACKEND_CHOICES, help=with_default("inference backend", _RECOGNIZER, "backend"))
+    model.add_argument("--precision", choices=PRECISIONS, help=with_default("bundle precision", _RECOGNIZER, "precision"))
     add_llm_switch(model)
     model.add_argument("--no-text", action="store_true", help="no speech recognition (text modality off)")
-    model.add_argument("--fusion-hz", type=float, default=10.0, help="events per second (default 10)")
-    model.add_argument("--model-threads", type=int, default=1,
-                       help="ONNX Runtime threads per model (default 1: the stages already run in parallel)")
+    model.add_argument("--fusion-hz", type=float, help=with_default("events per second", _STREAM, "fusion_hz"))
+    model.add_argument("--model-threads", type=int,
+                       help=with_default("ONNX Runtime threads per model (the stages already run in parallel)",
+                                         _RECOGNIZER, "model_threads"))
     cpu = p.add_argument_group("CPU (docs/benchmarks.md, \"CPU per stream\")")
-    cpu.add_argument("--face-hz", type=float, default=0.0, metavar="HZ",
-                     help="frames per second the face path reads (default 0: every camera frame; 15 saves CPU, "
-                          "adds latency)")
-    cpu.add_argument("--scene-change", type=float, default=0.0, metavar="GREY",
-                     help="reuse the scene embedding while the picture changes by at most GREY grey levels "
-                          "(a still camera: try 1; default 0: encode every scene update)")
+    cpu.add_argument("--face-hz", type=float, metavar="HZ",
+                     help=with_default("frames per second the face path reads (0: every camera frame; 15 saves CPU, "
+                                       "adds latency)", _STREAM, "face_path_hz", _every_frame_default))
+    cpu.add_argument("--scene-change", type=float, metavar="GREY",
+                     help=with_default("reuse the scene embedding while the picture changes by at most GREY grey levels "
+                                       "(a still camera: try 1; 0: encode every scene update)", _STREAM, "scene_change"))
     people = p.add_argument_group("people")
-    people.add_argument("--focus", default="largest", type=_focus,
-                        help="whose face the fused label follows: largest (default), center, or a track id")
-    people.add_argument("--max-people", type=int, default=8, help="most faces tracked and labelled per frame (default 8)")
-    people.add_argument("--detect-every", type=int, default=10, metavar="N",
-                        help="full face detection every N frames, tracking between (1: every frame; default 10)")
+    people.add_argument("--focus", type=_focus,
+                        help=with_default("whose face the fused label follows: largest, center, or a track id", _STREAM, "focus"))
+    people.add_argument("--max-people", type=int,
+                        help=with_default("most faces tracked and labelled per frame", _STREAM, "max_people"))
+    people.add_argument("--detect-every", type=int, metavar="N",
+                        help=with_default("full face detection every N frames, tracking between (1: every frame)", _STREAM,
+                                          "detect_every"))
     people.add_argument("--calibrate", type=float, default=None, metavar="SECONDS",
                         help="record the focus person's face over the first SECONDS as their neutral baseline (look "
                              "neutral meanwhile); their face is then read relative to it")
@@ -75,13 +86,16 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
                         help="report only these labels (happy,sad,neutral) or your own names for them "
                              "(sad=negative,angry=negative,happy=positive); probabilities are renormalised over them")
     labels.add_argument("--min-confidence", type=float, metavar="P",
-                        help="below this smoothed probability the label is 'uncertain' (default 0: never)")
+                        help=with_default("below this smoothed probability the label is 'uncertain' (0: never)", _STREAM,
+                                         "min_confidence"))
     labels.add_argument("--smooth-alpha", type=float, metavar="A",
-                        help="weight of the newest probabilities in the moving average (1: no smoothing; default 0.4)")
+                        help=with_default("weight of the newest probabilities in the moving average (1: no smoothing)",
+                                         _SMOOTHER, "alpha"))
     labels.add_argument("--switch-margin", type=float, metavar="P",
-                        help="a new label takes over when it leads the held one by this much (default 0.08)")
+                        help=with_default("a new label takes over when it leads the held one by this much", _SMOOTHER,
+                                         "switch_margin"))
     labels.add_argument("--min-dwell", type=float, metavar="S",
-                        help="a label is held at least S seconds after a change (default 0.3)")
+                        help=with_default("a label is held at least S seconds after a change", _SMOOTHER, "min_dwell_s"))
     p.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds of stream time")
     p.add_argument("--log-events", metavar="FILE.jsonl",
                    help="append every event (labels, transcripts) to this JSON-lines file; nothing is written otherwise")
@@ -127,26 +141,37 @@ def _event_log(args: argparse.Namespace):
     return JsonLinesSink(args.log_events, append=True)
 
 
-def _recognizer(args: argparse.Namespace):
-    from ecmf_edge.capture.microphone import MicrophoneOptions
-    from ecmf_edge.recognizer import Recognizer
+def stream_options(args: argparse.Namespace):
+    """The StreamOptions of ``run``/``serve`` (only the options given; the rest: StreamOptions')."""
     from ecmf_edge.stream.options import StreamOptions
 
-    llm_options = None
+    chosen = given(args, fusion_hz="fusion_hz", focus="focus", max_people="max_people", detect_every="detect_every",
+                   scene_change="scene_change", calibrate="calibrate_s", resting_face="resting_face", labels="labels",
+                   min_confidence="min_confidence")
+    if args.face_hz is not None:
+        chosen["face_path_hz"] = args.face_hz or None  # 0: every camera frame
+    return StreamOptions(**chosen, smoother=_smoother(args))
+
+
+def recognizer_options(args: argparse.Namespace):
+    """The RecognizerOptions of ``run``/``serve`` (only the options given; the rest: RecognizerOptions')."""
+    from ecmf_edge.capture.microphone import MicrophoneOptions
+    from ecmf_edge.recognizer import RecognizerOptions
+
+    chosen = given(args, backend="backend", precision="precision", bundle="bundle", model_threads="model_threads")
     if args.llm:  # a GGUF path (a bare --llm uses the default model): checked now, not at the first utterance
         from ecmf_edge.text.llm_context import LlmOptions, check_gguf
 
         check_gguf(args.llm)
-        llm_options = LlmOptions(model_path=args.llm)
-    return Recognizer(backend=args.backend, precision=args.precision, bundle=args.bundle,
-                      options=StreamOptions(fusion_hz=args.fusion_hz, focus=args.focus, max_people=args.max_people,
-                                            detect_every=args.detect_every, face_path_hz=args.face_hz or None,
-                                            scene_change=args.scene_change, calibrate_s=args.calibrate,
-                                            resting_face=args.resting_face, smoother=_smoother(args),
-                                            labels=args.labels, min_confidence=args.min_confidence or 0.0),
-                      text=not args.no_text,
-                      use_llm=args.llm is not None, llm_options=llm_options, model_threads=args.model_threads,
-                      microphone_options=MicrophoneOptions(max_reconnects=3))  # unattended runs ride out a replugged mic
+        chosen["llm_options"] = LlmOptions(model_path=args.llm)
+    return RecognizerOptions(**chosen, stream=stream_options(args), text=not args.no_text, use_llm=args.llm is not None,
+                             microphone_options=MicrophoneOptions(max_reconnects=3))  # unattended runs ride out a replugged mic
+
+
+def _recognizer(args: argparse.Namespace):
+    from ecmf_edge.recognizer import Recognizer
+
+    return Recognizer(options=recognizer_options(args))
 
 
 def _open_one(rec: Any, args: argparse.Namespace, camera: int | None, video: str | None, mic: str | None,
@@ -217,7 +242,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         check_gui()
     recorder = None
     if args.record:
-        recorder = VideoRecorder(args.record, fps=args.fusion_hz)
+        recorder = VideoRecorder(args.record, fps=stream_options(args).fusion_hz)
         if recorder.error:
             print(f"ecmf-edge: error: {recorder.error} (the stream goes on without recording)", file=sys.stderr)
     stats = LatencyStats()

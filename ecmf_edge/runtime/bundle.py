@@ -20,10 +20,10 @@ from typing import Any
 
 from ecmf_edge.errors import DependencyError, InputError, ModelError
 from ecmf_edge.modalities import BACKENDS, BUILD_EXTRA, EXPORT_COMMAND, PRECISIONS, REBUILD_COMMAND, install_hint
-from ecmf_edge.runtime.sessions import SessionConfig, create_session
+from ecmf_edge.runtime.sessions import SessionConfig, backend_session_config, create_session
 
 __all__ = [
-    "Bundle", "load_bundle", "ensure_default_bundle", "engines_dir", "bundle_dir", "sha256_file", "MANIFEST",
+    "Bundle", "load_bundle", "resolve_bundle", "ensure_default_bundle", "engines_dir", "bundle_dir", "sha256_file", "MANIFEST",
     "MANIFEST_FORMAT", "DEFAULT_BUNDLE", "REBUILD_COMMAND", "BUILDER_GROUP",
 ]
 
@@ -118,6 +118,39 @@ class Bundle:
                 f"run `{REBUILD_COMMAND}`"
             )
         return models[key]
+
+    def encoder_dims(self) -> dict[str, int]:
+        """Each modality token's size as the encoders give it (before a trained branch maps it), from the
+        manifest: the frame and face encoders' ``feature_dim``; audio = the speech encoder's token output
+        (``token_output``, else ``pooled``) + the prosody values
+        (:func:`~ecmf_edge.audio.speech_encoder.audio_token`); text = ``[embed(enriched); embed(transcript)]``,
+        twice the text encoder's ``embedding_dim``.
+
+        Raises:
+            ModelError: the bundle lacks one of these encoders.
+        """
+        from ecmf_edge.audio.prosody import PROSODY_NAMES
+
+        audio = self.spec("audio_encoder")
+        token_output = audio.get("attributes", {}).get("token_output", "pooled")
+        pooled = next((o for o in audio.get("outputs", []) if o.get("name") == token_output), None)
+        if pooled is None:
+            raise ModelError(f"bundle '{self.name}' at {self.root}: the audio encoder has no output '{token_output}': "
+                             f"run `{REBUILD_COMMAND}`")
+        return {"frame": int(self.spec("frame_encoder")["attributes"]["feature_dim"]),
+                "face": int(self.spec("face_encoder")["attributes"]["feature_dim"]),
+                "audio": int(pooled["shape"][-1]) + len(PROSODY_NAMES),
+                "text": 2 * int(self.spec("text_encoder")["attributes"]["embedding_dim"])}
+
+    def token_dims(self) -> dict[str, int]:
+        """The fusion head's input size per modality token: the trained branches' embeddings where the bundle
+        has them (``speech_head``, ``text_branch``), else :meth:`encoder_dims`."""
+        dims = self.encoder_dims()
+        if self.has("speech_head"):
+            dims["audio"] = int(self.spec("speech_head")["attributes"]["embedding_dim"])
+        if self.has("text_branch"):
+            dims["text"] = int(self.spec("text_branch")["attributes"]["embedding_dim"])
+        return dims
 
     def model_files(self, key: str) -> list[str]:
         """Every file of one model, main file first."""
@@ -276,6 +309,40 @@ def load_bundle(
     root = _bundle_root(source, backend, precision)
     manifest = read_manifest(root)
     return Bundle(root=root, manifest=manifest, session_config=session_config or SessionConfig())
+
+
+def resolve_bundle(bundle: Any, backend: str = "auto", precision: str = "fp32", model_threads: int = 1) -> Bundle:
+    """The bundle a :class:`~ecmf_edge.Recognizer` runs: ``bundle`` as given when it is a loaded :class:`Bundle`,
+    else the named bundle or folder for this backend and precision, its sessions set up by
+    :func:`~ecmf_edge.runtime.sessions.backend_session_config` (the default fp32 bundle is exported first when
+    missing, see :func:`ensure_default_bundle`).
+
+    Raises:
+        ModelError: no such bundle (the message names the command that builds it).
+        InputError: the bundle's precision is not ``precision``.
+    """
+    if isinstance(bundle, Bundle):
+        loaded = bundle
+    else:
+        source = DEFAULT_BUNDLE if bundle is None else bundle
+        config = backend_session_config(backend, model_threads)
+        engine = "tensorrt" if backend == "tensorrt" else "onnxruntime"
+        path = Path(source)
+        is_path = isinstance(source, Path) or "/" in str(source) or "\\" in str(source) or path.is_dir()
+        if not is_path:
+            root = bundle_dir(str(source), engine, precision)
+            if not (root / MANIFEST).is_file() and (engine == "tensorrt" or precision != "fp32"):
+                fix = (f"build it with `ecmf-edge quantize --precision {precision}`" if engine == "onnxruntime" else
+                       f"build it on this machine with `ecmf-edge build-engine --precision {precision}` "
+                       "(engines are specific to the TensorRT version and GPU)")
+                raise ModelError(f"no {engine} {precision} bundle '{source}' at {root}: {fix}")
+            if str(source) == DEFAULT_BUNDLE and engine == "onnxruntime" and precision == "fp32":
+                source = ensure_default_bundle()
+        loaded = load_bundle(source, backend=engine, precision=precision, session_config=config)
+    if loaded.precision != precision:
+        raise InputError(f"bundle '{loaded.name}' at {loaded.root} is {loaded.precision} but precision='{precision}' "
+                         f"was asked: pass precision='{loaded.precision}' or another bundle")
+    return loaded
 
 
 def _installed_builder():

@@ -15,7 +15,7 @@ from pathlib import Path
 from ecmf_edge.errors import DeviceError, ModelError
 from ecmf_edge.modalities import REBUILD_COMMAND
 
-__all__ = ["SessionConfig", "create_session", "available_providers", "PROVIDER_ALIASES"]
+__all__ = ["SessionConfig", "create_session", "available_providers", "backend_session_config", "PROVIDER_ALIASES"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -53,6 +53,14 @@ def available_providers() -> list[str]:
     import onnxruntime as ort
 
     return list(ort.get_available_providers())
+
+
+def backend_session_config(backend: str, model_threads: int = 1) -> SessionConfig:
+    """The session settings for a backend choice: ``model_threads`` threads per model on the CPU; ``"auto"``
+    adds CUDA first where this onnxruntime build offers it (falling back to the CPU, never failing)."""
+    if backend == "auto" and "CUDAExecutionProvider" in available_providers():
+        return SessionConfig(intra_op_threads=model_threads, providers=("cuda", "cpu"), strict_providers=False)
+    return SessionConfig(intra_op_threads=model_threads)
 
 
 def _resolve_providers(requested: Sequence[str], strict: bool) -> list[str]:

@@ -9,7 +9,7 @@ second is encoded with the second before it as context and counts for its new pa
 the pooled statistics of the chunks within the last ``window_max_s`` are combined exactly
 (:func:`ecmf_edge.audio.speech_encoder.combine_pooled`), so a hop costs one chunk whatever
 the window. The prosody statistics come from the window itself. The ``audio`` token is
-``[pooled layers (3072); prosody (16)]``; training computes it the same way
+``[pooled layers (3072); prosody (16)]`` (:func:`~ecmf_edge.audio.speech_encoder.audio_token`); training computes it the same way
 (:meth:`SpeechEncoder.encode_chunks`). When an utterance ends, its tail is encoded and the
 whole utterance is queued for the text stage (ASR -> LLM context -> text encoder). Silence
 yields an absent observation ("no speech") every ``hop_s``.
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ecmf_edge.audio.io import SAMPLE_RATE, normalize_loudness
-from ecmf_edge.audio.speech_encoder import CONTEXT_SAMPLES, MIN_TAIL_SAMPLES, combine_pooled
+from ecmf_edge.audio.speech_encoder import CONTEXT_SAMPLES, MIN_TAIL_SAMPLES, audio_token, combine_pooled
 from ecmf_edge.audio.vad import CHUNK_SAMPLES
 from ecmf_edge.capture.base import AudioChunk
 from ecmf_edge.stream.aligner import Observation
@@ -113,7 +113,7 @@ class AudioStage(SourceStage):
         prosody_ms = (time.perf_counter() - started) * 1000.0
         vad_ms = float(np.mean(self._vad_ms)) if self._vad_ms else 0.0
         latency = {"vad": round(vad_ms, 3), "audio_encoder": round(encoder_ms, 3), "prosody": round(prosody_ms, 3)}
-        token = np.concatenate([pooled, prosody]).astype(np.float32)
+        token = audio_token(pooled, prosody)
         if self.branch is not None:
             started = time.perf_counter()
             token = self.branch(token)[0]

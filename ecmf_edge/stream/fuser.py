@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,43 @@ from ecmf_edge.stream.models import StreamModels
 from ecmf_edge.stream.options import MODALITIES, StreamOptions
 from ecmf_edge.stream.smoother import Smoother
 
-__all__ = ["Fuser"]
+__all__ = ["Fuser", "fusion_step", "readout", "uncertain_label"]
 
 logger = logging.getLogger("ecmf_edge")
+
+
+def fusion_step(fuse: Callable[[dict], Any], features: Mapping[str, np.ndarray | None], absent: dict[str, str],
+                latency: dict[str, float]) -> tuple[dict[str, np.ndarray | None], Any, bool]:
+    """The fusion step of a tick and of :meth:`~ecmf_edge.Recognizer.predict`: a whole frame alone is no evidence of
+    anyone's emotion (it is dropped, with the reason in ``absent["frame"]``); whatever else is present goes through
+    ``fuse`` once, timed in ``latency["fusion"]``. Returns ``(features fused, fuse's result or None, whether fuse
+    ran)``."""
+    fused = dict(features)
+    if frame_alone(tuple(m for m, v in fused.items() if v is not None)):
+        absent["frame"] = FRAME_ALONE_REASON
+        fused = {m: None for m in fused}
+    if not any(v is not None for v in fused.values()):
+        return fused, None, False
+    started = time.perf_counter()
+    result = fuse(fused)
+    latency["fusion"] = round((time.perf_counter() - started) * 1000.0, 3)
+    return fused, result, True
+
+
+def readout(result: Any, probabilities: Sequence[float] | np.ndarray | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """``({label: probability}, {modality: weight})`` of a fusion result (``probabilities``: smoothed ones to report
+    instead of the result's own)."""
+    probs = result.probabilities if probabilities is None else probabilities
+    return ({name: float(p) for name, p in zip(result.labels, probs)},
+            {m: float(w) for m, w in result.modality_weights.items()})
+
+
+def uncertain_label(label: str | None, confidence: float, min_confidence: float) -> tuple[str | None, bool]:
+    """``(label to report, whether it is uncertain)``: "uncertain" when the label's probability is below
+    ``min_confidence`` (``StreamOptions.min_confidence``), the label itself otherwise."""
+    if label is not None and confidence < min_confidence:
+        return UNCERTAIN, True
+    return label, False
 
 
 class Fuser:
@@ -68,22 +103,22 @@ class Fuser:
         probabilities = dict.fromkeys(self.labels, 0.0)  # every label, all 0 without evidence
         weights: dict[str, float] = {}
         absent = dict(aligned.absent)
-        features = aligned.features
-        if frame_alone(aligned.present):  # a scene alone is not evidence of anyone's emotion
-            absent["frame"] = FRAME_ALONE_REASON
-            features = {m: None for m in features}
-        if any(v is not None for v in features.values()):
-            started = time.perf_counter()
+        failures: list[str | None] = []
+
+        def fuse(features: dict) -> Any:
             result, failure = self._fuse(features)
-            latency["fusion"] = round((time.perf_counter() - started) * 1000.0, 3)
+            failures.append(failure)
+            return result
+
+        features, result, ran = fusion_step(fuse, aligned.features, absent, latency)
+        if ran:
+            failure = failures[-1]
             if result is not None:
                 smoothed = self.smoother.update(result.probabilities, t)
-                probabilities = {name: float(p) for name, p in zip(result.labels, smoothed.probabilities)}
-                weights = {m: float(w) for m, w in result.modality_weights.items()}
+                probabilities, weights = readout(result, smoothed.probabilities)
                 label, confidence = smoothed.label, smoothed.confidence
                 raw_label = result.labels[int(np.argmax(result.probabilities))]
-                if confidence < self.min_confidence:
-                    label, uncertain = UNCERTAIN, True
+                label, uncertain = uncertain_label(label, confidence, self.min_confidence)
             else:  # _fuse gives a reason with every failure; a fusion callable that returned None gets one here
                 absent["fusion"] = failure if failure is not None else "fusion gave no result"
         else:

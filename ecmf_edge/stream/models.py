@@ -11,12 +11,22 @@ import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ecmf_edge.errors import DependencyError, ModelError
 from ecmf_edge.stream.options import StreamOptions
+
+if TYPE_CHECKING:  # the models are imported when first opened
+    from ecmf_edge.audio.speech_branch import SpeechBranch
+    from ecmf_edge.audio.speech_encoder import SpeechEncoder
+    from ecmf_edge.features import FeatureExtractor
+    from ecmf_edge.text.asr import SpeechRecognizer
+    from ecmf_edge.text.text_path import TextFeaturizer
+    from ecmf_edge.vision.face_detector import FaceDetector
+    from ecmf_edge.vision.face_encoder import FaceEncoder
+    from ecmf_edge.vision.frame_encoder import FrameEncoder
 
 __all__ = ["StreamModels", "ModelLoader", "Locked", "LazyEnricher"]
 
@@ -102,9 +112,46 @@ class ModelLoader:
         self._cache: dict[str, Any] = {}
         self._lock = threading.RLock()
 
+    # -- the models, typed (each opened on first use; raises ModelError when the bundle lacks it or it is corrupt) --
+    @property
+    def face_detector(self) -> FaceDetector:
+        return self.get("face_detector")
+
+    @property
+    def face_encoder(self) -> FaceEncoder:
+        return self.get("face_encoder")
+
+    @property
+    def frame_encoder(self) -> FrameEncoder:
+        return self.get("frame_encoder")
+
+    @property
+    def speech_encoder(self) -> SpeechEncoder:
+        return self.get("speech_encoder")
+
+    @property
+    def speech_branch(self) -> SpeechBranch | None:
+        """The trained speech branch shared by one-shot predictions (None in bundles without one)."""
+        return self.get("speech_branch")
+
+    @property
+    def features(self) -> FeatureExtractor:
+        """The feature extractor of one-shot predictions (VAD + speech encoder + prosody, text featurizer)."""
+        return self.get("features")
+
+    @property
+    def featurizer(self) -> TextFeaturizer:
+        return self.get("featurizer")
+
+    @property
+    def asr(self) -> tuple[SpeechRecognizer | None, str | None]:
+        """``(speech recognizer, None)``, or ``(None, why it is unavailable)``."""
+        return self.get("asr")
+
     def get(self, key: str) -> Any:
-        """The model under ``key`` (face_detector, face_encoder, frame_encoder, speech_encoder, enricher,
-        asr, featurizer, features), opened once.
+        """The model under ``key`` (face_detector, face_encoder, frame_encoder, speech_encoder, speech_branch,
+        enricher, asr, featurizer, features), opened once; the typed properties of the same names are the
+        usual way in.
 
         Raises:
             ModelError: the bundle lacks the model or its file is corrupt.

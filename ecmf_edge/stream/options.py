@@ -6,6 +6,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ecmf_edge.audio.io import SPEECH_TARGET_DBFS
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import MODALITIES
 
@@ -92,7 +93,7 @@ class StreamOptions:
     hop_s: float = 1.0
     # Speech windows are scaled to this RMS loudness (dBFS) before encoding, as the fusion head's
     # training features were (FeatureOptions.speech_target_dbfs); None keeps the recorded level.
-    speech_target_dbfs: float | None = -23.0
+    speech_target_dbfs: float | None = SPEECH_TARGET_DBFS
     # Longest utterance sent to speech recognition; longer speech is split, seconds.
     max_utterance_s: float = 30.0
     # Fast (non-real-time) playback: how far a source may run ahead of the fusion ticks, seconds.

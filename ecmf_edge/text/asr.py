@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecmf_edge.audio.io import SAMPLE_RATE, check_pcm, rms_dbfs
+from ecmf_edge.audio.io import SAMPLE_RATE, SILENCE_DBFS, check_pcm, rms_dbfs
 from ecmf_edge.errors import DependencyError, InputError, ModelError
 from ecmf_edge.modalities import REBUILD_COMMAND
 
@@ -301,7 +301,7 @@ class SpeechRecognizer:
         x = check_pcm(pcm, sample_rate, name="ASR input")
         seconds = x.size / SAMPLE_RATE
         loudness = rms_dbfs(x)
-        if not np.isfinite(loudness) or loudness < -60.0:
+        if not np.isfinite(loudness) or loudness < SILENCE_DBFS:
             return _empty("audio is silent", seconds, time.perf_counter() - started)
         chunks = self._chunks(x)
         speech_seconds = sum(e - s for s, e in chunks)

@@ -25,14 +25,15 @@ from typing import Protocol
 import numpy as np
 
 from ecmf_edge.errors import DependencyError, EcmfError, ModelError
-from ecmf_edge.modalities import REBUILD_COMMAND
+from ecmf_edge.modalities import RAW_TOKEN_DIMS, REBUILD_COMMAND
 from ecmf_edge.text.llm_context import ContextEnricher, ContextResult, LlmOptions
 
 __all__ = ["TextFeature", "TextFeaturizer", "TextPath", "build_text_path", "TEXT_FEATURE_DIM", "SKIPPED_LLM"]
 
 logger = logging.getLogger("ecmf_edge")
 
-TEXT_FEATURE_DIM = 768
+# Size of the text token without a text branch: [embed(enriched); embed(transcript)].
+TEXT_FEATURE_DIM = RAW_TOKEN_DIMS["text"]
 # Names of the languages text models are trained on, for the language gate's message.
 LANGUAGE_NAMES = {"en": "English", "de": "German", "zh": "Chinese", "fr": "French", "es": "Spanish"}
 # Why a transcript got no LLM context although an LLM is configured.

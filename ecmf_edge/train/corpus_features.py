@@ -21,7 +21,7 @@ from ecmf_edge.modalities import MODALITIES
 from ecmf_edge.train.datasets.base import Sample
 from ecmf_edge.train.datasets.images import PHOTO_CORPORA
 
-__all__ = ["FeatureTable", "extract_table", "feature_key"]
+__all__ = ["FeatureTable", "extract_table", "feature_key", "cache_dims"]
 
 logger = logging.getLogger("ecmf_edge")
 
@@ -31,19 +31,11 @@ _ENCODERS_BY_MEDIA = {"image": ("face_detector", "face_encoder", "frame_encoder"
                       "audio": ("vad", "audio_encoder"), "text": ("text_encoder", "text_branch")}
 FEATURE_VERSION = 4  # 3: the audio token from 1 s chunks combined, as the live loop computes it; 4: whole photos detected
 
-# Raw encoder feature sizes per modality token (bundles without trained branches use these).
-DIMS = {"frame": 1280, "face": 128, "audio": 3088, "text": 768}
-
-
-def token_dims(bundle) -> dict[str, int]:
-    """The fusion head's token sizes for this bundle: the trained branches' embeddings where the
-    bundle has them (speech head, text branch), else the raw encoder features (:data:`DIMS`)."""
-    dims = dict(DIMS)
-    if bundle.has("speech_head"):
-        dims["audio"] = int(bundle.spec("speech_head")["attributes"]["embedding_dim"])
-    if bundle.has("text_branch"):
-        dims["text"] = int(bundle.spec("text_branch")["attributes"]["embedding_dim"])
-    return dims
+def cache_dims(bundle) -> dict[str, int]:
+    """The token sizes a feature cache of this bundle holds: the fusion head's (:meth:`Bundle.token_dims`)
+    except audio, cached raw (:meth:`Bundle.encoder_dims`) because the speech branch maps it per speaker
+    afterwards (:func:`ecmf_edge.train.fusion.pipeline.speech_branch_tokens`)."""
+    return {**bundle.token_dims(), "audio": bundle.encoder_dims()["audio"]}
 
 
 

@@ -27,19 +27,18 @@ from ecmf_edge.build.common import require_torch
 from ecmf_edge.build.face_networks import BACKBONES, INPUT_SIZE, build_face_network
 from ecmf_edge.build.face_views import TTA_SHIFTS, as_input, mean_over_views, tta_views
 from ecmf_edge.errors import InputError
-from ecmf_edge.labels import MER2025_LABELS, map_label
+from ecmf_edge.labels import FER2013_LABELS, MER2025_LABELS, map_label
 from ecmf_edge.train.datasets.base import Sample
 from ecmf_edge.train.datasets.images import PHOTO_CORPORA
 from ecmf_edge.train.metrics import Report, evaluate
 
-__all__ = ["FaceTrainOptions", "FaceData", "load_face_data", "train_face_branch", "fer7_to_mer", "FER7", "score", "predict_fer7",
+__all__ = ["FaceTrainOptions", "FaceData", "load_face_data", "train_face_branch", "fer7_to_mer", "score", "predict_fer7",
            "build_face_network", "BACKBONES", "VIEWS", "PhotoFaces", "held_out_score", "PHOTO_CORPORA",
            "write_face_pack", "load_face_pack", "mer_labels", "neutral_errors"]
 
 logger = logging.getLogger("ecmf_edge")
 
 # Output order of the face encoder (fer's FER2013 order); disgust is kept so the interface is unchanged.
-FER7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 # Test-time views per network: (shifts in pixels, mirrored). The mini-Xception's six were chosen on
 # held-out training faces by benchmarks/face_views.py; EfficientNet-Lite0 takes the crop and its mirror
 # image: +0.010 held-out weighted F1 over the crop alone at 64 and at 80 px, 3.9 ms per 80x80 face on
@@ -152,7 +151,7 @@ class FaceData:
 def _fer7_label(sample: Sample) -> int | None:
     table = {"fer2013": None, "ckplus": _CKPLUS_TO_FER7, "faces_wild": _WILD_TO_FER7}[sample.corpus]
     name = sample.source_label if table is None else table.get(sample.source_label)
-    return FER7.index(name) if name in FER7 else None
+    return FER2013_LABELS.index(name) if name in FER2013_LABELS else None
 
 
 def _grey_faces(samples: Sequence[Sample], photo_size: int, photos: PhotoFaces | None):
@@ -324,7 +323,7 @@ def fer7_to_mer(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Disgust maps to no MER2025 label, so the prediction is the best of the other six.
     """
-    cols = [FER7.index(next(k for k in FER7 if map_label("fer2013", k) == mer)) for mer in MER2025_LABELS]
+    cols = [FER2013_LABELS.index(next(k for k in FER2013_LABELS if map_label("fer2013", k) == mer)) for mer in MER2025_LABELS]
     return np.asarray(probs)[:, cols].argmax(1), cols
 
 
@@ -410,7 +409,7 @@ def predict_fer7(model, images: np.ndarray, batch: int = 256, tta: bool = True, 
 
 def mer_labels(labels: np.ndarray) -> np.ndarray:
     """MER2025 label indices of FER7 label indices (-1 for disgust, which maps to no MER2025 label)."""
-    table = [MER2025_LABELS.index(mer) if (mer := map_label("fer2013", name)) else -1 for name in FER7]
+    table = [MER2025_LABELS.index(mer) if (mer := map_label("fer2013", name)) else -1 for name in FER2013_LABELS]
     return np.array([table[k] for k in labels], dtype=np.int64)
 
 

@@ -1,7 +1,8 @@
 """Speech branch: Whisper middle-layer statistics + prosody, speaker-normalised, with a trained head.
 
 ``ecmf-edge train --branch speech`` reads RAVDESS actors 01-18 and the EmoDB subset,
-extracts the audio token of every clip (VAD speech, loudness-normalised to -23 dBFS;
+extracts the audio token of every clip (VAD speech, loudness-normalised to
+:data:`~ecmf_edge.audio.io.SPEECH_TARGET_DBFS`;
 ``audio_encoder``'s ``pooled_mid`` + 16 prosody statistics, cached), z-scores every
 feature per speaker (:mod:`.speaker_norm`), and trains an ensemble MLP head
 (:mod:`.classifier`) with early stopping on held-out *training* speakers. It reports on
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecmf_edge.audio.io import SPEECH_TARGET_DBFS
 from ecmf_edge.audio.speaker_norm import STD_FLOOR, SpeakerNormalizer, normalize_by_group
 from ecmf_edge.build.common import json_default
 from ecmf_edge.errors import InputError
@@ -91,16 +93,14 @@ def _logistic(x_fit, y_fit, x_test) -> np.ndarray:
 
 def run_speech_branch(splits: dict, extractor, plan: SpeechPlan, labels: tuple[str, ...], progress: bool = True) -> dict:
     """Train, evaluate and save the speech branch; returns the record (also written as JSON)."""
-    from ecmf_edge.train.corpus_features import DIMS, extract_table, feature_key
+    from ecmf_edge.train.corpus_features import cache_dims, extract_table, feature_key
 
     started = time.perf_counter()
     used = {c: splits[c] for c in SPEECH_CORPORA if c in splits}
     if not used:
         raise InputError("the speech branch needs RAVDESS and/or EmoDB: pass --data DIR with ravdess/ and emodb/ "
                          "(or --ravdess / --emodb)")
-    from ecmf_edge.train.corpus_features import token_dims
-
-    dims = {**token_dims(extractor.bundle), "audio": DIMS["audio"]}
+    dims = cache_dims(extractor.bundle)
     train = extract_table([s for sp in used.values() for s in sp.train], extractor, plan.cache_dir, dims, progress)
     test = extract_table([s for sp in used.values() for s in sp.test], extractor, plan.cache_dir, dims, progress)
     extract_seconds = time.perf_counter() - started
@@ -140,7 +140,7 @@ def run_speech_branch(splits: dict, extractor, plan: SpeechPlan, labels: tuple[s
 
     record = {
         "branch": "speech", "labels": list(labels),
-        "input": "speaker-normalised concat(audio_encoder.pooled_mid, prosody 16) over VAD speech at -23 dBFS",
+        "input": f"speaker-normalised concat(audio_encoder.pooled_mid, prosody 16) over VAD speech at {SPEECH_TARGET_DBFS:g} dBFS",
         "feature_key": feature_key(extractor.bundle, extractor, with_text=False),
         "token_output": extractor.bundle.spec("audio_encoder").get("attributes", {}).get("token_output", "pooled"),
         "audio_encoder_sha256": extractor.bundle.manifest["files"][extractor.bundle.spec("audio_encoder")["file"]]["sha256"],

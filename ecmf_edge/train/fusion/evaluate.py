@@ -8,7 +8,7 @@ import numpy as np
 
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import MODALITIES
-from ecmf_edge.train.corpus_features import DIMS, extract_table, token_dims
+from ecmf_edge.train.corpus_features import cache_dims, extract_table
 from ecmf_edge.train.datasets.corpora import CorpusPaths, load_splits
 from ecmf_edge.train.fusion.pipeline import FAMILIES, speech_branch_tokens
 from ecmf_edge.train.metrics import Report, evaluate, render_confusion_png
@@ -38,7 +38,7 @@ def evaluate_head(extractor, paths: CorpusPaths, cache: Path, *, head_dir: Path 
     splits = load_splits(paths)
     if not splits:
         raise InputError("no corpus given: pass --data DIR or per-corpus paths")
-    dims = {**token_dims(bundle), "audio": DIMS["audio"]}
+    dims = cache_dims(bundle)
     test = speech_branch_tokens(extract_table([s for sp in splits.values() for s in sp.test], extractor, Path(cache), dims,
                                               progress), bundle)
     probs = session.run(["probs"], {**{m: test.features[m] for m in MODALITIES}, "mask": test.mask})[0]

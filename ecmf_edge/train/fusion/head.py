@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ecmf_edge.build.common import require_torch
-from ecmf_edge.modalities import MODALITIES
+from ecmf_edge.modalities import MODALITIES, RAW_TOKEN_DIMS
 
 __all__ = ["HeadConfig", "build_head"]
 
@@ -33,8 +33,8 @@ _MASKED = -1.0e4
 class HeadConfig:
     """Shape and switches of the fusion head."""
 
-    # Input size of each modality token, in MODALITIES.
-    dims: dict[str, int] = field(default_factory=lambda: {"frame": 1280, "face": 128, "audio": 3088, "text": 768})
+    # Input size of each modality token, in MODALITIES (training sets the bundle's own, Bundle.token_dims).
+    dims: dict[str, int] = field(default_factory=lambda: dict(RAW_TOKEN_DIMS))
     # Number of output classes.
     num_classes: int = 6
     # Width of the shared token space.

@@ -23,7 +23,7 @@ import numpy as np
 from ecmf_edge import __version__
 from ecmf_edge.labels import MER2025_LABELS
 from ecmf_edge.modalities import MODALITIES
-from ecmf_edge.train.corpus_features import DIMS, FeatureTable, extract_table, feature_key, token_dims
+from ecmf_edge.train.corpus_features import FeatureTable, cache_dims, extract_table, feature_key
 from ecmf_edge.train.datasets.corpora import CORPORA_BY_MODALITY, CorpusPaths, load_splits
 from ecmf_edge.train.fusion.head import HeadConfig
 from ecmf_edge.train.fusion.refine import RefineOptions, refine_labels
@@ -152,8 +152,8 @@ def run_training(plan: TrainPlan, extractor, progress: bool = True) -> dict:
         raise InputError("no corpus given: pass --data DIR (with ravdess/ emodb/ fer2013/ ckplus/ meld/) or per-corpus paths")
     train_samples = [s for sp in splits.values() for s in sp.train]
     test_samples = [s for sp in splits.values() for s in sp.test]
-    dims = token_dims(extractor.bundle)
-    raw_dims = {**dims, "audio": DIMS["audio"]}  # the cache holds raw audio tokens; the speech branch maps them
+    dims = extractor.bundle.token_dims()
+    raw_dims = cache_dims(extractor.bundle)  # the cache holds raw audio tokens; the speech branch maps them
     full_train = speech_branch_tokens(extract_table(train_samples, extractor, plan.cache_dir, raw_dims, progress), extractor.bundle)
     test = speech_branch_tokens(extract_table(test_samples, extractor, plan.cache_dir, raw_dims, progress), extractor.bundle)
     extract_seconds = time.perf_counter() - started

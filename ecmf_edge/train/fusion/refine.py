@@ -21,13 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecmf_edge.build.common import require_torch
-from ecmf_edge.labels import map_probabilities
+from ecmf_edge.labels import FER2013_LABELS, map_probabilities
 from ecmf_edge.modalities import MODALITIES
 from ecmf_edge.train.corpus_features import FeatureTable
 
 __all__ = ["RefineOptions", "RefineResult", "refine_labels", "probe_oof"]
 
-FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
 @dataclass(frozen=True)
@@ -115,7 +114,7 @@ def refine_labels(table: FeatureTable, labels: tuple[str, ...], options: RefineO
         if present:
             sources.append(probe_oof(sub, y[members], present, classes, options.folds, options.seed))
         if "face" in present and np.any(sub.face_probs.sum(1) > 0):
-            sources.append(map_probabilities(sub.face_probs, FER_LABELS, "fer2013", labels))
+            sources.append(map_probabilities(sub.face_probs, FER2013_LABELS, "fer2013", labels))
         soft = hard = 0
         if len(sources) >= options.min_sources:
             stacked = np.stack(sources)  # (S, n, C)
