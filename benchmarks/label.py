@@ -127,7 +127,7 @@ def run_config(name: str, clips_dir: Path, out: Path, bundle: str, workers: int,
         started = time.perf_counter()
         summaries = label_paths([clips_dir], out, options, workers=workers, use_ray=ray, progress=False)
         wall = time.perf_counter() - started
-    media = sum(s.duration for s in summaries)
+    media = sum(s.duration_s for s in summaries)
     failed = [s for s in summaries if s.status != "ok"]
     if failed:
         raise SystemExit(f"{name}: {len(failed)} files failed, e.g. {failed[0].file}: {failed[0].status}")

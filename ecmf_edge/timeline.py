@@ -21,7 +21,8 @@ import numpy as np
 from ecmf_edge.errors import InputError
 from ecmf_edge.modalities import MODALITIES
 
-__all__ = ["TimelineRow", "PersonRow", "ClipSummary", "ClipResult", "build_clip_result", "TranscriptSegment", "check_step"]
+__all__ = ["TimelineRow", "PersonRow", "ClipSummary", "ClipResult", "build_clip_result", "TranscriptSegment", "check_step",
+           "SUMMARY_COLUMNS", "timeline_columns", "people_columns"]
 
 
 def check_step(step: Any) -> float:
@@ -53,6 +54,10 @@ class TimelineRow:
     present: tuple[str, ...]
     # Transcripts of the utterances first heard in this step (joined with " / ").
     transcript: str = ""
+    # The language heard in the step (most ticks; "unsure" as in events), "" before any speech was transcribed.
+    language: str = ""
+    # Why the text modality was absent in the step (its most frequent reason), "" when text was present at any tick.
+    text_absent_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -73,9 +78,9 @@ class PersonRow:
     confidence: float
     # Mean probability per label of this person's face over the ticks of the step where it was in view.
     probabilities: dict[str, float]
-    # Share of the step's ticks this person was in view (0..1).
+    # Share of the step's fusion ticks at which this person was in view (0..1).
     seen: float
-    # Share of the step's ticks this person was the focus of the fused label (0..1).
+    # Share of the step's fusion ticks at which this person was the focus, whose face the fused label used (0..1).
     focus: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,25 +98,49 @@ class TranscriptSegment:
 
 @dataclass(frozen=True)
 class ClipSummary:
-    """One clip in one line."""
+    """One clip in one line.
+
+    Attributes:
+        file: the media file.
+        label: the clip's label: argmax of the probabilities averaged over the steps that had any modality (None
+            without any).
+        confidence: that averaged probability.
+        presence: the share of the clip's fusion ticks (0-1) at which each modality was present.
+        duration_s: media duration, seconds.
+        language: the language heard over most of the clip ("" when no speech was transcribed).
+        real_time_factor: processing time / media duration.
+        status: "ok", or the one-line error that stopped this file.
+
+    ``to_dict()`` is the row of summary.csv / summary.jsonl / ``<name>.summary.json``: the same keys in all three,
+    :data:`SUMMARY_COLUMNS` (``presence`` as ``present_<modality>``).
+    """
 
     file: str
-    # Clip label: argmax of the probabilities averaged over the steps that had any modality.
     label: str | None
     confidence: float
-    # Share of the clip's duration each modality was present (0..1), per modality.
     presence: dict[str, float]
-    # Media duration, seconds.
-    duration: float
-    # The language heard over most of the clip ("" when no speech was transcribed).
+    duration_s: float
     language: str
-    # Processing time / media duration.
     real_time_factor: float
-    # "ok", or the one-line error that stopped this file.
     status: str = "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"file": self.file, "status": self.status, "label": self.label, "confidence": self.confidence,
+                "duration_s": self.duration_s, "language": self.language, "real_time_factor": self.real_time_factor,
+                **{f"present_{m}": self.presence.get(m, 0.0) for m in MODALITIES}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClipSummary:
+        """Inverse of :meth:`to_dict` (also reads the summaries of earlier versions: ``duration``, ``presence``)."""
+        presence = data.get("presence") or {m: float(data.get(f"present_{m}", 0.0)) for m in MODALITIES}
+        return cls(str(data["file"]), data.get("label"), float(data.get("confidence", 0.0)), dict(presence),
+                   float(data.get("duration_s", data.get("duration", 0.0))), str(data.get("language", "")),
+                   float(data.get("real_time_factor", 0.0)), str(data.get("status", "ok")))
+
+
+# The keys of a clip's summary row, in the order of summary.csv's columns.
+SUMMARY_COLUMNS: tuple[str, ...] = ("file", "status", "label", "confidence", "duration_s", "language", "real_time_factor",
+                                    *(f"present_{m}" for m in MODALITIES))
 
 
 @dataclass(frozen=True)
@@ -135,9 +164,20 @@ class ClipResult:
     def from_dict(cls, data: dict[str, Any]) -> ClipResult:
         """Inverse of :meth:`to_dict` (results travel from worker processes and Ray actors as dicts)."""
         rows = tuple(TimelineRow(**{**r, "present": tuple(r["present"])}) for r in data["rows"])
-        return cls(ClipSummary(**data["summary"]), rows, tuple(data["labels"]), float(data["step"]),
+        return cls(ClipSummary.from_dict(data["summary"]), rows, tuple(data["labels"]), float(data["step"]),
                    tuple(TranscriptSegment(**t) for t in data.get("transcripts", [])),
                    tuple(PersonRow(**p) for p in data.get("people", [])))
+
+
+def timeline_columns(labels: Sequence[str]) -> tuple[str, ...]:
+    """The columns of ``<name>.timeline.csv`` for a bundle's labels (the keys of ``TimelineRow.to_dict`` flattened)."""
+    return ("start", "end", "label", "confidence", *(f"p_{label}" for label in labels), *(f"weight_{m}" for m in MODALITIES),
+            "present", "transcript", "language", "text_absent_reason")
+
+
+def people_columns(labels: Sequence[str]) -> tuple[str, ...]:
+    """The columns of ``<name>.people.csv`` for a bundle's labels."""
+    return ("start", "end", "person", "label", "confidence", *(f"p_{label}" for label in labels), "seen", "focus")
 
 
 def _mean(dicts: Sequence[dict[str, float]], keys: Sequence[str]) -> dict[str, float]:
@@ -176,8 +216,11 @@ def build_clip_result(file: str | Path, events: Sequence[Any], duration: float, 
         present = tuple(m for m in MODALITIES if any(m in e.present for e in bucket))
         label = max(probs, key=probs.__getitem__) if probs else None
         start, end = round(k * step, 3), round(duration if k == count - 1 else (k + 1) * step, 3)
+        languages = Counter(e.language for e in bucket if getattr(e, "language", None))
+        reasons = Counter(e.absent.get("text") for e in bucket if e.absent.get("text"))
         rows.append(TimelineRow(start, end, label, round(probs[label], 6) if label else 0.0, probs, weights, present,
-                                " / ".join(heard[k])))
+                                " / ".join(heard[k]), languages.most_common(1)[0][0] if languages else "",
+                                reasons.most_common(1)[0][0] if reasons and "text" not in present else ""))
         people_rows.extend(_people_rows(bucket, labels, start, end))
     scored = [r.probabilities for r in rows if r.label is not None]
     clip = _mean(scored, labels)

@@ -25,9 +25,9 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 if command -v apt-get >/dev/null; then
   # espeak-ng: test speech; libportaudio2: microphone (sounddevice); sox: audio checks; ffmpeg: test videos;
-  # chromium: headless browser test of `ecmf-edge serve`.
+  # chromium: headless browser test of `ecmf-edge serve`; nodejs: the Node client in examples/.
   need=""
-  pkgs="espeak-ng libportaudio2 sox ffmpeg chromium"
+  pkgs="espeak-ng libportaudio2 sox ffmpeg chromium nodejs"
   [ "$GUI" = 1 ] && pkgs="$pkgs libgl1 libglib2.0-0"  # what OpenCV's GUI build links against
   for pkg in $pkgs; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"

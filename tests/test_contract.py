@@ -248,3 +248,34 @@ def test_a_client_that_reconnects_mid_stream_gets_every_event_and_the_end(bundle
     assert end["stream"] == "desk" and end["reason"] == "input ended" and end["events"] == events[-1]["index"]
     assert server.streams() == [{"name": "desk", "source": "face.avi", "events": end["events"],
                                  "timestamp": events[-1]["timestamp"], "ended": True, "reason": "input ended"}]
+
+
+def test_the_node_robot_example_follows_a_stream_across_reconnects(bundle, face_video):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (scripts/setup.sh installs Debian's nodejs)")
+    script = Path(__file__).resolve().parents[1] / "examples" / "robot_events.mjs"
+    server = EventServer(port=0, max_stream_s=0.4).start()  # every response ends after 0.4 s: the client must resume
+    try:
+        with Recognizer(bundle=bundle, text=False) as rec:
+            stream = rec.stream(video=face_video, realtime=True, video_audio=False, stream_id="livingroom")
+            server.attach(stream)
+            client = subprocess.Popen([node, str(script), server.url, "--until-end"], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+            stream.run(timeout=60)
+            stream.close()
+            out, err = client.communicate(timeout=60)
+    finally:
+        server.close()
+    assert client.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[-1]["done"] and lines[-1]["connections"] >= 2, "the client reconnected at least once"
+    assert int(lines[-1]["last_event_id"]) == server._next_id - 1, "it saw every message, up to the end"
+    assert {"stream": "livingroom", "ended": "input ended", "events": server.streams()[0]["events"]} in lines
+    reactions = [line for line in lines if "behaviour" in line]
+    assert reactions and all(r["stream"] == "livingroom" for r in reactions)
+    assert not any("gap" in line for line in lines)

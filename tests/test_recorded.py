@@ -19,6 +19,7 @@ from conftest import espeak, write_wav
 
 from ecmf_edge.audio.io import load_audio
 from ecmf_edge.errors import InputError
+from ecmf_edge.timeline import SUMMARY_COLUMNS, timeline_columns
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
 
@@ -240,7 +241,7 @@ def labelled(tmp_path_factory, session_folder, bundle_root) -> Path:
     out = tmp_path_factory.mktemp("labels")
     done = _cli("label", str(session_folder), "--out", str(out), "--bundle", str(bundle_root), "--quiet")
     assert done.returncode == 0, done.stderr
-    assert "3 labelled, 1 failed" in done.stdout
+    assert "3 labelled, 0 skipped (done before), 1 failed" in done.stdout
     return out
 
 
@@ -257,9 +258,14 @@ def test_label_writes_timelines_pictures_and_a_summary(labelled, recognizer):
     with open(labelled / "day1__tutor.mp4.timeline.csv", newline="") as fh:
         timeline = list(csv.DictReader(fh))
     assert len(timeline) == 5
-    assert {f"p_{label}" for label in recognizer.labels} | {"start", "end", "label", "confidence", "present",
-                                                             "transcript", "weight_face"} <= set(timeline[0])
+    assert list(timeline[0]) == list(timeline_columns(recognizer.labels))
     assert "happy" in " ".join(r["transcript"] for r in timeline).lower()
+    assert {r["language"] for r in timeline if r["transcript"]} == {"en"}
+    assert all(r["text_absent_reason"] == "" for r in timeline if "text" in r["present"])
+    assert timeline[0]["text_absent_reason"], "before the first utterance, the timeline says why text is absent"
+    assert list(rows[0]) == list(SUMMARY_COLUMNS)
+    one = json.loads((labelled / "day1__tutor.mp4.summary.json").read_text())
+    assert list(one) == list(SUMMARY_COLUMNS), "summary.json has summary.csv's names"
     png = (labelled / "day1__tutor.mp4.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert (labelled / "day2__broken.mp4.error.json").is_file()
@@ -272,7 +278,7 @@ def test_a_rerun_skips_finished_files_and_retries_failed_ones(labelled, session_
     assert done.returncode == 0, done.stderr
     assert "3 of 4 files already labelled" in done.stderr
     assert timeline.stat().st_mtime_ns == before
-    assert "3 labelled, 1 failed" in done.stdout
+    assert "0 labelled, 3 skipped (done before), 1 failed" in done.stdout
 
 
 def test_two_workers_give_the_same_timelines(labelled, session_folder, bundle_root, tmp_path):
@@ -290,7 +296,8 @@ def test_jsonl_timelines(session_wav, bundle_root, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "session.wav.timeline.jsonl").read_text().splitlines()]
     assert len(rows) == 9 and rows[1]["start"] == 0.5 and isinstance(rows[0]["probabilities"], dict)
     summary = [json.loads(line) for line in (tmp_path / "summary.jsonl").read_text().splitlines()]
-    assert len(summary) == 1 and summary[0]["status"] == "ok"
+    assert len(summary) == 1 and summary[0]["status"] == "ok" and list(summary[0]) == list(SUMMARY_COLUMNS)
+    assert {"language", "text_absent_reason", "transcript"} <= set(rows[0])
 
 
 @pytest.mark.parametrize("case", ["no media", "missing path", "out is a file", "bad step", "bad workers"])
@@ -316,7 +323,7 @@ def test_label_on_a_local_ray_gives_the_same_timelines(labelled, session_folder,
     done = _cli("label", str(session_folder), "--out", str(tmp_path), "--bundle", str(bundle_root), "--quiet",
                 "--ray", "--workers", "2", "--no-plot")
     assert done.returncode == 0, done.stderr
-    assert "3 labelled, 1 failed" in done.stdout
+    assert "3 labelled, 0 skipped (done before), 1 failed" in done.stdout
     for name in ("day1__tutor.mp4", "day2__tutor.flv", "day2__voice.m4a"):
         assert (tmp_path / f"{name}.timeline.csv").read_text() == (labelled / f"{name}.timeline.csv").read_text()
 

@@ -25,7 +25,7 @@ from typing import Any
 from ecmf_edge.audio.media import MEDIA_SUFFIXES, probe_media
 from ecmf_edge.errors import EcmfError, InputError
 from ecmf_edge.modalities import MODALITIES
-from ecmf_edge.timeline import ClipResult, ClipSummary, check_step
+from ecmf_edge.timeline import SUMMARY_COLUMNS, ClipResult, ClipSummary, check_step, people_columns, timeline_columns
 
 __all__ = ["LabelOptions", "label_clip", "label_paths", "find_media", "FORMATS"]
 
@@ -109,11 +109,11 @@ def _timeline_text(result: ClipResult, fmt: str) -> str:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["start", "end", "label", "confidence", *(f"p_{label}" for label in result.labels),
-                     *(f"weight_{m}" for m in MODALITIES), "present", "transcript"])
+    writer.writerow(timeline_columns(result.labels))
     for r in result.rows:
         writer.writerow([r.start, r.end, r.label or "", r.confidence, *(r.probabilities.get(label, "") for label in result.labels),
-                         *(r.modality_weights.get(m, "") for m in MODALITIES), "+".join(r.present), r.transcript])
+                         *(r.modality_weights.get(m, "") for m in MODALITIES), "+".join(r.present), r.transcript,
+                         r.language, r.text_absent_reason])
     return buffer.getvalue()
 
 
@@ -124,8 +124,7 @@ def _people_text(result: ClipResult, fmt: str) -> str:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["start", "end", "person", "label", "confidence", *(f"p_{label}" for label in result.labels),
-                     "seen", "focus"])
+    writer.writerow(people_columns(result.labels))
     for r in result.people:
         writer.writerow([r.start, r.end, r.person, r.label, r.confidence,
                          *(r.probabilities.get(label, "") for label in result.labels), r.seen, r.focus])
@@ -148,7 +147,7 @@ def write_clip(result: ClipResult, out: Path, name: str, fmt: str, plot: bool) -
 
 
 def _failed(file: Path, name: str, out: Path, error: str) -> ClipSummary:
-    summary = ClipSummary(str(file), None, 0.0, {m: 0.0 for m in MODALITIES}, 0.0, "", 0.0, status=error)
+    summary = ClipSummary(str(file), None, 0.0, dict.fromkeys(MODALITIES, 0.0), 0.0, "", 0.0, status=error)
     _atomic_write(out / f"{name}.error.json", json.dumps(summary.to_dict(), ensure_ascii=False) + "\n")
     return summary
 
@@ -162,11 +161,10 @@ def _write_summary(summaries: Sequence[ClipSummary], out: Path, fmt: str) -> Pat
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "status", "label", "confidence", "duration_s", "language", "real_time_factor",
-                     *(f"present_{m}" for m in MODALITIES)])
+    writer.writerow(SUMMARY_COLUMNS)
     for s in summaries:
-        writer.writerow([s.file, s.status, s.label or "", s.confidence, s.duration, s.language, s.real_time_factor,
-                         *(s.presence.get(m, 0.0) for m in MODALITIES)])
+        row = s.to_dict()
+        writer.writerow(["" if row[key] is None else row[key] for key in SUMMARY_COLUMNS])
     _atomic_write(path, buffer.getvalue())
     return path
 
@@ -235,10 +233,20 @@ def _worker_label(path: str, step: float) -> dict:
     return label_one(_WORKER["recognizer"], path, step)
 
 
+class LabelledFiles(list):
+    """The summary rows of every file of a ``label`` run (a list of :class:`ClipSummary`), and how many of them
+    were already done by an earlier run (``skipped``: read back, not labelled again)."""
+
+    def __init__(self, summaries: Iterable[ClipSummary], skipped: int) -> None:
+        super().__init__(summaries)
+        self.skipped = skipped
+
+
 def label_paths(paths: Iterable[str | Path], out_dir: str | Path, options: LabelOptions = LabelOptions(), *,
                 workers: int = 1, ray_address: str | None = None, use_ray: bool = False,
-                cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, progress: bool = True) -> list[ClipSummary]:
-    """Label every file (see module doc); returns the summary rows of all files, finished ones included.
+                cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, progress: bool = True) -> LabelledFiles:
+    """Label every file (see module doc); returns the summary rows of all files, finished ones included
+    (``.skipped`` of them were done before this run).
 
     Raises:
         InputError: bad paths or options.
@@ -316,7 +324,7 @@ def label_paths(paths: Iterable[str | Path], out_dir: str | Path, options: Label
         bar.close()
         summaries = [_read_summary(out, file, name) for file, name in files]
         _write_summary([s for s in summaries if s is not None], out, options.format)
-    return [s for s in summaries if s is not None]
+    return LabelledFiles((s for s in summaries if s is not None), skipped)
 
 
 def _media_bar(file: Path, show: bool):
@@ -335,8 +343,8 @@ def _read_summary(out: Path, file: Path, name: str) -> ClipSummary | None:
     for path in (out / f"{name}{SUMMARY_SUFFIX}", out / f"{name}.error.json"):
         if path.is_file():
             try:
-                return ClipSummary(**json.loads(path.read_text(encoding="utf-8")))
-            except (ValueError, TypeError):
+                return ClipSummary.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            except (ValueError, TypeError, KeyError):
                 return None
     return None
 

@@ -53,7 +53,7 @@ def timeline_png(result: ClipResult, path: str | Path, title: str | None = None)
         ax_p.set_ylabel("probability")
         ax_p.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
         s = result.summary
-        ax_p.set_title(title or f"{Path(s.file).name}: {s.label or 'no label'} ({s.confidence:.2f}), {s.duration:.0f} s"
+        ax_p.set_title(title or f"{Path(s.file).name}: {s.label or 'no label'} ({s.confidence:.2f}), {s.duration_s:.0f} s"
                        + (f", speech: {s.language}" if s.language else ""), fontsize=10)
         for r in rows:  # the step's label as a thin band under the curves
             if r.label:

@@ -38,8 +38,10 @@ def _cmd_label(args: argparse.Namespace) -> int:
     failed = [s for s in summaries if s.status != "ok"]
     for s in summaries:
         shown = f"{s.label} {s.confidence:.2f}" if s.status == "ok" and s.label else ("no label" if s.status == "ok" else "FAILED")
-        print(f"{shown:<16} {s.duration:7.1f} s  {s.file}" + ("" if s.status == "ok" else f"  ({s.status})"))
-    print(f"{len(summaries) - len(failed)} labelled, {len(failed)} failed; written to {args.out}/ (summary.{options.format})")
+        print(f"{shown:<16} {s.duration_s:7.1f} s  {s.file}" + ("" if s.status == "ok" else f"  ({s.status})"))
+    skipped = getattr(summaries, "skipped", 0)
+    print(f"{len(summaries) - len(failed) - skipped} labelled, {skipped} skipped (done before), {len(failed)} failed; "
+          f"written to {args.out}/ (summary.{options.format})")
     return 0
 
 
