@@ -121,12 +121,12 @@ def test_predict_on_frames_detects_the_face(rec, astronaut_bgr, coffee_bgr):
 
 def test_predict_on_audio_at_any_rate_and_on_text(bundle, rec, speech_wav):
     speech = load_audio(speech_wav)
-    at16 = rec.predict(audio=speech)
+    at16 = rec.predict(audio=speech, sample_rate=16000)
     at48 = rec.predict(audio=resample(speech, 16000, 48000), sample_rate=48000)
     assert at16.present == at48.present == ("audio",)
-    silent = rec.predict(audio=np.zeros(16000, np.float32))
+    silent = rec.predict(audio=np.zeros(16000, np.float32), sample_rate=16000)
     assert silent.label is None and silent.present == () and "silent" in silent.absent["audio"]
-    both = rec.predict(audio=(speech * 32767).astype(np.int16), text="I am so happy that you came to visit me today.")
+    both = rec.predict(audio=(speech * 32767).astype(np.int16), sample_rate=16000, text="I am so happy that you came to visit me today.")
     assert both.present == ("audio", "text") and both.transcript.startswith("I am so happy")
     assert set(both.modality_weights) == {"audio", "text"}
 

@@ -153,10 +153,10 @@ def test_real_time_playback_of_a_video_with_sound(recognizer, talking_mp4):
 
 
 def test_predict_transcribes_one_shot_audio(recognizer, speech):
-    event = recognizer.predict(audio=speech, transcribe=True)
+    event = recognizer.predict(audio=speech, sample_rate=16000, transcribe=True)
     assert "text" in event.present and "audio" in event.present
     assert "happy" in event.transcript.lower() and event.language == "en"
-    assert "text" not in recognizer.predict(audio=speech).present  # without transcribe, as before
+    assert "text" not in recognizer.predict(audio=speech, sample_rate=16000).present  # without transcribe, as before
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def german_wav(clip_dir) -> Path:
 
 
 def test_the_language_gate_keeps_other_languages_from_the_english_text_branch(recognizer, german_wav):
-    event = recognizer.predict(audio=load_audio(german_wav), transcribe=True)
+    event = recognizer.predict(audio=load_audio(german_wav), sample_rate=16000, transcribe=True)
     assert event.language == "de"
     assert "text" not in event.present and "audio" in event.present
     assert event.absent["text"] == "speech is de; the text branch reads English"

@@ -49,7 +49,7 @@ from ecmf_edge.audio.io import load_audio
 
 bundle, image, wav, video = sys.argv[1:5]
 with Recognizer(bundle=bundle, backend="onnxruntime") as rec:
-    one = rec.predict(frame=cv2.imread(image), audio=load_audio(wav), text="I am so happy that you came to visit me today.")
+    one = rec.predict(frame=cv2.imread(image), audio=load_audio(wav), sample_rate=16000, text="I am so happy that you came to visit me today.")
     events = list(rec.stream(video=video, audio=wav, realtime=False))
     llm_opened = rec.models.is_loaded("enricher")
 print(json.dumps({
