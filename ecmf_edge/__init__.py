@@ -12,14 +12,16 @@ __version__ = "0.1.0"
 from ecmf_edge.capture.camera import CameraOptions
 from ecmf_edge.capture.microphone import MicrophoneOptions
 from ecmf_edge.errors import DependencyError, DeviceError, EcmfError, InputError, ModelError
-from ecmf_edge.events import EmotionEvent, Person
+from ecmf_edge.events import SCHEMA_VERSION, UNCERTAIN, EmotionEvent, Person, event_schema
 from ecmf_edge.labels import LABELS
 from ecmf_edge.modalities import BACKEND_CHOICES, MODALITIES, PRECISIONS, SAMPLE_RATE
 from ecmf_edge.recognizer import Recognizer, RecognizerOptions
 from ecmf_edge.runtime.bundle import Bundle, ensure_default_bundle, load_bundle
 from ecmf_edge.stream.options import SmootherOptions, StreamOptions
+from ecmf_edge.stream.pipeline import EmotionStream
 from ecmf_edge.text.asr import AsrOptions
 from ecmf_edge.text.llm_context import LlmOptions
+from ecmf_edge.timeline import ClipResult, ClipSummary
 
 __all__ = [
     "__version__",
@@ -27,6 +29,12 @@ __all__ = [
     "RecognizerOptions",
     "EmotionEvent",
     "Person",
+    "EmotionStream",
+    "ClipResult",
+    "ClipSummary",
+    "SCHEMA_VERSION",
+    "UNCERTAIN",
+    "event_schema",
     "LABELS",
     "MODALITIES",
     "SAMPLE_RATE",
