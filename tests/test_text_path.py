@@ -32,7 +32,7 @@ def text_recognizer(bundle):
 
 @pytest.fixture(scope="module")
 def enricher():
-    e = ContextEnricher(LlmOptions())
+    e = ContextEnricher(LlmOptions(time_limit_s=60.0))  # what the model says, not how fast: a busy machine is slow
     yield e
     e.close()
 
@@ -196,7 +196,7 @@ def test_llm_rambling_is_cut_by_tokens_and_time():
 
 
 def test_llm_with_no_room_to_answer_falls_back(enricher):
-    mute = ContextEnricher(LlmOptions(max_tokens=1))
+    mute = ContextEnricher(LlmOptions(max_tokens=1, time_limit_s=60.0))
     try:
         result = mute.enrich("I really can't stand this anymore.")
     finally:
