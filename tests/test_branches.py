@@ -40,6 +40,34 @@ def test_streaming_normaliser_moves_from_the_prior_to_the_speaker():
     assert norm.windows == 0 and np.allclose(norm.statistics()[0], 0)
 
 
+def test_per_feature_prior_keeps_the_population_longer_where_asked():
+    rng = np.random.default_rng(2)
+    norm = SpeakerNormalizer(np.zeros(2), np.ones(2), prior_windows=np.array([1.0, 100.0]))
+    for row in rng.normal(5, 1, (10, 2)):
+        norm.observe(row)
+    mean, _ = norm.statistics()
+    assert mean[0] > 4.0 and mean[1] < 1.0  # 10 windows outweigh a prior of 1, not one of 100
+    with pytest.raises(InputError, match="one per feature"):
+        SpeakerNormalizer(np.zeros(3), np.ones(3), prior_windows=np.ones(2))
+
+
+def test_speaker_state_is_bounded_in_a_long_monologue():
+    """Ten minutes of 1 s windows (and far more): the state stays a count and two sums, the count stays at
+    max_windows, and the statistics follow a voice that changes late in the session."""
+    rng = np.random.default_rng(3)
+    norm = SpeakerNormalizer(np.zeros(3), np.ones(3), prior_windows=8, max_windows=200)
+    sizes = {k: np.asarray(v).nbytes for k, v in vars(norm).items() if isinstance(v, np.ndarray)}
+    for row in rng.normal(0, 1, (600, 3)):
+        norm.normalize(row)
+    for row in rng.normal(6, 1, (5000, 3)):
+        norm.normalize(row)
+    assert norm.windows == 200
+    assert {k: np.asarray(v).nbytes for k, v in vars(norm).items() if isinstance(v, np.ndarray)} == sizes
+    mean, std = norm.statistics()
+    assert np.allclose(mean, 6 * 200 / 208, atol=0.2) and np.all(std < 2)  # the old voice has faded
+    assert np.all(np.isfinite(norm.normalize(np.full(3, 1e6))))
+
+
 def test_normaliser_rejects_bad_input():
     norm = SpeakerNormalizer(np.zeros(3), np.ones(3))
     with pytest.raises(InputError, match="expects 3"):

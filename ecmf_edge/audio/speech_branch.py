@@ -39,8 +39,8 @@ class SpeechBranch:
             self.dim = int(attrs["dim"])
             self.embedding_dim = int(attrs["embedding_dim"])
             self.normalizer = SpeakerNormalizer(np.asarray(norm["prior_mean"]), np.asarray(norm["prior_std"]),
-                                                float(norm["prior_windows"]))
-        except (KeyError, TypeError, ValueError) as exc:
+                                                np.asarray(norm["prior_windows"], np.float64))
+        except (KeyError, TypeError, ValueError) as exc:  # InputError is a ValueError
             raise ModelError(f"speech_head manifest entry is incomplete ({exc!r}): run `{REBUILD_COMMAND}`") from None
         if self.normalizer.dim != self.dim:
             raise ModelError(f"speech_head speaker statistics do not match its input size: run `{REBUILD_COMMAND}`")
