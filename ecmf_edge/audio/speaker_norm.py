@@ -123,6 +123,11 @@ class SpeakerNormalizer:
         mean, std = self.statistics()
         return ((x - mean) / (std + STD_FLOOR)).astype(np.float32)
 
+    def population(self, x: np.ndarray) -> np.ndarray:
+        """Standardise ``x`` with the population's statistics alone (no speaker state)."""
+        x = self._check(x)
+        return ((x - self._mean0) / (np.sqrt(self._var0) + STD_FLOOR)).astype(np.float32)
+
     def _check(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float64).reshape(-1)
         if x.size != self._mean0.size:
