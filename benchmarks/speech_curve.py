@@ -227,6 +227,30 @@ class Heads:
         return out
 
 
+def branch_rows(name: str, session, attrs: dict, x, g, seed: int) -> dict:
+    """Probabilities of an exported speech head (ONNX Runtime) under the live protocol, as the runtime computes
+    them: its own prior (one number or per feature) and, for heads with a population path, its blend by the
+    utterances heard before; also its population path alone and its speaker-normalised path alone."""
+    import numpy as np
+
+    from ecmf_edge.audio.speaker_norm import STD_FLOOR
+
+    norm = attrs["speaker_normalisation"]
+    prior = (np.asarray(norm["prior_mean"], np.float64), np.asarray(norm["prior_std"], np.float64))
+    z, before = live_normalise(x, g, prior, np.asarray(norm["prior_windows"], np.float64), seed)
+    population = ((x - prior[0]) / (prior[1] + STD_FLOOR)).astype(np.float32)
+    if "blend" not in norm:
+        return {name: session.run(["probs"], {"features": z})[0],
+                f"{name}, population statistics only": session.run(["probs"], {"features": population})[0]}
+
+    def run(weight):
+        feeds = {"features": z, "population": population, "weight": np.asarray(weight, np.float32).reshape(-1, 1)}
+        return session.run(["probs"], feeds)[0]
+    k, top = float(norm["blend"]["windows"]), float(norm["blend"]["max_weight"])
+    return {name: run(top * before / (before + k)), f"{name}: population path alone": run(np.zeros(len(x))),
+            f"{name}: normalised path alone": run(np.ones(len(x)))}
+
+
 def _rows(samples, tokens, anchors, index):
     import numpy as np
 
@@ -281,7 +305,8 @@ def collect(parts: list) -> dict:
     # per speaker: accuracy over all of its clips and orders (which speakers a setting helps)
     speakers = {n: {str(s): round(float((preds[n][groups == s] == y[groups == s]).mean()), 4) for s in np.unique(groups)}
                 for n in names}
-    return {"curves": results, "speaker_accuracy": speakers}
+    counts = {c: {b[2]: int(((corpora == c) & (buckets == i)).sum()) for i, b in enumerate(BUCKETS)} for c in CORPORA}
+    return {"curves": results, "speaker_accuracy": speakers, "clips_scored_per_bucket": counts}
 
 
 def picture(results: dict, rows: dict, path: Path, title: str) -> Path:
@@ -324,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blend-k", type=float, nargs="*", default=[1.0, 2.0, 4.0, 8.0], help="blend weights compared")
     parser.add_argument("--max-weight", type=float, nargs="+", default=[1.0],
                         help="blend weights of the normalised head reached after many utterances (w = max n / (n + k))")
+    parser.add_argument("--branch", nargs="*", metavar="DIR", help="with --test: also score the speech heads in these "
+                        "folders (`ecmf-edge train --branch speech --out DIR`), as the runtime runs them")
+    parser.add_argument("--bundle-head-name", default="speech branch (bundle)", help="row name of --bundle's speech head")
     parser.add_argument("--orders", type=int, default=ORDERS)
     parser.add_argument("--show", nargs="*", help="rows drawn in the picture besides the anchor, the un-normalised and the "
                         "normalised head")
@@ -357,12 +385,28 @@ def main(argv: list[str] | None = None) -> int:
     anchors, tokens = anchor_features(used, bundle, cache), _tokens(used, bundle, cache)
     x, a, y, g, c = _rows(train, tokens, anchors, index)
     parts = []
+    exported: list = []
     if args.test:
         heads = Heads(x, a, y, g, c, args.head, args.prior_scales)
         tx, ta, ty, tg, tc = _rows(test, tokens, anchors, index)
+        # (row name, ONNX session, attributes) of exported speech heads
+        if bundle.has("speech_head"):
+            exported.append((args.bundle_head_name, bundle.session(bundle.spec("speech_head")["file"]),
+                             bundle.spec("speech_head")["attributes"]))
+        for folder in args.branch or []:
+            import json
+
+            import onnxruntime as ort
+
+            record = json.loads((Path(folder) / "speech_head.json").read_text(encoding="utf-8"))
+            exported.append((f"speech branch ({Path(folder).name})",
+                             ort.InferenceSession(str(Path(folder) / "speech_head.onnx"), providers=["CPUExecutionProvider"]),
+                             record))
         for seed in range(args.orders):
             probs = heads.probs(tx, ta, tg, seed, args.windows, args.blend_k, args.max_weight)
             before = probs.pop("before")
+            for row, session, attrs in exported:
+                probs.update(branch_rows(row, session, attrs, tx, tg, seed))
             parts.append((probs, ty, tc, tg, before))
         split, n = "test: RAVDESS 15-18, EmoDB 03/14", len(ty)
     else:
@@ -378,11 +422,19 @@ def main(argv: list[str] | None = None) -> int:
         split, n = "5-fold CV over whole training speakers (RAVDESS 01-14, EmoDB 08-13)", len(y)
     found = collect(parts)
     _table(found["curves"], f"{'test' if args.test else '5-fold CV'}, live, {args.head}, {args.orders} orders (wF1)")
+    print("clips scored per bucket (all orders):", found["clips_scored_per_bucket"])
     name = f"speech_curve{'_test' if args.test else ''}_{args.head}"
     json_path = Path(args.json or f"bench-out/{name}.json")
     png = Path(args.png or json_path.with_suffix(".png"))
-    legend = {"anchor": "anchor: LR, Whisper final layer, no speaker state", "pop": "un-normalised head (population statistics)",
-              f"norm k={args.windows[0]:g}": f"speaker-normalised head, prior {args.windows[0]:g} windows"}
+    legend = {"anchor": "anchor: LR, Whisper final layer, no speaker state"}
+    if args.test and exported:  # the exported heads as the runtime runs them
+        for row, _, _ in exported:
+            legend[row] = row
+        legend.update({f"{row}: population path alone": f"{row}: population path alone (un-normalised head)"
+                       for row, _, _ in exported})
+    else:
+        legend.update({"pop": f"un-normalised head ({args.head}, population statistics)",
+                       f"norm k={args.windows[0]:g}": f"speaker-normalised head ({args.head}), prior {args.windows[0]:g} windows"})
     for name in args.show or []:
         legend[name] = name
     picture(found["curves"], {k: v for k, v in legend.items() if k in found["curves"]}, png,

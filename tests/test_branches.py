@@ -109,6 +109,41 @@ def test_speech_branch_on_real_speech(bundle, speech_wav):
         branch(raw[:100])
 
 
+def test_shipped_speech_head_leans_on_the_population_path_until_the_speaker_is_heard(speech_wav, bundle):
+    """The shipped head's population path carries a stranger's first window; the speaker-normalised path takes
+    over as windows are heard (weight n / (n + k)); a new speaker starts over; at weight 1 it is the plain head."""
+    import onnxruntime as ort
+
+    from ecmf_edge.audio.speech_branch import SpeechBranch
+    from ecmf_edge.build.fusion_head import shipped_head_dir
+    from ecmf_edge.features import FeatureExtractor
+
+    folder = shipped_head_dir()
+    record = json.loads((folder / "speech_head.json").read_text())
+    session = ort.InferenceSession(str(folder / "speech_head.onnx"), providers=["CPUExecutionProvider"])
+    if [i.name for i in session.get_inputs()] != ["features", "population", "weight"]:
+        pytest.skip("the shipped speech head has no population path")
+    branch = SpeechBranch(session, {"attributes": record})
+    k = record["speaker_normalisation"]["blend"]["windows"]
+    raw = FeatureExtractor(bundle).from_audio_file(speech_wav).token("audio")
+    if raw.size != branch.dim:
+        pytest.skip("the test bundle's audio encoder is not the one the shipped head reads")
+    assert branch.weight() == 0.0
+    first, probs = branch(raw)
+    population = branch.normalizer.population(raw)[None]
+    alone = session.run(["embedding"], {"features": population, "population": population, "weight": np.zeros((1, 1), np.float32)})[0][0]
+    assert np.allclose(first, alone, atol=1e-5)  # nothing of the speaker yet: the population path alone
+    assert probs.sum() == pytest.approx(1.0, abs=1e-5)
+    for n in range(1, 5):
+        assert branch.weight() == pytest.approx(n / (n + k))
+        branch(raw)
+    branch.reset_speaker()
+    assert branch.weight() == 0.0 and np.allclose(branch(raw)[0], first, atol=1e-5)
+    assert len(record["speaker_normalisation"]["prior_windows"]) == branch.dim  # a prior weight per feature
+    with pytest.raises(InputError, match="NaN"):
+        branch(np.full(branch.dim, np.nan))
+
+
 @pytest.mark.parametrize("text, history, label", [
     ("I am so happy you came to visit me today!", (), "happy"),
     ("How dare you! Get out of my house!", (), "angry"),

@@ -18,7 +18,7 @@ import numpy as np
 from ecmf_edge.build.common import check_parity, onnx_export, require_torch
 from ecmf_edge.train.metrics import evaluate
 
-__all__ = ["HeadOptions", "train_classifier", "predict_classifier", "export_classifier", "train_population_path",
+__all__ = ["HeadOptions", "train_classifier", "predict_classifier", "export_classifier", "load_classifier", "train_population_path",
            "blended_module", "predict_blended", "export_blended"]
 
 logger = logging.getLogger("ecmf_edge")
@@ -110,6 +110,37 @@ def train_classifier(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_
         members.append(member.eval())
         record.append({"seed": seed, "best_epoch": best_epoch, "val_weighted_f1": round(best, 4)})
     return _ensemble_module(torch, members), record
+
+
+def load_classifier(path: Path, opts: HeadOptions = HeadOptions()):
+    """The ensemble of an exported head (``members.*`` of :func:`export_classifier`'s or :func:`export_blended`'s
+    ONNX file) as the torch module :func:`train_classifier` returns, to train a population path for it.
+
+    Raises:
+        ModelError: the file is not such a head (or was exported with other sizes than ``opts``).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    from ecmf_edge.errors import ModelError
+
+    torch = require_torch()
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if t.name.startswith("members.")}
+    count = len({name.split(".")[1] for name in weights})
+    first = weights.get("members.0.body.2.weight")
+    classes = weights.get("members.0.out.1.weight")
+    if not count or first is None or classes is None or first.shape[0] != opts.hidden:
+        raise ModelError(f"{path} is not a speech head of this layout (hidden {opts.hidden}): retrain it")
+    members = [_member(torch, first.shape[1], classes.shape[0], opts) for _ in range(count)]
+    for i, member in enumerate(members):
+        prefix = f"members.{i}."
+        state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in weights.items() if k.startswith(prefix)}
+        try:
+            member.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"{path}: member {i} does not load ({str(exc).splitlines()[0][:120]}): retrain it") from None
+        member.eval()
+    return _ensemble_module(torch, members)
 
 
 def predict_classifier(module, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

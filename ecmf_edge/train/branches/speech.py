@@ -38,6 +38,7 @@ from ecmf_edge.train.branches.classifier import (
     blended_module,
     export_blended,
     export_classifier,
+    load_classifier,
     predict_blended,
     predict_classifier,
     train_classifier,
@@ -72,6 +73,9 @@ class SpeechPlan:
     # n = windows of the speaker heard before; None: no population path (a plain speaker-normalised head).
     blend_windows: float | None = 2.0
     blend_max_weight: float = 1.0
+    # A folder whose speech_head.onnx's speaker-normalised head is kept (the token the fusion head was trained on):
+    # only the population path is trained. None: train the head too.
+    keep_head: Path | None = None
     val_fraction: float = 0.15
     seed: int = 0
 
@@ -175,7 +179,12 @@ def run_speech_branch(splits: dict, extractor, plan: SpeechPlan, labels: tuple[s
     t0 = time.perf_counter()
     n_tr = normalize_by_group(x_tr, g_tr)
     val = held_out_groups(g_tr, c_tr, plan.val_fraction, plan.seed)
-    module, members = train_classifier(n_tr[~val], y_tr[~val], n_tr[val], y_tr[val], labels, plan.head)
+    if plan.keep_head is not None:
+        module = load_classifier(Path(plan.keep_head) / HEAD_FILE, plan.head)
+        kept = Path(plan.keep_head) / RECORD_FILE
+        members = json.loads(kept.read_text(encoding="utf-8")).get("members", []) if kept.is_file() else []
+    else:
+        module, members = train_classifier(n_tr[~val], y_tr[~val], n_tr[val], y_tr[val], labels, plan.head)
     prior = population_prior(x_tr.astype(np.float64), g_tr)
     windows: float | np.ndarray = plan.prior_windows
     if plan.prior_scale is not None:
@@ -240,6 +249,7 @@ def run_speech_branch(splits: dict, extractor, plan: SpeechPlan, labels: tuple[s
         "dim": int(x_tr.shape[1]), "embedding_dim": plan.head.hidden,
         "speaker_normalisation": normalisation,
         "head": plan.head.to_dict(), "members": members, "population_paths": paths_record,
+        "kept_head": str(plan.keep_head) if plan.keep_head is not None else None,
         "data": {c: {"train": int(((c_tr == c) & ~val).sum()), "val": int(((c_tr == c) & val).sum()), "test": int((c_te == c).sum()),
                      "test_speakers": sorted(set(g_te[c_te == c].tolist()))} for c in np.unique(c_tr)},
         "metrics": {"speaker_stats_from_all_clips": table(offline), "streaming_running_stats": table(streaming),
