@@ -227,10 +227,12 @@ class Heads:
         return out
 
 
-def branch_rows(name: str, session, attrs: dict, x, g, seed: int) -> dict:
+def branch_rows(name: str, session, attrs: dict, x, g, seed: int, fusion=None) -> dict:
     """Probabilities of an exported speech head (ONNX Runtime) under the live protocol, as the runtime computes
     them: its own prior (one number or per feature) and, for heads with a population path, its blend by the
-    utterances heard before; also its population path alone and its speaker-normalised path alone."""
+    utterances heard before; also its population path alone and its speaker-normalised path alone. With
+    ``fusion`` (a :class:`~ecmf_edge.runtime.fusion_head.FusionHead`), also the fusion head reading the branch's
+    token alone (audio only), as ``predict`` and streams use it."""
     import numpy as np
 
     from ecmf_edge.audio.speaker_norm import STD_FLOOR
@@ -239,16 +241,22 @@ def branch_rows(name: str, session, attrs: dict, x, g, seed: int) -> dict:
     prior = (np.asarray(norm["prior_mean"], np.float64), np.asarray(norm["prior_std"], np.float64))
     z, before = live_normalise(x, g, prior, np.asarray(norm["prior_windows"], np.float64), seed)
     population = ((x - prior[0]) / (prior[1] + STD_FLOOR)).astype(np.float32)
-    if "blend" not in norm:
-        return {name: session.run(["probs"], {"features": z})[0],
-                f"{name}, population statistics only": session.run(["probs"], {"features": population})[0]}
+    def fused(tokens):
+        return {f"{name} -> fusion head (audio only)": np.stack([fusion.predict({"audio": t}).probabilities for t in tokens])}
 
-    def run(weight):
+    if "blend" not in norm:
+        embedding, probs = session.run(["embedding", "probs"], {"features": z})
+        return {name: probs, f"{name}, population statistics only": session.run(["probs"], {"features": population})[0],
+                **(fused(embedding) if fusion is not None else {})}
+
+    def run(weight, output="probs"):
         feeds = {"features": z, "population": population, "weight": np.asarray(weight, np.float32).reshape(-1, 1)}
-        return session.run(["probs"], feeds)[0]
+        return session.run([output], feeds)[0]
     k, top = float(norm["blend"]["windows"]), float(norm["blend"]["max_weight"])
-    return {name: run(top * before / (before + k)), f"{name}: population path alone": run(np.zeros(len(x))),
-            f"{name}: normalised path alone": run(np.ones(len(x)))}
+    weight = top * before / (before + k)
+    return {name: run(weight), f"{name}: population path alone": run(np.zeros(len(x))),
+            f"{name}: normalised path alone": run(np.ones(len(x))),
+            **(fused(run(weight, "embedding")) if fusion is not None else {})}
 
 
 def _rows(samples, tokens, anchors, index):
@@ -309,7 +317,7 @@ def collect(parts: list) -> dict:
     return {"curves": results, "speaker_accuracy": speakers, "clips_scored_per_bucket": counts}
 
 
-def picture(results: dict, rows: dict, path: Path, title: str) -> Path:
+def picture(results: dict, rows: dict, path: Path, title: str, counts: dict | None = None) -> Path:
     """Weighted F1 by utterances heard before, one panel per corpus (``rows``: setting -> legend)."""
     import matplotlib
 
@@ -317,19 +325,21 @@ def picture(results: dict, rows: dict, path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     names = [b[2] for b in BUCKETS]
-    fig, axes = plt.subplots(1, len(CORPORA), figsize=(10, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, len(CORPORA), figsize=(10, 4.6), sharey=True)
     for ax, corpus in zip(axes, CORPORA):
         for setting, legend in rows.items():
             values = [results[setting][corpus][b] for b in names]
             ax.plot(range(len(names)), values, marker="o", label=legend)
-        ax.set_xticks(range(len(names)), [f"{b} utterance" if i == 0 else b for i, b in enumerate(names)])
+        ax.set_xticks(range(len(names)), [(f"{b} utterance" if i == 0 else b) + (f"\nn={counts[corpus][b]}" if counts else "")
+                                          for i, b in enumerate(names)])
         ax.set_title({"ravdess": "RAVDESS 15-18", "emodb": "EmoDB 03, 14"}.get(corpus, corpus) if "test" in title else corpus)
         ax.set_xlabel("utterance of the speaker (live)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("weighted F1")
-    axes[0].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7.5, loc="lower center", ncol=2, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -351,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="blend weights of the normalised head reached after many utterances (w = max n / (n + k))")
     parser.add_argument("--branch", nargs="*", metavar="DIR", help="with --test: also score the speech heads in these "
                         "folders (`ecmf-edge train --branch speech --out DIR`), as the runtime runs them")
+    parser.add_argument("--fusion", action="store_true", help="with --test: also the bundle's fusion head reading each "
+                        "exported speech head's token alone")
     parser.add_argument("--bundle-head-name", default="speech branch (bundle)", help="row name of --bundle's speech head")
     parser.add_argument("--orders", type=int, default=ORDERS)
     parser.add_argument("--show", nargs="*", help="rows drawn in the picture besides the anchor, the un-normalised and the "
@@ -402,11 +414,16 @@ def main(argv: list[str] | None = None) -> int:
             exported.append((f"speech branch ({Path(folder).name})",
                              ort.InferenceSession(str(Path(folder) / "speech_head.onnx"), providers=["CPUExecutionProvider"]),
                              record))
+        fusion = None
+        if args.fusion:
+            from ecmf_edge.runtime.fusion_head import FusionHead
+
+            fusion = FusionHead.from_bundle(bundle)
         for seed in range(args.orders):
             probs = heads.probs(tx, ta, tg, seed, args.windows, args.blend_k, args.max_weight)
             before = probs.pop("before")
             for row, session, attrs in exported:
-                probs.update(branch_rows(row, session, attrs, tx, tg, seed))
+                probs.update(branch_rows(row, session, attrs, tx, tg, seed, fusion))
             parts.append((probs, ty, tc, tg, before))
         split, n = "test: RAVDESS 15-18, EmoDB 03/14", len(ty)
     else:
@@ -438,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.show or []:
         legend[name] = name
     picture(found["curves"], {k: v for k, v in legend.items() if k in found["curves"]}, png,
-            f"{split}; {args.head}; live, {args.orders} clip orders")
+            f"{split}; live, {args.orders} clip orders" + ("" if args.test and exported else f"; {args.head}"),
+            found["clips_scored_per_bucket"])
     path = write_report(json_path, {"benchmark": "speech_curve", "split": split, "n": int(n), "head": args.head,
                                     "orders": args.orders, "buckets": [b[2] for b in BUCKETS], **found,
                                     "picture": str(png), "seconds": round(time.perf_counter() - started, 1),
