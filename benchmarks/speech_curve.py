@@ -332,7 +332,8 @@ def picture(results: dict, rows: dict, path: Path, title: str, counts: dict | No
             ax.plot(range(len(names)), values, marker="o", label=legend)
         ax.set_xticks(range(len(names)), [(f"{b} utterance" if i == 0 else b) + (f"\nn={counts[corpus][b]}" if counts else "")
                                           for i, b in enumerate(names)])
-        ax.set_title({"ravdess": "RAVDESS 15-18", "emodb": "EmoDB 03, 14"}.get(corpus, corpus) if "test" in title else corpus)
+        ax.set_title({"ravdess": "RAVDESS 15-18", "emodb": "EmoDB 03, 14"}[corpus] if "test" in title
+                     else {"ravdess": "RAVDESS 01-14 (held-out folds)", "emodb": "EmoDB 08-13 (held-out folds)"}[corpus])
         ax.set_xlabel("utterance of the speaker (live)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("weighted F1")
@@ -370,10 +371,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", action="store_true", help="score the test speakers once (with the chosen settings)")
     parser.add_argument("--json", default=None, help="default bench-out/speech_curve[_test]_<head>.json")
     parser.add_argument("--png", default=None, help="the picture (default next to the JSON)")
+    parser.add_argument("--replot", metavar="JSON", help="only redraw the picture of an earlier run's JSON (--png, --show)")
     parser.add_argument("--extract-only", action="store_true", help="only build the feature caches")
     parser.add_argument("--with-test", action="store_true", help="with --extract-only: also the test speakers' features")
     args = parser.parse_args(argv)
+    if args.replot:
+        import json
 
+        report = json.loads(Path(args.replot).read_text(encoding="utf-8"))
+        rows = {"anchor": "anchor: LR, Whisper final layer, no speaker state",
+                "pop": f"un-normalised head ({report['head']}, population statistics)",
+                f"norm k={args.windows[0]:g}": f"speaker-normalised head ({report['head']}), prior {args.windows[0]:g} windows",
+                **{name: name for name in args.show or []}}
+        png = picture(report["curves"], {k: v for k, v in rows.items() if k in report["curves"]},
+                      Path(args.png or Path(args.replot).with_suffix(".png")),
+                      f"{report['split']}; live, {report['orders']} clip orders; {report['head']}", report.get("clips_scored_per_bucket"))
+        print(f"wrote {png}")
+        return 0
 
     from ecmf_edge.bench.report import write_report
     from ecmf_edge.bench.system import peak_rss_mb

@@ -213,10 +213,35 @@ def test_speech_branch_trains(trained, bundle):
     out = trained
     record = json.loads((out / "speech_head.json").read_text())
     assert record["data"]["ravdess"]["test"] == 16 and record["data"]["ravdess"]["test_speakers"] == ["ravdess:15", "ravdess:16"]
-    assert set(record["metrics"]) == {"speaker_stats_from_all_clips", "streaming_running_stats", "population_prior_only", "baselines"}
+    assert set(record["metrics"]) == {"speaker_stats_from_all_clips", "streaming_running_stats", "streaming_mean_of_5_orders",
+                                      "population_prior_only", "baselines"}
     norm = record["speaker_normalisation"]
-    assert len(norm["prior_mean"]) == len(norm["prior_std"]) == record["dim"] == bundle.encoder_dims()["audio"]
+    assert len(norm["prior_mean"]) == len(norm["prior_std"]) == len(norm["prior_windows"]) == record["dim"] \
+        == bundle.encoder_dims()["audio"]
+    assert norm["blend"] == {"windows": 2.0, "max_weight": 1.0} and len(record["population_paths"]) == len(record["members"])
     assert record["parity"]["max_abs_diff"] <= 1e-4
+    with np.load(out / "speech_head_reference.npz") as reference:
+        assert {"features", "population", "weight", "probs"} <= set(reference.files)
+
+
+def test_speech_branch_can_keep_its_head_and_train_only_the_population_path(trained, bundle_root, tmp_path):
+    """--keep-speech-head: the speaker-normalised members (the fusion head's token) stay exactly as they were."""
+    import onnxruntime as ort
+
+    from ecmf_edge.cli import main
+
+    root = trained.parent
+    out = tmp_path / "kept"
+    code = main(["train", "--branch", "speech", "--bundle", str(bundle_root), "--data", str(root), "--cache", str(root / "cache"),
+                 "--out", str(out), "--keep-speech-head", str(trained), "--quiet"])
+    assert code == 0
+    with np.load(out / "speech_head_reference.npz") as reference:
+        feeds = {"features": reference["features"], "population": reference["population"],
+                 "weight": np.ones_like(reference["weight"])}
+    before, after = (ort.InferenceSession(str(folder / "speech_head.onnx"), providers=["CPUExecutionProvider"])
+                     for folder in (trained, out))
+    assert np.allclose(before.run(["embedding"], feeds)[0], after.run(["embedding"], feeds)[0], atol=1e-6)
+    assert json.loads((out / "speech_head.json").read_text())["kept_head"] == str(trained)
 
 
 def test_text_training_batches_group_similar_lengths():
