@@ -1,7 +1,9 @@
 """The speech branch live, as a curve: weighted F1 by how many of the speaker's utterances were heard before.
 
-    python benchmarks/speech_curve.py --data DATA --cache DIR [--bundle default]        # 5-fold CV, training speakers
-    python benchmarks/speech_curve.py --data DATA --cache DIR --test                    # once, after the choice
+    python benchmarks/speech_curve.py --data DATA --cache DIR --head mlp --orders 20 \
+        --prior-scales 0.5 1 2 --blend-k 1 2 4 --max-weight 1 0.85     # the choice: 5-fold CV, training speakers
+    python benchmarks/speech_curve.py --data DATA --cache DIR --bundle BUNDLE_BEFORE --branch ecmf_edge/weights \
+        --fusion --test --prior-scales 0.5 --blend-k 2                   # once, after the choice
 
 Live protocol: each speaker's clips in a random order (5 orders), a fresh speaker state per
 speaker; the clip scored is normalised with the statistics of the clips heard so far, itself
@@ -16,12 +18,16 @@ over the clip's frames, ``audio_encoder``'s ``states``), cached per corpus under
 
 Rows (logistic regression, C = 0.1, unless said otherwise): the anchor (final layer, global
 standardisation, no speaker state); the un-normalised head (the token standardised with the
-training population's statistics); the speaker-normalised head (live statistics); and the
-blends p = w(n) p_norm + (1 - w(n)) p_pop, w(n) = n / (n + k), n = utterances heard before,
-for the values of k compared. ``--head mlp`` scores the branch's own head (the MLP ensemble
-that ``ecmf-edge train --branch speech`` trains) in the same way. The choice is made on the
-cross-validation over whole training speakers; ``--test`` scores RAVDESS 15-18 and EmoDB 03/14
-once with the chosen ``--k`` and writes the picture.
+training population's statistics); the speaker-normalised head (live statistics, a prior of
+``--windows`` windows, or per feature ``--prior-scales`` x within- / between-speaker variance);
+and their blends by utterances heard, the normalised head's weight w(n) = top n / (n + k), n =
+utterances heard before (``--blend-k``, ``--max-weight``): with logistic regression the two heads'
+probabilities are mixed, with ``--head mlp`` (the branch's MLP ensemble, retrained in each fold
+with its population paths) the members' hidden activations, as the runtime does. ``--test`` fits
+the LR rows on all training speakers, scores RAVDESS 15-18 and EmoDB 03/14 once, and also runs
+the exported speech heads of ``--bundle`` and ``--branch DIR`` in ONNX Runtime as the runtime
+does (``--fusion``: the bundle's fusion head reading their token alone). Each run writes a table,
+a JSON (curves, per-speaker accuracy, clips per bucket) and a picture; ``--replot JSON`` redraws one.
 """
 from __future__ import annotations
 
