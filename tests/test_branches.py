@@ -40,6 +40,34 @@ def test_streaming_normaliser_moves_from_the_prior_to_the_speaker():
     assert norm.windows == 0 and np.allclose(norm.statistics()[0], 0)
 
 
+def test_per_feature_prior_keeps_the_population_longer_where_asked():
+    rng = np.random.default_rng(2)
+    norm = SpeakerNormalizer(np.zeros(2), np.ones(2), prior_windows=np.array([1.0, 100.0]))
+    for row in rng.normal(5, 1, (10, 2)):
+        norm.observe(row)
+    mean, _ = norm.statistics()
+    assert mean[0] > 4.0 and mean[1] < 1.0  # 10 windows outweigh a prior of 1, not one of 100
+    with pytest.raises(InputError, match="one per feature"):
+        SpeakerNormalizer(np.zeros(3), np.ones(3), prior_windows=np.ones(2))
+
+
+def test_speaker_state_is_bounded_in_a_long_monologue():
+    """Ten minutes of 1 s windows (and far more): the state stays a count and two sums, the count stays at
+    max_windows, and the statistics follow a voice that changes late in the session."""
+    rng = np.random.default_rng(3)
+    norm = SpeakerNormalizer(np.zeros(3), np.ones(3), prior_windows=8, max_windows=200)
+    sizes = {k: np.asarray(v).nbytes for k, v in vars(norm).items() if isinstance(v, np.ndarray)}
+    for row in rng.normal(0, 1, (600, 3)):
+        norm.normalize(row)
+    for row in rng.normal(6, 1, (5000, 3)):
+        norm.normalize(row)
+    assert norm.windows == 200
+    assert {k: np.asarray(v).nbytes for k, v in vars(norm).items() if isinstance(v, np.ndarray)} == sizes
+    mean, std = norm.statistics()
+    assert np.allclose(mean, 6 * 200 / 208, atol=0.2) and np.all(std < 2)  # the old voice has faded
+    assert np.all(np.isfinite(norm.normalize(np.full(3, 1e6))))
+
+
 def test_normaliser_rejects_bad_input():
     norm = SpeakerNormalizer(np.zeros(3), np.ones(3))
     with pytest.raises(InputError, match="expects 3"):
@@ -79,6 +107,41 @@ def test_speech_branch_on_real_speech(bundle, speech_wav):
     assert np.allclose(branch(raw)[0], embedding, atol=1e-5)
     with pytest.raises(InputError, match="different bundles"):
         branch(raw[:100])
+
+
+def test_shipped_speech_head_leans_on_the_population_path_until_the_speaker_is_heard(speech_wav, bundle):
+    """The shipped head's population path carries a stranger's first window; the speaker-normalised path takes
+    over as windows are heard (weight n / (n + k)); a new speaker starts over; at weight 1 it is the plain head."""
+    import onnxruntime as ort
+
+    from ecmf_edge.audio.speech_branch import SpeechBranch
+    from ecmf_edge.build.fusion_head import shipped_head_dir
+    from ecmf_edge.features import FeatureExtractor
+
+    folder = shipped_head_dir()
+    record = json.loads((folder / "speech_head.json").read_text())
+    session = ort.InferenceSession(str(folder / "speech_head.onnx"), providers=["CPUExecutionProvider"])
+    if [i.name for i in session.get_inputs()] != ["features", "population", "weight"]:
+        pytest.skip("the shipped speech head has no population path")
+    branch = SpeechBranch(session, {"attributes": record})
+    k = record["speaker_normalisation"]["blend"]["windows"]
+    raw = FeatureExtractor(bundle).from_audio_file(speech_wav).token("audio")
+    if raw.size != branch.dim:
+        pytest.skip("the test bundle's audio encoder is not the one the shipped head reads")
+    assert branch.weight() == 0.0
+    first, probs = branch(raw)
+    population = branch.normalizer.population(raw)[None]
+    alone = session.run(["embedding"], {"features": population, "population": population, "weight": np.zeros((1, 1), np.float32)})[0][0]
+    assert np.allclose(first, alone, atol=1e-5)  # nothing of the speaker yet: the population path alone
+    assert probs.sum() == pytest.approx(1.0, abs=1e-5)
+    for n in range(1, 5):
+        assert branch.weight() == pytest.approx(n / (n + k))
+        branch(raw)
+    branch.reset_speaker()
+    assert branch.weight() == 0.0 and np.allclose(branch(raw)[0], first, atol=1e-5)
+    assert len(record["speaker_normalisation"]["prior_windows"]) == branch.dim  # a prior weight per feature
+    with pytest.raises(InputError, match="NaN"):
+        branch(np.full(branch.dim, np.nan))
 
 
 @pytest.mark.parametrize("text, history, label", [
@@ -150,10 +213,35 @@ def test_speech_branch_trains(trained, bundle):
     out = trained
     record = json.loads((out / "speech_head.json").read_text())
     assert record["data"]["ravdess"]["test"] == 16 and record["data"]["ravdess"]["test_speakers"] == ["ravdess:15", "ravdess:16"]
-    assert set(record["metrics"]) == {"speaker_stats_from_all_clips", "streaming_running_stats", "population_prior_only", "baselines"}
+    assert set(record["metrics"]) == {"speaker_stats_from_all_clips", "streaming_running_stats", "streaming_mean_of_5_orders",
+                                      "population_prior_only", "baselines"}
     norm = record["speaker_normalisation"]
-    assert len(norm["prior_mean"]) == len(norm["prior_std"]) == record["dim"] == bundle.encoder_dims()["audio"]
+    assert len(norm["prior_mean"]) == len(norm["prior_std"]) == len(norm["prior_windows"]) == record["dim"] \
+        == bundle.encoder_dims()["audio"]
+    assert norm["blend"] == {"windows": 2.0, "max_weight": 1.0} and len(record["population_paths"]) == len(record["members"])
     assert record["parity"]["max_abs_diff"] <= 1e-4
+    with np.load(out / "speech_head_reference.npz") as reference:
+        assert {"features", "population", "weight", "probs"} <= set(reference.files)
+
+
+def test_speech_branch_can_keep_its_head_and_train_only_the_population_path(trained, bundle_root, tmp_path):
+    """--keep-speech-head: the speaker-normalised members (the fusion head's token) stay exactly as they were."""
+    import onnxruntime as ort
+
+    from ecmf_edge.cli import main
+
+    root = trained.parent
+    out = tmp_path / "kept"
+    code = main(["train", "--branch", "speech", "--bundle", str(bundle_root), "--data", str(root), "--cache", str(root / "cache"),
+                 "--out", str(out), "--keep-speech-head", str(trained), "--quiet"])
+    assert code == 0
+    with np.load(out / "speech_head_reference.npz") as reference:
+        feeds = {"features": reference["features"], "population": reference["population"],
+                 "weight": np.ones_like(reference["weight"])}
+    before, after = (ort.InferenceSession(str(folder / "speech_head.onnx"), providers=["CPUExecutionProvider"])
+                     for folder in (trained, out))
+    assert np.allclose(before.run(["embedding"], feeds)[0], after.run(["embedding"], feeds)[0], atol=1e-6)
+    assert json.loads((out / "speech_head.json").read_text())["kept_head"] == str(trained)
 
 
 def test_text_training_batches_group_similar_lengths():

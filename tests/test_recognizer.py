@@ -131,6 +131,29 @@ def test_predict_on_audio_at_any_rate_and_on_text(bundle, rec, speech_wav):
     assert set(both.modality_weights) == {"audio", "text"}
 
 
+def test_hard_audio_gives_no_speech_or_a_label_and_keeps_the_speaker_state_bounded(bundle, speech_wav):
+    """Silence, noise, music, clipping, very quiet speech (peaks below -38 dBFS) and a 10-minute monologue:
+    "no speech" or a label, never an error; the speaker state stays within its bound."""
+    speech = load_audio(speech_wav)
+    rng = np.random.default_rng(0)
+    t = np.arange(16000 * 4) / 16000
+    music = 0.3 * sum(np.sin(2 * np.pi * f * t) for f in (261.6, 329.6, 392.0)) * (1 + np.sin(2 * np.pi * 2 * t)) / 2
+    quiet = speech / np.abs(speech).max() * 10 ** (-40 / 20)
+    gap = np.zeros(8000, np.float32)
+    monologue = np.tile(np.concatenate([speech, gap]), int(np.ceil(600 * 16000 / (speech.size + gap.size))))[: 600 * 16000]
+    cases = {"silence": np.zeros(32000), "noise": rng.normal(0, 0.1, 32000), "music": music,
+             "clipping": np.clip(speech * 30, -1, 1), "quiet": quiet, "monologue": monologue}
+    with Recognizer(bundle=bundle, text=False) as rec:
+        for name, pcm in cases.items():
+            event = rec.predict(audio=np.asarray(pcm, np.float32), sample_rate=16000)
+            assert (event.label is None and "audio" in event.absent) or (event.label in LABELS and "audio" in event.present), name
+        branch = rec.models.speech_branch
+        if branch is not None:
+            assert branch.normalizer.windows <= branch.normalizer.max_windows
+            rec.reset_speaker()
+            assert branch.normalizer.windows == 0
+
+
 def test_predict_misuse(rec, face_crop):
     with pytest.raises(InputError, match="nothing to predict: pass frame=, face=, audio= and/or text="):
         rec.predict()

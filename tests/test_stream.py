@@ -468,3 +468,39 @@ def test_a_failing_fusion_step_keeps_events_coming_without_a_label(bundle, parts
 def test_video_only_stream_reads_the_smiling_face_as_happy(bundle, parts, face_video):
     events, _ = run_files(bundle, parts, video=face_video)
     assert sum(e.label == "happy" for e in events) >= 0.8 * len(events)
+
+
+def test_a_new_focus_person_starts_a_new_speaker(bundle, parts, face_video, speech_wav):
+    """Another tracked person becoming the focus resets the speech branch's speaker statistics; the focus
+    coming and going (None) or staying does not; speaker_per_focus=False keeps one speaker state."""
+    from types import SimpleNamespace
+
+    from ecmf_edge.audio.speech_branch import SpeechBranch
+    from ecmf_edge.stream.vision import FaceStage
+
+    stage = FaceStage(post=lambda *a: None, clock=None, time_limit_s=1.0, stop=threading.Event(),
+                      detector=parts["face_detector"], encoder=parts["face_encoder"])
+    resets = []
+    stage.on_focus_change = lambda: resets.append(len(resets))
+    focus = iter([1, 1, None, 1, 2, 2, None, 3])
+
+    def step(image, t):
+        person = next(focus)
+        return SimpleNamespace(people=(), skipped=0, reason="no face", latency_ms={}, score=1.0, expression=None,
+                               focus=None if person is None else SimpleNamespace(id=person, box=(0, 0, 1, 1),
+                                                                                 features=np.zeros(4, np.float32)))
+    stage.path = SimpleNamespace(step=step)
+    for t in range(8):
+        stage.handle(SimpleNamespace(image=None, t=float(t), captured=float(t)))
+    assert len(resets) == 2  # 1 -> 2 and 2 -> 3
+
+    for per_focus in (True, False):
+        branch = SpeechBranch.from_bundle(bundle)
+        stream = EmotionStream(make_models(bundle, parts, speech_branch=branch),
+                               video=VideoFileSource(face_video, realtime=False), audio=AudioFileSource(speech_wav, realtime=False),
+                               options=StreamOptions(speaker_per_focus=per_focus), realtime=False)
+        try:
+            hook = stream.face_stage.on_focus_change
+            assert (hook == branch.reset_speaker) if per_focus else hook is None
+        finally:
+            stream.close()

@@ -12,7 +12,11 @@ RAVDESS actors).
   shrunk towards the training population's statistics until enough speech has been heard
   (``prior_windows``), so the first windows are treated like global standardisation and the
   estimate becomes the speaker's own as the conversation goes on. ``reset()`` starts a new
-  speaker.
+  speaker. The prior's weight may differ per feature (one number per feature): a feature
+  whose speakers differ little relative to its spread within a speaker keeps the population's
+  statistics longer. The state is a fixed-size sum; past ``max_windows`` the oldest speech
+  fades (the counts are scaled down), so a monologue of any length neither grows the state
+  nor freezes the statistics.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ __all__ = ["SpeakerNormalizer", "normalize_by_group", "STD_FLOOR"]
 
 # Added to standard deviations so near-constant features are not blown up.
 STD_FLOOR = 1e-3
+# Windows of a speaker that the running statistics hold at most (older speech fades beyond it).
+MAX_WINDOWS = 1000
 
 
 def normalize_by_group(features: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -43,9 +49,11 @@ def normalize_by_group(features: np.ndarray, groups: np.ndarray) -> np.ndarray:
 class SpeakerNormalizer:
     """Running per-speaker standardisation with a population prior (thread-safe)."""
 
-    def __init__(self, mean: np.ndarray, std: np.ndarray, prior_windows: float = 8.0) -> None:
+    def __init__(self, mean: np.ndarray, std: np.ndarray, prior_windows: float | np.ndarray = 8.0,
+                 max_windows: int = MAX_WINDOWS) -> None:
         """``mean``/``std``: the training population's per-speaker-average statistics; ``prior_windows``:
-        how many windows of the population statistics the estimate starts from.
+        how many windows of the population statistics the estimate starts from (one number, or one per
+        feature); ``max_windows``: the most windows of a speaker the statistics hold.
 
         Raises:
             InputError: mismatched or non-finite statistics, or a negative prior.
@@ -55,10 +63,15 @@ class SpeakerNormalizer:
         if mean.shape != std.shape or mean.size == 0 or not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
             raise InputError("speaker normaliser needs finite population mean and std of the same length: "
                              f"run `{REBUILD_COMMAND}` to rebuild the speech branch")
-        if not np.isfinite(prior_windows) or prior_windows < 0:
-            raise InputError(f"prior_windows must be >= 0, got {prior_windows}")
+        k = np.asarray(prior_windows, np.float64)
+        if k.ndim > 1 or (k.ndim == 1 and k.size != mean.size) or not np.all(np.isfinite(k)) or np.any(k < 0):
+            raise InputError(f"prior_windows must be one number >= 0 or one per feature ({mean.size}), got "
+                             f"{prior_windows if k.ndim == 0 else f'{k.size} values'}")
+        if int(max_windows) < 1:
+            raise InputError(f"max_windows must be >= 1, got {max_windows}")
         self._mean0, self._var0 = mean, std ** 2
-        self.prior_windows = float(prior_windows)
+        self.prior_windows: float | np.ndarray = float(k) if k.ndim == 0 else k
+        self.max_windows = int(max_windows)
         self._lock = threading.Lock()
         self.reset()
 
@@ -68,13 +81,13 @@ class SpeakerNormalizer:
 
     @property
     def windows(self) -> int:
-        """Windows of the current speaker heard so far."""
-        return self._n
+        """Windows of the current speaker heard so far (at most ``max_windows``: older ones fade)."""
+        return int(round(self._n))
 
     def reset(self) -> None:
         """Forget the current speaker (a new person, a new session)."""
         with self._lock:
-            self._n = 0
+            self._n = 0.0
             self._sum = np.zeros_like(self._mean0)
             self._sumsq = np.zeros_like(self._mean0)
 
@@ -82,6 +95,9 @@ class SpeakerNormalizer:
         """Add one window's feature vector to the current speaker's statistics."""
         x = self._check(x)
         with self._lock:
+            if self._n + 1 > self.max_windows:  # fade the oldest speech: the state stays a window count and two sums
+                keep = (self.max_windows - 1) / self._n
+                self._n, self._sum, self._sumsq = self._n * keep, self._sum * keep, self._sumsq * keep
             self._n += 1
             self._sum += x
             self._sumsq += x * x
@@ -106,6 +122,11 @@ class SpeakerNormalizer:
             self.observe(x)
         mean, std = self.statistics()
         return ((x - mean) / (std + STD_FLOOR)).astype(np.float32)
+
+    def population(self, x: np.ndarray) -> np.ndarray:
+        """Standardise ``x`` with the population's statistics alone (no speaker state)."""
+        x = self._check(x)
+        return ((x - self._mean0) / (np.sqrt(self._var0) + STD_FLOOR)).astype(np.float32)
 
     def _check(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float64).reshape(-1)

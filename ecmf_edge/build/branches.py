@@ -53,13 +53,20 @@ def export_speech_head(out_dir: Path, source: Path | None = None) -> ExportedMod
         shutil.copyfile(source / name, out_dir / name)
     record = json.loads((source / SPEECH_FILES[1]).read_text(encoding="utf-8"))
     with np.load(source / SPEECH_FILES[2], allow_pickle=False) as ref:
-        features, expected = ref["features"], ref["probs"]
+        feeds = {name: ref[name] for name in ("features", "population", "weight") if name in ref.files}
+        expected = ref["probs"]
     session = ort.InferenceSession(str(out_dir / SPEECH_FILES[0]), providers=["CPUExecutionProvider"])
-    diff = check_parity("speech_head (bundle copy vs training record)", expected, session.run(["probs"], {"features": features})[0], 1e-4)
+    if {i.name for i in session.get_inputs()} != set(feeds):
+        raise ModelError(f"{source / SPEECH_FILES[0]} and {source / SPEECH_FILES[2]} do not belong together: retrain with "
+                         "`ecmf-edge train --branch speech --out DIR`")
+    diff = check_parity("speech_head (bundle copy vs training record)", expected, session.run(["probs"], feeds)[0], 1e-4)
     return ExportedModel.from_onnx(
         "speech_head", out_dir / SPEECH_FILES[0],
         preprocessing={"input": record["input"], "speaker_normalisation": "per-speaker z-score; live: running statistics "
-                       "shrunk towards the training population (see attributes.speaker_normalisation)"},
+                       "shrunk towards the training population (see attributes.speaker_normalisation)"
+                       + ("; population path: the input standardised with prior_mean / prior_std alone, blended with the "
+                          "weight max_weight * n / (n + windows) of the normalised path, n = windows heard before "
+                          "(attributes.speaker_normalisation.blend)" if "population" in feeds else "")},
         provenance={**_PROVENANCE, "training_data": record.get("data"), "architecture": "ensemble MLP head",
                     "file": "ecmf_edge/weights/speech_head.onnx"},
         parity={**record.get("parity", {}), "bundle_copy_max_abs_diff": diff},

@@ -68,7 +68,8 @@ def _train_branch(args: argparse.Namespace) -> int:
     out = Path(args.out if args.out != "trained-head" else f"trained-{args.branch}")
     lines = train_branch(args.branch, corpus_paths(args), out, extractor=extractor, cache=Path(args.cache),
                          epochs=args.epochs, progress=not args.quiet, **given(args, seed="seed"),
-                         llm_context_file=args.llm_context_file, backbone=args.backbone, size=args.size)
+                         llm_context_file=args.llm_context_file, backbone=args.backbone, size=args.size,
+                         keep_speech_head=args.keep_speech_head)
     print(f"{args.branch} branch (test splits as in MODEL_CARD.md):")
     for line in lines:
         print(f"  {line}")
@@ -106,6 +107,9 @@ def add_parsers(sub: Any) -> None:
                    help="face branch: the pretrained network to fine-tune (default efficientnet_lite0)")
     p.add_argument("--size", type=int, choices=range(32, 225), metavar="PX",
                    help="face branch: side of the square grey input, 32-224 (default 80; mini_xception: 64 only)")
+    p.add_argument("--keep-speech-head", metavar="DIR",
+                   help="speech branch: keep the speaker-normalised head of DIR/speech_head.onnx (e.g. ecmf_edge/weights: the "
+                   "token the shipped fusion head reads) and train only its population path")
     p.add_argument("--d-model", type=int, help=with_default("fusion head: width of the shared token space", _HEAD, "d_model"))
     p.add_argument("--layers", type=int, help=with_default("fusion head: self-attention layers", _HEAD, "layers"))
     p.add_argument("--seed", type=int, help=with_default("random seed", _TRAIN, "seed"))

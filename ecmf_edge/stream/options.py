@@ -122,6 +122,9 @@ class StreamOptions:
     # Seconds at the start of the stream in which the focus person's face is recorded as their neutral baseline
     # (`run --calibrate SECONDS`; the person should look neutral then). None: no explicit baseline.
     calibrate_s: float | None = None
+    # A change of the focus person (another tracked face becomes the focus) starts a new speaker state for the
+    # speech branch, whose statistics are the current speaker's; False keeps one speaker state for the whole stream.
+    speaker_per_focus: bool = True
     # Below this smoothed probability of the held label an event's label is "uncertain" (``raw_label`` still says
     # what the model read; ``uncertain`` is True). 0: never.
     min_confidence: float = 0.0

@@ -109,6 +109,9 @@ class EmotionStream:
                                           encoder=models.speech_encoder, branch=models.speech_branch,
                                           options=opts, text=self.text_stage,
                                           block=block, **common)
+        if opts.speaker_per_focus and self.face_stage is not None and self.audio_stage is not None \
+                and hasattr(models.speech_branch, "reset_speaker"):
+            self.face_stage.on_focus_change = models.speech_branch.reset_speaker  # a new focus person: a new speaker
         no_video, no_audio = "no camera or video given", "no microphone or audio file given"
         defaults = {"face": no_video if self.video is None else "the face models are not loaded",
                     "frame": no_video if self.video is None else "the frame encoder is not loaded",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -48,9 +49,16 @@ class FaceStage(QueueStage):
 
         super().__init__("face", ("face",), *args, **kwargs)
         self.path = FacePath.from_options(detector, encoder, options or StreamOptions())
+        # Called (on this stage's thread) when another tracked person becomes the focus: a new speaker.
+        self.on_focus_change: Callable[[], None] | None = None
+        self._focus_id: int | None = None
 
     def handle(self, frame: Frame) -> None:
         found = self.path.step(frame.image, frame.t)
+        if found.focus is not None:
+            if self._focus_id is not None and found.focus.id != self._focus_id and self.on_focus_change is not None:
+                self.on_focus_change()
+            self._focus_id = found.focus.id
         extra: dict[str, Any] = {"people": found.people, "focus_id": found.focus.id if found.focus else None}
         if found.skipped:
             extra["skipped"] = found.skipped

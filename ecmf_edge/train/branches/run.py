@@ -122,12 +122,13 @@ def _face(paths, out: Path, epochs: int | None, seed: int, progress: bool, backb
     return save_face_branch(model, out, train, tests, opts, history, best_epoch, val_report, time.perf_counter() - started)
 
 
-def _speech(paths, out: Path, extractor, cache: Path, seed: int, progress: bool) -> list[str]:
+def _speech(paths, out: Path, extractor, cache: Path, seed: int, progress: bool, keep_head: str | None = None) -> list[str]:
     from ecmf_edge.train.branches.speech import SpeechPlan, run_speech_branch
     from ecmf_edge.train.datasets.corpora import CorpusPaths, load_splits
 
     splits = load_splits(CorpusPaths(ravdess=paths.ravdess, emodb=paths.emodb))
-    record = run_speech_branch(splits, extractor, SpeechPlan(cache_dir=cache, out_dir=out, seed=seed), MER2025_LABELS, progress)
+    plan = SpeechPlan(cache_dir=cache, out_dir=out, seed=seed, keep_head=Path(keep_head) if keep_head else None)
+    record = run_speech_branch(splits, extractor, plan, MER2025_LABELS, progress)
     lines = []
     for name, table in record["metrics"].items():
         if name == "baselines":
@@ -160,8 +161,9 @@ def _text(paths, out: Path, epochs: int | None, seed: int, progress: bool, llm_c
 
 def train_branch(branch: str, paths, out: Path, *, extractor=None, cache: Path | None = None, epochs: int | None = None,
                  seed: int = 0, progress: bool = True, llm_context_file: str | None = None, backbone: str | None = None,
-                 size: int | None = None) -> list[str]:
-    """Train one branch into ``out``; returns the summary lines to print (``backbone``/``size``: the face branch's).
+                 size: int | None = None, keep_speech_head: str | None = None) -> list[str]:
+    """Train one branch into ``out``; returns the summary lines to print (``backbone``/``size``: the face branch's;
+    ``keep_speech_head``: a folder whose speaker-normalised speech head is kept, only its population path trained).
 
     Raises:
         InputError: unknown branch or missing corpora.
@@ -172,7 +174,7 @@ def train_branch(branch: str, paths, out: Path, *, extractor=None, cache: Path |
     if branch == "speech":
         if paths.ravdess is None and paths.emodb is None:
             raise InputError("the speech branch needs RAVDESS and/or EmoDB: pass --data DIR with ravdess/ and emodb/")
-        return _speech(paths, out, extractor, Path(cache), seed, progress)
+        return _speech(paths, out, extractor, Path(cache), seed, progress, keep_speech_head)
     if branch == "text":
         return _text(paths, out, epochs, seed, progress, llm_context_file)
     raise InputError(f"unknown branch '{branch}': use one of {', '.join(BRANCHES)} or fusion")

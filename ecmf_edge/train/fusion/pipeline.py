@@ -40,20 +40,18 @@ MODALITY_SETS = {"V": ("frame", "face"), "A": ("audio",), "T": ("text",), "V+A":
 def speech_branch_tokens(table: FeatureTable, bundle) -> FeatureTable:
     """Replace raw audio tokens by the speech branch's embeddings, normalised as the live loop does it:
     each speaker's clips in turn, with the running statistics of the clips so far shrunk towards the
-    population prior (so the head learns from the tokens it will see, early windows included)."""
+    population prior, blended with the population path where the head has one (so the head learns from the
+    tokens it will see, early windows included)."""
     if not bundle.has("speech_head"):
         return table
-    from ecmf_edge.train.branches.speech import streaming_normalize
+    from ecmf_edge.train.branches.speech import speech_tokens
 
     spec = bundle.spec("speech_head")
-    norm = spec["attributes"]["speaker_normalisation"]
     session = bundle.session(spec["file"])
     rows = np.flatnonzero(table.mask[:, MODALITIES.index("audio")] > 0)
     out = np.zeros((len(table), int(spec["attributes"]["embedding_dim"])), np.float32)
-    if rows.size:
-        prior = (np.asarray(norm["prior_mean"], np.float64), np.asarray(norm["prior_std"], np.float64))
-        normalised = streaming_normalize(table.features["audio"][rows], table.groups[rows], prior, float(norm["prior_windows"]))
-        out[rows] = session.run(["embedding"], {"features": normalised})[0]
+    if rows.size:  # as live: running statistics, and the population path blended by the clips heard before
+        out[rows] = speech_tokens(session, spec["attributes"], table.features["audio"][rows], table.groups[rows])
     table.features["audio"] = out
     return table
 
