@@ -71,6 +71,36 @@ def _ensemble_module(torch, members):
     return Ensemble().eval()
 
 
+def _fit_early_stopped(torch, module, loss_of, predicted, rng, n: int, y_val: np.ndarray, labels: tuple[str, ...],
+                       opts: HeadOptions) -> tuple[float, int]:
+    """AdamW on ``module``'s parameters over shuffled batches of ``n`` rows (``loss_of(batch indices)``), with
+    early stopping on the weighted F1 of ``predicted()`` against ``y_val``; ``module`` ends with its best state.
+    Returns (best weighted F1, its epoch)."""
+    opt = torch.optim.AdamW(module.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    best, best_state, best_epoch, waited = -1.0, None, 0, 0
+    for epoch in range(opts.max_epochs):
+        module.train()
+        order = rng.permutation(n)
+        for start in range(0, len(order), opts.batch_size):
+            loss = loss_of(torch.from_numpy(order[start:start + opts.batch_size]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        module.eval()
+        with torch.no_grad():
+            pred = predicted()
+        f1 = evaluate(y_val, pred, labels).weighted_f1
+        if f1 > best:
+            best, best_epoch, waited = f1, epoch + 1, 0
+            best_state = {k: v.clone() for k, v in module.state_dict().items()}
+        else:
+            waited += 1
+            if waited >= opts.patience:
+                break
+    module.load_state_dict(best_state)
+    return best, best_epoch
+
+
 def train_classifier(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                      labels: tuple[str, ...], opts: HeadOptions = HeadOptions()):
     """Train ``opts.seeds`` members with early stopping on (x_val, y_val); returns (module, record)."""
@@ -83,30 +113,15 @@ def train_classifier(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         member = _member(torch, xf.shape[1], len(labels), opts)
-        opt = torch.optim.AdamW(member.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-        best, best_state, best_epoch, waited = -1.0, None, 0, 0
-        for epoch in range(opts.max_epochs):
-            member.train()
-            order = rng.permutation(len(yf))
-            for start in range(0, len(order), opts.batch_size):
-                idx = torch.from_numpy(order[start:start + opts.batch_size])
-                logits = member["out"](member["body"](xf[idx]))
-                loss = torch.nn.functional.cross_entropy(logits, yf[idx], label_smoothing=opts.label_smoothing)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            member.eval()
-            with torch.no_grad():
-                pred = member["out"](member["body"](xv)).argmax(1).numpy()
-            f1 = evaluate(y_val, pred, labels).weighted_f1
-            if f1 > best:
-                best, best_epoch, waited = f1, epoch + 1, 0
-                best_state = {k: v.clone() for k, v in member.state_dict().items()}
-            else:
-                waited += 1
-                if waited >= opts.patience:
-                    break
-        member.load_state_dict(best_state)
+
+        def loss_of(idx, member=member):
+            logits = member["out"](member["body"](xf[idx]))
+            return torch.nn.functional.cross_entropy(logits, yf[idx], label_smoothing=opts.label_smoothing)
+
+        def predicted(member=member):
+            return member["out"](member["body"](xv)).argmax(1).numpy()
+
+        best, best_epoch = _fit_early_stopped(torch, member, loss_of, predicted, rng, len(yf), y_val, labels, opts)
         members.append(member.eval())
         record.append({"seed": seed, "best_epoch": best_epoch, "val_weighted_f1": round(best, 4)})
     return _ensemble_module(torch, members), record
@@ -191,31 +206,16 @@ def train_population_path(module, x_pop_fit: np.ndarray, x_norm_fit: np.ndarray,
         torch.manual_seed(100 + seed)
         rng = np.random.default_rng(100 + seed)
         path = _member(torch, xp.shape[1], len(labels), opts)["body"]
-        opt = torch.optim.AdamW(path.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-        best, best_state, best_epoch, waited = -1.0, None, 0, 0
-        for epoch in range(opts.max_epochs):
-            path.train()
-            order = rng.permutation(len(yf))
-            for start in range(0, len(order), opts.batch_size):
-                idx = torch.from_numpy(order[start:start + opts.batch_size])
-                hidden = path(xp[idx])
-                loss = torch.nn.functional.cross_entropy(member["out"](hidden), yf[idx], label_smoothing=opts.label_smoothing)
-                loss = loss + match * ((hidden - target[idx]) ** 2).mean() / scale
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            path.eval()
-            with torch.no_grad():
-                pred = member["out"](path(xv)).argmax(1).numpy()
-            f1 = evaluate(y_val, pred, labels).weighted_f1
-            if f1 > best:
-                best, best_epoch, waited = f1, epoch + 1, 0
-                best_state = {k: v.clone() for k, v in path.state_dict().items()}
-            else:
-                waited += 1
-                if waited >= opts.patience:
-                    break
-        path.load_state_dict(best_state)
+
+        def loss_of(idx, path=path, member=member, target=target, scale=scale):
+            hidden = path(xp[idx])
+            loss = torch.nn.functional.cross_entropy(member["out"](hidden), yf[idx], label_smoothing=opts.label_smoothing)
+            return loss + match * ((hidden - target[idx]) ** 2).mean() / scale
+
+        def predicted(path=path, member=member):
+            return member["out"](path(xv)).argmax(1).numpy()
+
+        best, best_epoch = _fit_early_stopped(torch, path, loss_of, predicted, rng, len(yf), y_val, labels, opts)
         paths.append(path.eval())
         record.append({"seed": seed, "best_epoch": best_epoch, "val_weighted_f1": round(best, 4)})
     return paths, record
