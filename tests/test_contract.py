@@ -6,6 +6,7 @@ import dataclasses
 import http.client
 import json
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -122,15 +123,18 @@ def test_a_stream_reports_the_application_labels_and_holds_uncertain(bundle, fac
 
 # -- the focus at run time ---------------------------------------------------------------------------
 def test_set_focus_while_a_stream_runs(bundle, face_video):
+    streams = []
+
+    def on_event(event):  # on the ticker thread, before the next tick: the face path is at most max_lead_s ahead
+        if event.index == 5:
+            streams[0].set_focus(7)  # nobody has track id 7
+
     with Recognizer(bundle=bundle, text=False) as rec:
-        stream = rec.stream(video=face_video, realtime=False, video_audio=False)
+        stream = rec.stream(video=face_video, realtime=False, video_audio=False, on_event=on_event)
+        streams.append(stream)
         with pytest.raises(InputError, match="focus="):
             stream.set_focus("tallest")
-        events = []
-        for event in stream:
-            events.append(event)
-            if len(events) == 5:
-                stream.set_focus(7)  # nobody has track id 7
+        events = list(stream)
         assert stream.options.focus == 7
     assert events[2].focus_id is not None and "face" in events[2].present
     assert events[-1].focus_id is None and events[-1].absent["face"] == "person 7 (the focus) is not in view"
@@ -266,6 +270,10 @@ def test_the_node_robot_example_follows_a_stream_across_reconnects(bundle, face_
             server.attach(stream)
             client = subprocess.Popen([node, str(script), server.url, "--until-end"], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 60  # a generous bound on node's start: the stream begins once it listens
+            while not server.clients and time.monotonic() < deadline and client.poll() is None:
+                time.sleep(0.05)
+            assert server.clients, f"the node client never connected: {client.communicate(timeout=5)}"
             stream.run(timeout=60)
             stream.close()
             out, err = client.communicate(timeout=60)
