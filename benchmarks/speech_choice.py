@@ -33,7 +33,17 @@ LAYERS = 6
 ANCHOR_FRAMES = 1200  # 12 s of mel frames
 FEATURE_SETS = {"layer 1 (shipped)": (1,), "layers 0+1": (0, 1), "layers 1+2": (1, 2), "layers 0+1+2": (0, 1, 2),
                 "layers 1+2+3": (1, 2, 3), "layers 0+1+2+3": (0, 1, 2, 3), "final states": ("final",),
-                "layers 0+1+2, 1 s chunks": ("chunks_1s", 0, 1, 2), "layers 0+1+2, 1 s chunks with 1 s context": ("chunks_2s", 0, 1, 2)}
+                "layers 0+1+2, 1 s chunks": ("chunks_1s", 0, 1, 2), "layers 0+1+2, 1 s chunks with 1 s context": ("chunks_2s", 0, 1, 2),
+                "layers 0+1+2+3, 1 s chunks": ("chunks_1s", 0, 1, 2, 3), "layers 1+2+3, 1 s chunks": ("chunks_1s", 1, 2, 3),
+                "layers 0+1, 1 s chunks": ("chunks_1s", 0, 1), "layers 1+2, 1 s chunks": ("chunks_1s", 1, 2),
+                "layers 0-5, 1 s chunks": ("chunks_1s", 0, 1, 2, 3, 4, 5),
+                # prosody of each 1 s chunk, mean + std over the chunks (weighted as the encoder's), instead of / besides
+                # the prosody of the whole speech
+                "layers 0+1+2, 1 s chunks, chunk prosody": ("chunks_1s", 0, 1, 2, "chunk prosody"),
+                "layers 0+1+2, 1 s chunks, both prosodies": ("chunks_1s", 0, 1, 2, "both prosodies"),
+                "layers 0+1+2, 1 s chunks, no prosody": ("chunks_1s", 0, 1, 2, "no prosody"),
+                "layers 0+1+2, 1 s chunks, means only": ("chunks_1s", 0, 1, 2, "means only"),
+                "layers 0+1+2+3, 1 s chunks, means only": ("chunks_1s", 0, 1, 2, 3, "means only")}
 # Seconds of speech each 1 s hop is encoded with (the new second and the context before it).
 CHUNK_CONTEXTS = (1.0, 2.0)
 # The prior's weight (windows of a typical speaker) is compared on this feature set.
@@ -76,7 +86,8 @@ def extract(samples, bundle, cache: Path) -> dict:
         if path.is_file():
             with np.load(path) as cached:
                 row = dict(cached)
-        missing = [seconds for seconds in CHUNK_CONTEXTS if f"chunks_{seconds:g}s" not in row]
+        missing = [seconds for seconds in CHUNK_CONTEXTS if f"chunks_{seconds:g}s" not in row
+                   or (seconds == 1.0 and "chunk_prosody_1s" not in row)]
         if "anchor" in row and not missing:
             out[sample.id] = row
             continue
@@ -99,13 +110,17 @@ def extract(samples, bundle, cache: Path) -> dict:
                 row.update({"layers": np.stack([stats(c) for c in whole]), "final": stats(states), "anchor": stats(anchor_states),
                             "prosody": np.asarray(prosody_features(speech, SAMPLE_RATE), np.float32)})
             for seconds in missing:  # as the live loop encodes it: each 1 s of speech once, with context
-                chunks, weights = [], []
+                chunks, weights, prosody = [], [], []
                 for start, end, new in chunk_spans(raw.size, window=int(seconds * SAMPLE_RATE)):
                     captured.clear()
-                    module(torch.from_numpy(prepare_mel(normalize_loudness(raw[start:end], SPEECH_TARGET_DBFS))))
+                    piece = normalize_loudness(raw[start:end], SPEECH_TARGET_DBFS)
+                    module(torch.from_numpy(prepare_mel(piece)))
                     chunks.append(np.stack([stats(c) for c in captured[:LAYERS]]))
                     weights.append(new)
+                    prosody.append(prosody_features(piece, SAMPLE_RATE))
                 row[f"chunks_{seconds:g}s"], row[f"chunk_weights_{seconds:g}s"] = np.stack(chunks), np.asarray(weights, np.float64)
+                if seconds == 1.0:
+                    row["chunk_prosody_1s"] = np.asarray(prosody, np.float32)
         np.savez(path, **row)
         out[sample.id] = row
         if n % 100 == 0:
@@ -126,10 +141,21 @@ def _matrix(rows, ids, feature):
     for i in ids:
         r = rows[i]
         if str(feature[0]).startswith("chunks"):
-            chunks = r[feature[0]][:, list(feature[1:])].reshape(len(r[feature[0]]), -1)
+            layers = [k for k in feature[1:] if isinstance(k, int)]
+            flags = {k for k in feature[1:] if isinstance(k, str)}
+            prosody = next((k for k in flags if k.endswith("prosody") or k.endswith("prosodies")), "whole prosody")
+            chunks = r[feature[0]][:, layers].reshape(len(r[feature[0]]), -1)
             weights = r[feature[0].replace("chunks", "chunk_weights")]
-            parts.append(np.concatenate([combine_pooled(chunks, weights, chunks.shape[1] // (2 * len(feature[1:]))),
-                                         r["prosody"]]))
+            tail = []
+            if prosody in ("whole prosody", "both prosodies"):
+                tail.append(r["prosody"])
+            if prosody in ("chunk prosody", "both prosodies"):  # (mean, std) of each prosody value over the chunks
+                tail.append(combine_pooled(np.concatenate([r["chunk_prosody_1s"], np.zeros_like(r["chunk_prosody_1s"])], 1),
+                                           weights, r["chunk_prosody_1s"].shape[1]))
+            pooled = combine_pooled(chunks, weights, chunks.shape[1] // (2 * len(layers)))
+            if "means only" in flags:  # (layers, mean / std, width): the means
+                pooled = pooled.reshape(len(layers), 2, -1)[:, 0].reshape(-1)
+            parts.append(np.concatenate([pooled, *tail]))
             continue
         parts.append(np.concatenate([r["final"] if k == "final" else r["layers"][k] for k in feature] + [r["prosody"]]))
     return np.stack(parts)
@@ -187,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feature", default="layers 0+1+2", choices=sorted(FEATURE_SETS), help="with --test: the chosen set")
     parser.add_argument("--prior-windows", type=float, default=8.0, help="with --test: the chosen prior weight")
     parser.add_argument("--live-copies", type=int, default=0, help="with --test: the chosen live-normalised copies")
+    parser.add_argument("--write-tokens", metavar="DIR", help="only write each feature set's rows of the training speakers "
+                        "(those whose name contains an --only text) as DIR/<name>.npz (ids, tokens), for "
+                        "`speech_curve.py --tokens`")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -210,6 +239,16 @@ def main(argv: list[str] | None = None) -> int:
                 np.array([s.corpus for s in kept]))
 
     ids, y, g, c = table(train)
+    if args.write_tokens:
+        folder = Path(args.write_tokens)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, feature in FEATURE_SETS.items():
+            if feature != "anchor" and (not args.only or any(text in name for text in args.only)):
+                x = _matrix(rows, ids, feature)
+                path = folder / (name.replace(" ", "_").replace(",", "").replace("+", "") + ".npz")
+                np.savez(path, ids=np.array(ids), tokens=x.astype(np.float32))
+                print(f"wrote {path} {x.shape}")
+        return 0
 
     def scores(pred, y, c) -> dict:
         return {corpus: round(evaluate(y[c == corpus], pred[c == corpus], MER2025_LABELS).weighted_f1, 4) for corpus in ("ravdess", "emodb")}

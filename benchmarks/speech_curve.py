@@ -4,6 +4,9 @@
         --prior-scales 0.5 1 2 --blend-k 1 2 4 --max-weight 1 0.85     # the choice: 5-fold CV, training speakers
     python benchmarks/speech_curve.py --data DATA --cache DIR --bundle BUNDLE_BEFORE --branch ecmf_edge/weights \
         --fusion --test --prior-scales 0.5 --blend-k 2                   # once, after the choice
+    python benchmarks/speech_choice.py --data DATA --cache DIR2 --only "1 s chunks" --write-tokens VARIANTS
+    python benchmarks/speech_curve.py --data DATA --cache DIR --head logreg --orders 20 --windows 8 --prior-scales 0.5 \
+        --blend-k 2 --tokens VARIANTS/SET.npz --save-preds OUT.npz     # another token (feature set), the same CV
 
 Live protocol: each speaker's clips in a random order (5 orders), a fresh speaker state per
 speaker; the clip scored is normalised with the statistics of the clips heard so far, itself
@@ -371,7 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fusion", action="store_true", help="with --test: also the bundle's fusion head reading each "
                         "exported speech head's token alone")
     parser.add_argument("--bundle-head-name", default="speech branch (bundle)", help="row name of --bundle's speech head")
+    parser.add_argument("--tokens", metavar="NPZ", help="score these per-clip tokens (ids, tokens) instead of the shipped "
+                        "token, e.g. a feature set of `speech_choice.py --write-tokens` (not with --test)")
     parser.add_argument("--orders", type=int, default=ORDERS)
+    parser.add_argument("--save-preds", metavar="NPZ", help="also write each row's predicted class per scored clip and order "
+                        "(rows, preds, y, corpora, groups, before), for paired comparisons of runs")
     parser.add_argument("--show", nargs="*", help="rows drawn in the picture besides the anchor, the un-normalised and the "
                         "normalised head")
     parser.add_argument("--test", action="store_true", help="score the test speakers once (with the chosen settings)")
@@ -414,7 +421,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     index = {label: i for i, label in enumerate(MER2025_LABELS)}
     used = train + test if args.test else train
-    anchors, tokens = anchor_features(used, bundle, cache), _tokens(used, bundle, cache)
+    anchors = anchor_features(used, bundle, cache)
+    if args.tokens:
+        import numpy as np
+
+        if args.test:
+            parser.error("--tokens is for the cross-validation only")
+        with np.load(args.tokens) as data:
+            tokens = {str(i): v for i, v in zip(data["ids"], data["tokens"])}
+    else:
+        tokens = _tokens(used, bundle, cache)
     x, a, y, g, c = _rows(train, tokens, anchors, index)
     parts = []
     exported: list = []
@@ -458,6 +474,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  fold {k + 1}/{fold.max() + 1} ({time.perf_counter() - started:.0f} s)", flush=True)
         split, n = "5-fold CV over whole training speakers (RAVDESS 01-14, EmoDB 08-13)", len(y)
     found = collect(parts)
+    if args.save_preds:
+        import numpy as np
+
+        names = list(parts[0][0])
+        np.savez(args.save_preds, rows=np.array(names), preds=np.stack([np.concatenate([q[0][n].argmax(1) for q in parts])
+                                                                          for n in names]),
+                 **{key: np.concatenate([q[i] for q in parts]) for i, key in ((1, "y"), (2, "corpora"), (3, "groups"), (4, "before"))})
     _table(found["curves"], f"{'test' if args.test else '5-fold CV'}, live, {args.head}, {args.orders} orders (wF1)")
     print("clips scored per bucket (all orders):", found["clips_scored_per_bucket"])
     name = f"speech_curve{'_test' if args.test else ''}_{args.head}"
