@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import select
+import socket
 import sys
 import threading
 import time
@@ -219,7 +221,6 @@ class EventServer:
         self.keepalive_s, self.max_stream_s = float(keepalive_s), max_stream_s
         self.replay_s, self.max_replay, self.max_clients = float(replay_s), int(max_replay), int(max_clients)
         self._latest: dict[str | None, _Message] = {}  # the newest event of each stream, for clients that join later
-        self._newest: tuple[str | None, str] | None = None
         self._replay: dict[str | None, deque[_Message]] = {}
         self._ended: dict[str | None, _Message] = {}
         self._info: dict[str | None, dict[str, Any]] = {}
@@ -300,7 +301,6 @@ class EventServer:
         stream = getattr(event, "stream", None)
         with self._lock:
             self._latest[stream] = self._post(stream, None, data)
-            self._newest = (stream, data)
             self._ended.pop(stream, None)
             info = self._stream_info(stream)
             info.update(events=info["events"] + 1, timestamp=fields["timestamp"], ended=False, reason=None)
@@ -323,8 +323,9 @@ class EventServer:
         """The newest event published (of any stream, or of ``stream``), as JSON."""
         with self._lock:
             if stream is None:
-                return self._newest[1] if self._newest is not None else None
-            message = self._latest.get(stream)
+                message = max(self._latest.values(), key=lambda m: m.id, default=None)
+            else:
+                message = self._latest.get(stream)
         return message.payload if message is not None else None
 
     def latest_per_stream(self) -> list[str]:
@@ -342,7 +343,8 @@ class EventServer:
     def subscribe(self, last_event_id: int | None = None) -> tuple[DropOldestQueue, list[bytes]] | None:
         """A queue of later messages and what to send first: the messages after ``last_event_id`` still held
         (with a gap message when some were dropped), or without one the newest event (and end) of every
-        stream. None when ``max_clients`` are connected already."""
+        stream. The queue is joined under the same lock as that snapshot is taken, so it holds only messages
+        published after them: nothing is sent twice. None when ``max_clients`` are connected already."""
         queue = DropOldestQueue(256)
         with self._lock:
             if len(self._subscribers) >= self.max_clients:
@@ -421,14 +423,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Vary", "Origin")
 
     def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
-               headers: dict[str, str] | None = None) -> None:
+               headers: dict[str, str] | None = None, cors: bool = True) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         for key, value in (headers or {}).items():
             self.send_header(key, value)
-        self._cors()
+        if cors:
+            self._cors()
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -452,13 +455,7 @@ class _Handler(BaseHTTPRequestHandler):
         if refusal is None:
             return False
         logger.warning("serve: %s", refusal)
-        self.send_response(403)
-        body = (refusal + "\n").encode()
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        self.owner.requests.append((self.command, self.path, 403))
+        self._reply(403, (refusal + "\n").encode(), cors=False)
         return True
 
     def do_OPTIONS(self) -> None:
@@ -511,9 +508,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _client_left(self) -> bool:
         """Whether the client closed its end (a readable socket with nothing to read), so that a client that
         drops is let go at once rather than at the next write."""
-        import select
-        import socket
-
         try:
             readable, _, _ = select.select([self.connection], [], [], 0)
             return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
@@ -539,16 +533,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.wfile.write(b"retry: 1000\n\n" + b"".join(first))
             self.wfile.flush()
-            sent = max([last_event_id or 0] + [int(m.split(b"\n", 1)[0][4:]) for m in first if m.startswith(b"id: ")])
             started = last = time.monotonic()
             while not owner.closing:
                 if owner.max_stream_s is not None and time.monotonic() - started >= owner.max_stream_s:
                     break
                 message = queue.get(0.2)
                 if message is not None:
-                    if message.id <= sent:  # already sent from the replay above
-                        continue
-                    sent = message.id
                     self.wfile.write(message.data)
                     self.wfile.flush()
                     last = time.monotonic()
