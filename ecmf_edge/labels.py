@@ -13,7 +13,7 @@ import numpy as np
 from ecmf_edge.errors import InputError
 
 __all__ = ["MER2025_LABELS", "LABELS", "FER2013_LABELS", "DATASET_MAPPINGS", "map_label", "map_probabilities", "LabelView",
-           "parse_label_choice"]
+           "parse_label_choice", "check_label_choice"]
 
 # MER2025's six discrete emotions, in the order every default bundle uses.
 MER2025_LABELS: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
@@ -93,6 +93,17 @@ def map_probabilities(
     return out[0] if squeeze else out
 
 
+def check_label_choice(choice: object) -> None:
+    """The shape of a label choice (``StreamOptions.labels``): None, a sequence of labels, or a mapping.
+
+    Raises:
+        InputError: anything else (a string is not a list of labels).
+    """
+    if choice is not None and (isinstance(choice, (str, bytes)) or not isinstance(choice, (Sequence, Mapping))):
+        raise InputError(f"labels={choice!r} is invalid: give a list of labels to keep, e.g. ['happy', 'sad', "
+                         "'neutral'], or a mapping {'sad': 'negative', ...}")
+
+
 class LabelView:
     """The labels an application sees: the bundle's, a subset of them, or a mapping onto its own names.
 
@@ -111,10 +122,8 @@ class LabelView:
             mapping: dict[str, str | None] = {name: name for name in self.bundle_labels}
         elif isinstance(choice, Mapping):
             mapping = {str(k): (None if v is None else str(v)) for k, v in choice.items()}
-        elif isinstance(choice, (str, bytes)) or not isinstance(choice, Sequence):
-            raise InputError(f"labels={choice!r} is invalid: give a list of labels to keep or a mapping "
-                             "{bundle label: your label}")
         else:
+            check_label_choice(choice)
             if len(set(choice)) != len(choice):
                 raise InputError(f"labels={list(choice)!r} repeats a label: name each once")
             mapping = {str(name): str(name) for name in choice}

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from ecmf_edge.cli.common import add_llm_switch, given, llm_note, with_default
+from ecmf_edge.cli.common import add_llm_switch, given, llm_note, llm_options, with_default
 from ecmf_edge.errors import DependencyError, DeviceError, InputError
 from ecmf_edge.modalities import BACKEND_CHOICES, PRECISIONS
 from ecmf_edge.stream.group import StreamGroup
@@ -114,10 +114,7 @@ def _smoother(args: argparse.Namespace) -> Any:
     """SmootherOptions with the flags the user gave (the others at their defaults)."""
     from ecmf_edge.stream.options import SmootherOptions
 
-    given = {field: getattr(args, flag) for flag, field in (("smooth_alpha", "alpha"), ("switch_margin", "switch_margin"),
-                                                             ("min_dwell", "min_dwell_s"))
-             if getattr(args, flag, None) is not None}
-    return SmootherOptions(**given)
+    return SmootherOptions(**given(args, smooth_alpha="alpha", switch_margin="switch_margin", min_dwell="min_dwell_s"))
 
 
 def _focus(value: str) -> str | int:
@@ -160,10 +157,10 @@ def recognizer_options(args: argparse.Namespace):
 
     chosen = given(args, backend="backend", precision="precision", bundle="bundle", model_threads="model_threads")
     if args.llm:  # a GGUF path (a bare --llm uses the default model): checked now, not at the first utterance
-        from ecmf_edge.text.llm_context import LlmOptions, check_gguf
+        from ecmf_edge.text.llm_context import check_gguf
 
         check_gguf(args.llm)
-        chosen["llm_options"] = LlmOptions(model_path=args.llm)
+        chosen["llm_options"] = llm_options(args)
     return RecognizerOptions(**chosen, stream=stream_options(args), text=not args.no_text, use_llm=args.llm is not None,
                              microphone_options=MicrophoneOptions(max_reconnects=3))  # unattended runs ride out a replugged mic
 

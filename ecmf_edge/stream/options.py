@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ecmf_edge.audio.io import SPEECH_TARGET_DBFS
 from ecmf_edge.errors import InputError
+from ecmf_edge.labels import check_label_choice
 from ecmf_edge.modalities import MODALITIES
 
 __all__ = ["StreamOptions", "SmootherOptions", "MODALITIES"]
@@ -172,10 +173,7 @@ class StreamOptions:
         if isinstance(self.min_confidence, bool) or not isinstance(self.min_confidence, numbers.Real) \
                 or not 0.0 <= self.min_confidence < 1.0:
             raise InputError(f"min_confidence={self.min_confidence!r} is invalid: use 0 <= value < 1 (0: never uncertain)")
-        if self.labels is not None and (isinstance(self.labels, (str, bytes))
-                                        or not isinstance(self.labels, (Sequence, Mapping))):
-            raise InputError(f"labels={self.labels!r} is invalid: give a list of labels to keep, e.g. ['happy', 'sad', "
-                             "'neutral'], or a mapping {'sad': 'negative', ...}")
+        check_label_choice(self.labels)
         if self.max_lead_s < self.min_silence_s + 0.2:
             raise InputError(f"max_lead_s={self.max_lead_s!r} must exceed min_silence_s + 0.2 ({self.min_silence_s + 0.2:g} s): "
                              "file playback reads that far ahead to find where utterances end")
