@@ -168,7 +168,6 @@ class Recognizer:
                                   llm_options=self.llm_options, asr_options=self.asr_options)
         self._lock = threading.RLock()
         self._streams: list[EmotionStream] = []
-        self._opened = 0
         self._closed = False
         # The neutral face baseline of calibrate_face() that predict() reads faces against (built on first use).
         self._resting: RestingFaces | None = None
@@ -224,7 +223,6 @@ class Recognizer:
                     if other.video is not None and getattr(other.video, "index", None) == camera and other.video.live:
                         raise InputError(f"camera {camera} is already streaming (stream '{other.stream_id}'): open "
                                          "each camera once")
-            self._opened += 1
             stream_id = str(stream_id) if stream_id is not None else RUNNING.unique(
                 default_stream_name(camera, video, microphone, audio))
         sources: list = []

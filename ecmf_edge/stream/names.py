@@ -28,7 +28,7 @@ def default_stream_name(camera: Any = None, video: Any = None, microphone: Any =
     elif audio is not None:
         base = Path(str(audio)).stem
     elif isinstance(microphone, (str, int)):
-        base = "microphone" if microphone in ("default", None) else f"microphone-{microphone}"
+        base = "microphone" if microphone == "default" else f"microphone-{microphone}"
     else:
         base = str(getattr(microphone, "name", "") or "microphone")
     return _UNSAFE.sub("-", base).strip("-") or "stream"
